@@ -1,0 +1,3 @@
+// Package root: the public API of lasp.
+export { kernels, KINDS, DEFAULT_CHUNK } from './native/kernels.js';
+export type { Kind, AttentionSpec, ForwardResult, BackwardResult, BlockSummary, SoftmaxSpec, GemmArgs } from './native/kernels.js';

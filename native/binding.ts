@@ -1,0 +1,83 @@
+// Loads the compiled addon and declares its raw interface. Only native/ talks to this module;
+// everything else goes through the typed, validated facade in kernels.ts.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Attention kinds in the order the addon numbers them. */
+export const KIND_CODES = {
+  linear: 0,
+  scalar_gate: 1,
+  vector_gate: 2,
+  delta: 3,
+  gated_delta: 4,
+} as const;
+
+type F32 = Float32Array;
+type F32OrNull = Float32Array | null;
+
+export interface NativeAddon {
+  info(): { isa: string; threads: number };
+  laForward(
+    kind: number, causal: boolean, T: number, H: number, dk: number, dv: number, chunk: number,
+    q: F32, k: F32, v: F32, g: F32OrNull, beta: F32OrNull, s0: F32OrNull,
+    o: F32, sFinal: F32,
+  ): Promise<void>;
+  laBackward(
+    kind: number, causal: boolean, T: number, H: number, dk: number, dv: number, chunk: number,
+    q: F32, k: F32, v: F32, g: F32OrNull, beta: F32OrNull, s0: F32OrNull,
+    dO: F32, dSFinal: F32OrNull,
+    dq: F32, dkOut: F32, dvOut: F32, dg: F32OrNull, dbeta: F32OrNull, ds0: F32OrNull,
+  ): Promise<void>;
+  laSummary(
+    kind: number, T: number, H: number, dk: number, dv: number, chunk: number,
+    q: F32, k: F32, v: F32, g: F32OrNull, beta: F32OrNull, a: F32, u: F32,
+  ): Promise<void>;
+  laStateGrad(
+    kind: number, T: number, H: number, dk: number, dv: number, chunk: number,
+    q: F32, k: F32, v: F32, g: F32OrNull, beta: F32OrNull, dO: F32, d: F32,
+  ): Promise<void>;
+  laFoldStates(
+    kind: number, W: number, H: number, dk: number, dv: number,
+    a: F32, u: F32, s0: F32OrNull, states: F32,
+  ): Promise<void>;
+  laSuffixFold(
+    kind: number, W: number, H: number, dk: number, dv: number,
+    a: F32, d: F32, dFinal: F32OrNull, e: F32,
+  ): Promise<void>;
+  softmaxForward(
+    Tq: number, Tk: number, H: number, dk: number, dv: number, qOffset: number, causal: boolean,
+    scale: number, q: F32, k: F32, v: F32, o: F32, lse: F32,
+  ): Promise<void>;
+  softmaxBackward(
+    Tq: number, Tk: number, H: number, dk: number, dv: number, qOffset: number, causal: boolean,
+    scale: number, q: F32, k: F32, v: F32, o: F32, lse: F32, dO: F32,
+    dq: F32, dkOut: F32, dvOut: F32,
+  ): Promise<void>;
+  gemm(
+    transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: F32, lda: number, B: F32, ldb: number, beta: number, C: F32, ldc: number,
+    multiThreaded: boolean,
+  ): Promise<void>;
+}
+
+function repoRoot(): string {
+  // dist/native/binding.js -> repo root is two levels up.
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+let cached: NativeAddon | undefined;
+
+/** The addon, loaded once. Throws an Error that says how to build it when it is missing. */
+export function addon(): NativeAddon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  const path = join(repoRoot(), 'build', 'Release', 'lasp_native.node');
+  try {
+    cached = require(path) as NativeAddon;
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`lasp: native addon not found or not loadable at ${path} (${why}); build it with "npm run build:native"`);
+  }
+  return cached;
+}

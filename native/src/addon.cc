@@ -1,0 +1,297 @@
+// Node-API bindings. Every kernel runs in a Napi::AsyncWorker on the libuv pool (which fans out
+// to the kernel thread pool), so the JavaScript thread stays free for gRPC, heartbeats and queue
+// locks while a kernel runs. Arguments are checked here too (lengths against the sizes given):
+// the addon never reads or writes outside the arrays it was handed, whoever calls it. The
+// typed arrays are pinned by references for the duration of the job; worker threads see only
+// raw pointers, never JS objects.
+#include <napi.h>
+
+#include <cmath>
+#include <exception>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gemm.h"
+#include "linear_attention.h"
+#include "softmax_attention.h"
+#include "threadpool.h"
+
+namespace {
+
+using lasp::Kind;
+
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, std::function<void()> work, std::vector<Napi::ObjectReference> keep)
+      : Napi::AsyncWorker(env, "lasp.kernel"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        keep_(std::move(keep)) {}
+
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<void()> work_;
+  std::vector<Napi::ObjectReference> keep_;
+};
+
+// Reads arguments in order, with named errors, and pins the arrays it hands out.
+class Args {
+ public:
+  explicit Args(const Napi::CallbackInfo& info) : info_(info) {}
+
+  int integer(const char* name, int64_t min, int64_t max) {
+    Napi::Value v = next(name);
+    if (!v.IsNumber()) fail(std::string(name) + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d != std::floor(d) || d < static_cast<double>(min) || d > static_cast<double>(max))
+      fail(std::string(name) + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    return static_cast<int>(d);
+  }
+  double number(const char* name) {
+    Napi::Value v = next(name);
+    if (!v.IsNumber()) fail(std::string(name) + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) fail(std::string(name) + " must be finite");
+    return d;
+  }
+  bool boolean(const char* name) {
+    Napi::Value v = next(name);
+    if (!v.IsBoolean()) fail(std::string(name) + " must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+  // A Float32Array of exactly `len` elements (or null when nullable).
+  float* f32(const char* name, int64_t len, bool nullable = false) {
+    Napi::Value v = next(name);
+    if (nullable && (v.IsNull() || v.IsUndefined())) return nullptr;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      fail(std::string(name) + " must be a Float32Array");
+    auto arr = v.As<Napi::Float32Array>();
+    if (static_cast<int64_t>(arr.ElementLength()) != len)
+      fail(std::string(name) + " must have length " + std::to_string(len) + ", got " + std::to_string(arr.ElementLength()));
+    keep_.push_back(Napi::Persistent(arr.As<Napi::Object>()));
+    return arr.Data();
+  }
+
+  Napi::Value run(std::function<void()> work) {
+    auto* job = new Job(info_.Env(), std::move(work), std::move(keep_));
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+  }
+
+ private:
+  Napi::Value next(const char* name) {
+    if (pos_ >= info_.Length()) fail(std::string("missing argument ") + name);
+    return info_[pos_++];
+  }
+  [[noreturn]] void fail(const std::string& msg) { throw Napi::TypeError::New(info_.Env(), "lasp native: " + msg); }
+
+  const Napi::CallbackInfo& info_;
+  size_t pos_ = 0;
+  std::vector<Napi::ObjectReference> keep_;
+};
+
+constexpr int64_t kMaxDim = 1 << 30;
+
+
+// Reads kind, (causal), T, H, dk, dv, chunk, q, k, v, g, beta into a problem.
+lasp::LAProblem read_problem(Args& a, bool with_causal) {
+  lasp::LAProblem p;
+  p.kind = static_cast<Kind>(a.integer("kind", 0, 4));
+  p.causal = with_causal ? a.boolean("causal") : true;
+  p.T = a.integer("T", 1, kMaxDim);
+  p.H = a.integer("H", 1, 4096);
+  p.dk = a.integer("dk", 1, 4096);
+  p.dv = a.integer("dv", 1, 4096);
+  p.chunk = a.integer("chunk", 1, 1024);
+  const int64_t T = p.T, H = p.H;
+  p.q = a.f32("q", T * H * p.dk);
+  p.k = a.f32("k", T * H * p.dk);
+  p.v = a.f32("v", T * H * p.dv);
+  int64_t glen = p.kind == Kind::VectorGate ? T * H * p.dk : (lasp::has_gate(p.kind) ? T * H : 0);
+  p.g = glen ? a.f32("g", glen) : a.f32("g", 0, true);
+  p.beta = lasp::has_beta(p.kind) ? a.f32("beta", T * H) : a.f32("beta", 0, true);
+  return p;
+}
+
+int64_t state_len(const lasp::LAProblem& p) { return static_cast<int64_t>(p.H) * p.dk * p.dv; }
+
+Napi::Value LaForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::LAProblem p = read_problem(a, true);
+  p.s0 = a.f32("s0", state_len(p), true);
+  float* o = a.f32("o", static_cast<int64_t>(p.T) * p.H * p.dv);
+  float* sf = a.f32("sFinal", state_len(p));
+  return a.run([p, o, sf] { lasp::la_forward(p, o, sf); });
+}
+
+Napi::Value LaBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::LAProblem p = read_problem(a, true);
+  p.s0 = a.f32("s0", state_len(p), true);
+  const int64_t T = p.T, H = p.H;
+  const float* dO = a.f32("dO", T * H * p.dv);
+  const float* dSf = a.f32("dSFinal", state_len(p), true);
+  float* dq = a.f32("dq", T * H * p.dk);
+  float* dk = a.f32("dk", T * H * p.dk);
+  float* dv = a.f32("dv", T * H * p.dv);
+  int64_t glen = p.kind == Kind::VectorGate ? T * H * p.dk : (lasp::has_gate(p.kind) ? T * H : 0);
+  float* dg = a.f32("dg", glen, true);
+  float* db = a.f32("dbeta", T * H, true);
+  float* ds0 = a.f32("ds0", state_len(p), true);
+  return a.run([=] { lasp::la_backward(p, dO, dSf, dq, dk, dv, dg, db, ds0); });
+}
+
+Napi::Value LaSummary(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::LAProblem p = read_problem(a, false);
+  float* A = a.f32("a", lasp::summary_a_len(p.kind, p.H, p.dk));
+  float* U = a.f32("u", state_len(p));
+  return a.run([=] { lasp::la_summary(p, A, U); });
+}
+
+Napi::Value LaStateGrad(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::LAProblem p = read_problem(a, false);
+  const float* dO = a.f32("dO", static_cast<int64_t>(p.T) * p.H * p.dv);
+  float* D = a.f32("d", state_len(p));
+  return a.run([=] { lasp::la_state_grad(p, dO, D); });
+}
+
+struct FoldArgs {
+  Kind kind;
+  int W, H, dk, dv;
+};
+
+FoldArgs read_fold(Args& a) {
+  FoldArgs f;
+  f.kind = static_cast<Kind>(a.integer("kind", 0, 4));
+  f.W = a.integer("W", 1, 65536);
+  f.H = a.integer("H", 1, 4096);
+  f.dk = a.integer("dk", 1, 4096);
+  f.dv = a.integer("dv", 1, 4096);
+  return f;
+}
+
+Napi::Value LaFoldStates(const Napi::CallbackInfo& info) {
+  Args a(info);
+  FoldArgs f = read_fold(a);
+  const int64_t n = static_cast<int64_t>(f.H) * f.dk * f.dv;
+  const float* A = a.f32("a", f.W * lasp::summary_a_len(f.kind, f.H, f.dk));
+  const float* U = a.f32("u", f.W * n);
+  const float* s0 = a.f32("s0", n, true);
+  float* states = a.f32("states", (f.W + 1) * n);
+  return a.run([=] { lasp::la_fold_states(f.kind, f.W, f.H, f.dk, f.dv, A, U, s0, states); });
+}
+
+Napi::Value LaSuffixFold(const Napi::CallbackInfo& info) {
+  Args a(info);
+  FoldArgs f = read_fold(a);
+  const int64_t n = static_cast<int64_t>(f.H) * f.dk * f.dv;
+  const float* A = a.f32("a", f.W * lasp::summary_a_len(f.kind, f.H, f.dk));
+  const float* D = a.f32("d", f.W * n);
+  const float* dF = a.f32("dFinal", n, true);
+  float* e = a.f32("e", (f.W + 1) * n);
+  return a.run([=] { lasp::la_suffix_fold(f.kind, f.W, f.H, f.dk, f.dv, A, D, dF, e); });
+}
+
+lasp::SoftmaxProblem read_softmax(Args& a) {
+  lasp::SoftmaxProblem p;
+  p.Tq = a.integer("Tq", 1, kMaxDim);
+  p.Tk = a.integer("Tk", 1, kMaxDim);
+  p.H = a.integer("H", 1, 4096);
+  p.dk = a.integer("dk", 1, 4096);
+  p.dv = a.integer("dv", 1, 4096);
+  p.qOffset = a.integer("qOffset", 0, kMaxDim);
+  p.causal = a.boolean("causal");
+  p.scale = static_cast<float>(a.number("scale"));
+  p.q = a.f32("q", static_cast<int64_t>(p.Tq) * p.H * p.dk);
+  p.k = a.f32("k", static_cast<int64_t>(p.Tk) * p.H * p.dk);
+  p.v = a.f32("v", static_cast<int64_t>(p.Tk) * p.H * p.dv);
+  return p;
+}
+
+Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::SoftmaxProblem p = read_softmax(a);
+  float* o = a.f32("o", static_cast<int64_t>(p.Tq) * p.H * p.dv);
+  float* lse = a.f32("lse", static_cast<int64_t>(p.H) * p.Tq);
+  return a.run([=] { lasp::softmax_attention_forward(p, o, lse); });
+}
+
+Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::SoftmaxProblem p = read_softmax(a);
+  const int64_t Tq = p.Tq, Tk = p.Tk, H = p.H;
+  const float* o = a.f32("o", Tq * H * p.dv);
+  const float* lse = a.f32("lse", H * Tq);
+  const float* dO = a.f32("dO", Tq * H * p.dv);
+  float* dq = a.f32("dq", Tq * H * p.dk);
+  float* dk = a.f32("dk", Tk * H * p.dk);
+  float* dv = a.f32("dv", Tk * H * p.dv);
+  return a.run([=] { lasp::softmax_attention_backward(p, o, lse, dO, dq, dk, dv); });
+}
+
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const bool ta = a.boolean("transA"), tb = a.boolean("transB");
+  const int M = a.integer("M", 0, kMaxDim), N = a.integer("N", 0, kMaxDim), K = a.integer("K", 0, kMaxDim);
+  const float alpha = static_cast<float>(a.number("alpha"));
+  // Dense operands: the leading dimension is the stored row length.
+  const int lda = a.integer("lda", 0, kMaxDim);
+  const float* A = a.f32("A", static_cast<int64_t>(M) * K);
+  const int ldb = a.integer("ldb", 0, kMaxDim);
+  const float* B = a.f32("B", static_cast<int64_t>(K) * N);
+  const float beta = static_cast<float>(a.number("beta"));
+  float* C = a.f32("C", static_cast<int64_t>(M) * N);
+  const int ldc = a.integer("ldc", 0, kMaxDim);
+  const bool mt = a.boolean("multiThreaded");
+  if (lda != (ta ? M : K) || ldb != (tb ? K : N) || ldc != N)
+    throw Napi::RangeError::New(info.Env(), "lasp native: gemm takes dense operands (lda, ldb, ldc = stored row lengths)");
+  return a.run([=] {
+    if (mt)
+      lasp::sgemm_mt(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+      lasp::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  });
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("isa", lasp::gemm_isa());
+  o.Set("threads", lasp::num_threads());
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("laForward", Napi::Function::New(env, LaForward));
+  exports.Set("laBackward", Napi::Function::New(env, LaBackward));
+  exports.Set("laSummary", Napi::Function::New(env, LaSummary));
+  exports.Set("laStateGrad", Napi::Function::New(env, LaStateGrad));
+  exports.Set("laFoldStates", Napi::Function::New(env, LaFoldStates));
+  exports.Set("laSuffixFold", Napi::Function::New(env, LaSuffixFold));
+  exports.Set("softmaxForward", Napi::Function::New(env, SoftmaxForward));
+  exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(lasp_native, Init)

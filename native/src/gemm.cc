@@ -1,0 +1,433 @@
+// Blocked single-precision GEMM with run-time instruction-set dispatch.
+//
+// Structure (Goto/BLIS style, row-major C):
+//
+//   for pc in K  step KC            B block  op(B)[pc:pc+kc, jc:jc+nc], packed once → L2/L3
+//     for jc in N step NC
+//       pack B block into NR-wide micro-panels (kc × NR each, k-major, zero-padded on the right)
+//       for ic in M step MC         A block  op(A)[ic:ic+mc, pc:pc+kc]            → L2
+//         optionally pack A block into MR-tall micro-panels (kc × MR each, k-major)
+//         for jr in nc step NR      B micro-panel (kc × NR)                        → L1
+//           for ir in mc step MR
+//             micro-kernel: MR×NR register tile of C += A micro-panel · B micro-panel
+//
+// The micro-kernel reads A through two strides (row stride rsa, k stride csa), so it runs on a
+// packed A panel (rsa = 1, csa = MR) or straight on the caller's A (op(A) rows or columns).
+// Small, cache-resident products (the common case inside the attention kernels) skip packing A:
+// only B is copied, into a thread_local buffer, which keeps per-call overhead to one pass over B.
+// Large products pack A too, so the hot loop streams contiguous, TLB-friendly memory.
+//
+// The micro-kernel is a template on the tile height (1..MR rows) and width (in vectors), so edge
+// tiles run the same fully unrolled code with fewer accumulators. Columns past N inside the last
+// vector are computed on zero padding and dropped by masked stores; C is only read when beta != 0.
+//
+// Instruction sets: AVX-512F (8×32 tile, 16 zmm accumulators), AVX2+FMA (6×16 tile, 12 ymm
+// accumulators) and portable C++ (4×8). The kernels carry __attribute__((target)) so the build
+// needs no -march flag; the choice is made once from __builtin_cpu_supports, and LASP_GEMM_ISA
+// (generic|avx2|avx512) may force a lower path for testing.
+//
+// sgemm_mt splits C into tiles (rows first, then columns) and runs the single-threaded blocked
+// product on each tile through lasp::parallel_for; every task packs into its own thread_local
+// buffers, so tasks share nothing but the read-only inputs.
+#include "gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "threadpool.h"
+
+namespace lasp {
+namespace {
+
+using idx = std::ptrdiff_t;
+
+// Cache blocking, shared by every instruction set.
+constexpr int KC = 256;   // depth of one rank-kc update: kc × NR B micro-panel stays in L1
+constexpr int MC = 144;   // rows of the A block (MC × KC floats = 144 KiB) kept in L2
+constexpr int NC = 2048;  // columns of the packed B block (KC × NC floats = 2 MiB), L3-resident
+
+// op(X)[r][c] = p[r * rs + c * cs]: covers X and X^T of a row-major matrix.
+struct View {
+  const float* p;
+  idx rs, cs;
+  const float* at(idx r, idx c) const { return p + r * rs + c * cs; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Scratch: 64-byte aligned, grow-only, one per thread and role (A block, B block).
+
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { release(); }
+
+  float* get(std::size_t n) {
+    if (n > cap_) {
+      release();
+      p_ = static_cast<float*>(::operator new(n * sizeof(float), std::align_val_t(64)));
+      cap_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  void release() {
+    if (p_) ::operator delete(p_, std::align_val_t(64));
+    p_ = nullptr;
+    cap_ = 0;
+  }
+  float* p_ = nullptr;
+  std::size_t cap_ = 0;
+};
+
+thread_local Scratch tls_a;
+thread_local Scratch tls_b;
+
+// ---------------------------------------------------------------------------------------------
+// Packing. A micro-panel is kc × W floats, k-major: dst[p * W + j] = X[p][j] for j < w, 0 for
+// w <= j < W, where X[p][j] = src[p * sk + j * sw]. B panels use W = NR (X = op(B) block), A
+// panels use W = MR (X = op(A) block transposed: sk = A's k stride, sw = A's row stride).
+
+template <int W>
+void pack_panel(const float* src, idx sk, idx sw, int kc, int w, float* dst) {
+  if (sw == 1) {  // rows of the panel are contiguous in memory
+    if (w == W) {
+      for (int p = 0; p < kc; ++p) std::memcpy(dst + p * W, src + p * sk, W * sizeof(float));
+    } else {
+      for (int p = 0; p < kc; ++p) {
+        const float* s = src + p * sk;
+        float* d = dst + p * W;
+        for (int j = 0; j < w; ++j) d[j] = s[j];
+        for (int j = w; j < W; ++j) d[j] = 0.f;
+      }
+    }
+    return;
+  }
+  // Strided rows (a transpose when sk == 1): walk each source column contiguously. Blocks of
+  // 8 k-steps keep the W destination lines of a block hot while the columns are read.
+  for (int p0 = 0; p0 < kc; p0 += 8) {
+    const int pe = std::min(kc, p0 + 8);
+    for (int j = 0; j < w; ++j) {
+      const float* s = src + j * sw;
+      for (int p = p0; p < pe; ++p) dst[p * W + j] = s[p * sk];
+    }
+    for (int p = p0; p < pe; ++p)
+      for (int j = w; j < W; ++j) dst[p * W + j] = 0.f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Micro-kernels. tile<M, NV>(n, k, a, rsa, csa, b, c, ldc, alpha, beta):
+//   C[0:M, 0:n] = alpha · Σ_p a[i*rsa + p*csa] · b[p*NR + j] + beta · C   (beta == 0: C not read)
+// with b a packed kc × NR micro-panel, M <= MR rows, NV vectors covering the n <= NV·VL columns.
+
+using TileFn = void (*)(int n, int k, const float* a, idx rsa, idx csa, const float* b, float* c,
+                        idx ldc, float alpha, float beta);
+
+// Table of tile<1..MR, 1..NV> for an instruction set; tile(m, nv) picks the instantiation.
+template <template <int, int> class Tile, int MR, int NVMAX>
+struct TileTable {
+  TileFn fn[MR][NVMAX];
+  constexpr TileTable() : fn() { fill<1, 1>(); }
+
+ private:
+  template <int M, int NV>
+  constexpr void fill() {
+    fn[M - 1][NV - 1] = &Tile<M, NV>::run;
+    if constexpr (NV < NVMAX) {
+      fill<M, NV + 1>();
+    } else if constexpr (M < MR) {
+      fill<M + 1, 1>();
+    }
+  }
+};
+
+// ---- Portable C++ (4 × 8) ----
+
+struct Generic {
+  static constexpr int MR = 4, VL = 8, NVMAX = 1, NR = 8;
+
+  template <int M, int NV>
+  struct Tile {
+    static void run(int n, int k, const float* a, idx rsa, idx csa, const float* b, float* c,
+                    idx ldc, float alpha, float beta) {
+      float acc[M][NR] = {};
+      for (int p = 0; p < k; ++p, a += csa, b += NR) {
+        for (int i = 0; i < M; ++i) {
+          const float ai = a[i * rsa];
+          for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+        }
+      }
+      for (int i = 0; i < M; ++i) {
+        float* ci = c + i * ldc;
+        if (beta == 0.f) {
+          for (int j = 0; j < n; ++j) ci[j] = alpha * acc[i][j];
+        } else {
+          for (int j = 0; j < n; ++j) ci[j] = alpha * acc[i][j] + beta * ci[j];
+        }
+      }
+    }
+  };
+};
+
+// ---- AVX2 + FMA (6 × 16: 12 ymm accumulators, 2 B loads + 6 A broadcasts per k) ----
+
+alignas(32) constexpr int32_t kLaneMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                               0,  0,  0,  0,  0,  0,  0,  0};
+
+struct Avx2 {
+  static constexpr int MR = 6, VL = 8, NVMAX = 2, NR = VL * NVMAX;
+
+  template <int M, int NV>
+  struct Tile {
+    __attribute__((target("avx2,fma"))) static void run(int n, int k, const float* a, idx rsa,
+                                                         idx csa, const float* b, float* c,
+                                                         idx ldc, float alpha, float beta) {
+      __m256 acc[M][NV];
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
+
+#pragma GCC unroll 2
+      for (int p = 0; p < k; ++p, a += csa, b += NR) {
+        __m256 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = _mm256_load_ps(b + v * VL);
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) {
+          const __m256 ai = _mm256_broadcast_ss(a + i * rsa);
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+      }
+
+      const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+      const int tail = n - (NV - 1) * VL;  // columns in the last vector, 1..VL
+      const __m256i mask =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLaneMask + VL - tail));
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) {
+        float* ci = c + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          __m256 r = _mm256_mul_ps(acc[i][v], va);
+          if (v < NV - 1 || tail == VL) {
+            if (beta != 0.f) r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + v * VL), r);
+            _mm256_storeu_ps(ci + v * VL, r);
+          } else {
+            if (beta != 0.f) r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + v * VL, mask), r);
+            _mm256_maskstore_ps(ci + v * VL, mask, r);
+          }
+        }
+      }
+    }
+  };
+};
+
+// ---- AVX-512F (8 × 32: 16 zmm accumulators, 2 B loads + 8 A broadcasts per k) ----
+
+struct Avx512 {
+  static constexpr int MR = 8, VL = 16, NVMAX = 2, NR = VL * NVMAX;
+
+  template <int M, int NV>
+  struct Tile {
+    __attribute__((target("avx512f"))) static void run(int n, int k, const float* a, idx rsa,
+                                                       idx csa, const float* b, float* c,
+                                                       idx ldc, float alpha, float beta) {
+      __m512 acc[M][NV];
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+
+#pragma GCC unroll 2
+      for (int p = 0; p < k; ++p, a += csa, b += NR) {
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + v * VL);
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) {
+          const __m512 ai = _mm512_set1_ps(a[i * rsa]);
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+      }
+
+      const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+      const int tail = n - (NV - 1) * VL;  // columns in the last vector, 1..VL
+      const __mmask16 mask = static_cast<__mmask16>((1u << tail) - 1u);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) {
+        float* ci = c + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          __m512 r = _mm512_mul_ps(acc[i][v], va);
+          if (v < NV - 1 || tail == VL) {
+            if (beta != 0.f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + v * VL), r);
+            _mm512_storeu_ps(ci + v * VL, r);
+          } else {
+            if (beta != 0.f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, ci + v * VL), r);
+            _mm512_mask_storeu_ps(ci + v * VL, mask, r);
+          }
+        }
+      }
+    }
+  };
+};
+
+// ---------------------------------------------------------------------------------------------
+// Single-threaded blocked driver for one instruction set. Requires M, N, K >= 1.
+
+template <class ISA>
+void gemm_blocked(View A, View B, int M, int N, int K, float alpha, float beta, float* C,
+                  idx ldc) {
+  constexpr int MR = ISA::MR, NR = ISA::NR, VL = ISA::VL;
+  constexpr int MCb = MC / MR * MR;
+  static constexpr TileTable<ISA::template Tile, MR, ISA::NVMAX> table;
+
+  // Pack A unless the whole op(A) slab of this call is small enough to stay cache-resident.
+  const bool pack_a = static_cast<idx>(M) * std::min(K, KC) > 128 * 128 || M > 4 * MCb;
+
+  const int kc_max = std::min(K, KC);
+  const int nc_max = std::min(N, NC);
+  float* bbuf = tls_b.get(static_cast<std::size_t>(kc_max) * ((nc_max + NR - 1) / NR * NR));
+  float* abuf = pack_a ? tls_a.get(static_cast<std::size_t>(kc_max) * MCb) : nullptr;
+
+  for (int jc = 0; jc < N; jc += NC) {
+    const int nc = std::min(NC, N - jc);
+    for (int pc = 0; pc < K; pc += KC) {
+      const int kc = std::min(KC, K - pc);
+      const float bt = pc == 0 ? beta : 1.f;  // later rank-kc updates accumulate into C
+
+      for (int jr = 0; jr < nc; jr += NR)
+        pack_panel<NR>(B.at(pc, jc + jr), B.rs, B.cs, kc, std::min(NR, nc - jr),
+                       bbuf + static_cast<idx>(jr) * kc);
+
+      for (int ic = 0; ic < M; ic += MCb) {
+        const int mc = std::min(MCb, M - ic);
+        if (pack_a) {
+          for (int ir = 0; ir < mc; ir += MR)
+            pack_panel<MR>(A.at(ic + ir, pc), A.cs, A.rs, kc, std::min(MR, mc - ir),
+                           abuf + static_cast<idx>(ir) * kc);
+        }
+        for (int jr = 0; jr < nc; jr += NR) {
+          const int nr = std::min(NR, nc - jr);
+          const int nv = (nr + VL - 1) / VL;
+          const float* bp = bbuf + static_cast<idx>(jr) * kc;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = std::min(MR, mc - ir);
+            float* cp = C + (ic + ir) * ldc + jc + jr;
+            const TileFn fn = table.fn[mr - 1][nv - 1];
+            if (pack_a)
+              fn(nr, kc, abuf + static_cast<idx>(ir) * kc, 1, MR, bp, cp, ldc, alpha, bt);
+            else
+              fn(nr, kc, A.at(ic + ir, pc), A.rs, A.cs, bp, cp, ldc, alpha, bt);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch.
+
+struct Isa {
+  const char* name;
+  void (*gemm)(View, View, int, int, int, float, float, float*, idx);
+  int mr;  // tile height, to align sgemm_mt's row splits
+};
+
+Isa pick_isa() {
+  __builtin_cpu_init();
+  const bool has512 = __builtin_cpu_supports("avx512f");
+  const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  int level = has512 ? 2 : has2 ? 1 : 0;
+  if (const char* env = std::getenv("LASP_GEMM_ISA")) {
+    if (std::strcmp(env, "generic") == 0) level = 0;
+    if (std::strcmp(env, "avx2") == 0 && has2) level = std::min(level, 1);
+  }
+  switch (level) {
+    case 2: return {"avx512", &gemm_blocked<Avx512>, Avx512::MR};
+    case 1: return {"avx2", &gemm_blocked<Avx2>, Avx2::MR};
+    default: return {"generic", &gemm_blocked<Generic>, Generic::MR};
+  }
+}
+
+const Isa& isa() {
+  static const Isa chosen = pick_isa();
+  return chosen;
+}
+
+// C = beta · C over M × N (beta == 0 writes zeros without reading C).
+void scale_c(int M, int N, float beta, float* C, idx ldc) {
+  for (int i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    if (beta == 0.f) {
+      std::fill(c, c + N, 0.f);
+    } else if (beta != 1.f) {
+      for (int j = 0; j < N; ++j) c[j] *= beta;
+    }
+  }
+}
+
+View view_a(bool ta, const float* A, int lda) { return ta ? View{A, 1, lda} : View{A, lda, 1}; }
+View view_b(bool tb, const float* B, int ldb) { return tb ? View{B, 1, ldb} : View{B, ldb, 1}; }
+
+}  // namespace
+
+void sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.f) return scale_c(M, N, beta, C, ldc);
+  isa().gemm(view_a(transA, A, lda), view_b(transB, B, ldb), M, N, K, alpha, beta, C, ldc);
+}
+
+void sgemm_mt(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+              const float* B, int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.f) return scale_c(M, N, beta, C, ldc);
+  const Isa& impl = isa();
+  const View a = view_a(transA, A, lda), b = view_b(transB, B, ldb);
+  const int threads = num_threads();
+  const double flops = 2.0 * M * N * K;
+  if (threads <= 1 || flops < 4e6) {
+    impl.gemm(a, b, M, N, K, alpha, beta, C, ldc);
+    return;
+  }
+
+  // Tiles: split rows into blocks of about MT (a multiple of the tile height), then columns
+  // into blocks of at most NC; keep splitting (rows first, down to 2·MC-ish heights, then
+  // columns down to 256) until there are several tasks per thread for load balance.
+  constexpr int MT = 4 * MC, NT_MIN = 256;
+  const int want = 4 * threads;
+  int mt = (M + MT - 1) / MT;
+  int nt = (N + NC - 1) / NC;
+  while (mt * nt < want && (M + 2 * mt - 1) / (2 * mt) >= MC) mt *= 2;
+  while (mt * nt < want && (N + 2 * nt - 1) / (2 * nt) >= NT_MIN) nt *= 2;
+  const int mr = impl.mr;
+  const int tm = ((M + mt - 1) / mt + mr - 1) / mr * mr;
+  const int tn = ((N + nt - 1) / nt + 15) / 16 * 16;
+  mt = (M + tm - 1) / tm;
+  nt = (N + tn - 1) / tn;
+
+  parallel_for(mt * nt, [&](int t) {
+    const int i0 = (t / nt) * tm, j0 = (t % nt) * tn;
+    const int m = std::min(tm, M - i0), n = std::min(tn, N - j0);
+    impl.gemm(View{a.at(i0, 0), a.rs, a.cs}, View{b.at(0, j0), b.rs, b.cs}, m, n, K, alpha, beta,
+              C + i0 * static_cast<idx>(ldc) + j0, ldc);
+  });
+}
+
+const char* gemm_isa() { return isa().name; }
+
+}  // namespace lasp
