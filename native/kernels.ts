@@ -193,8 +193,27 @@ async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Flo
   if (c.beta) out.dbeta = new Float32Array(c.beta.length);
   if (c.s0) out.dInitialState = new Float32Array(c.s0.length);
   await addon().laBackward(
-    c.code, c.causal, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, c.s0, dO, dS,
-    out.dq, out.dk, out.dv, out.dg ?? null, out.dbeta ?? null, out.dInitialState ?? null,
+    c.code,
+    c.causal,
+    c.T,
+    c.H,
+    c.dk,
+    c.dv,
+    c.chunk,
+    c.q,
+    c.k,
+    c.v,
+    c.g,
+    c.beta,
+    c.s0,
+    dO,
+    dS,
+    out.dq,
+    out.dk,
+    out.dv,
+    out.dg ?? null,
+    out.dbeta ?? null,
+    out.dInitialState ?? null,
   );
   return out;
 }
@@ -202,7 +221,8 @@ async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Flo
 /** Block summary (A, U) of a run of tokens: S_end = A·S_start + U. The spec's initialState is ignored. */
 async function summary(spec: AttentionSpec): Promise<BlockSummary> {
   const c = checkSpec(spec);
-  if (!c.causal) fail('summary is defined for causal attention; for non-causal linear the summary is K^T V (use forward with a zero state)');
+  if (!c.causal)
+    fail('summary is defined for causal attention; for non-causal linear the summary is K^T V (use forward with a zero state)');
   const a = new Float32Array(summaryALength(c.kind, c.H, c.dk));
   const u = new Float32Array(c.H * c.dk * c.dv);
   await addon().laSummary(c.code, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, a, u);
@@ -228,7 +248,13 @@ interface FoldShape {
 function checkFoldShape(shape: FoldShape): { code: number; H: number; dk: number; dv: number; kind: Kind } {
   if (shape === null || typeof shape !== 'object') fail(`shape must be an object {kind,H,dk,dv}, got ${describe(shape)}`);
   const kind = checkKind(shape.kind);
-  return { kind, code: KIND_CODES[kind], H: checkInt('H', shape.H, 1, 4096), dk: checkInt('dk', shape.dk, 1, 4096), dv: checkInt('dv', shape.dv, 1, 4096) };
+  return {
+    kind,
+    code: KIND_CODES[kind],
+    H: checkInt('H', shape.H, 1, 4096),
+    dk: checkInt('dk', shape.dk, 1, 4096),
+    dv: checkInt('dv', shape.dv, 1, 4096),
+  };
 }
 
 function concat(name: string, parts: Float32Array[], each: number, shape: string): Float32Array {
@@ -251,8 +277,18 @@ async function foldStates(shape: FoldShape, summaries: BlockSummary[], initialSt
   const W = summaries.length;
   const aLen = summaryALength(s.kind, s.H, s.dk);
   const sLen = s.H * s.dk * s.dv;
-  const a = concat('summaries.a', summaries.map((x) => x.a), aLen, 'compact A');
-  const u = concat('summaries.u', summaries.map((x) => x.u), sLen, '[H,dk,dv]');
+  const a = concat(
+    'summaries.a',
+    summaries.map((x) => x.a),
+    aLen,
+    'compact A',
+  );
+  const u = concat(
+    'summaries.u',
+    summaries.map((x) => x.u),
+    sLen,
+    '[H,dk,dv]',
+  );
   const s0 = initialState === undefined ? null : checkArray('initialState', initialState, sLen, '[H,dk,dv]');
   const states = new Float32Array((W + 1) * sLen);
   await addon().laFoldStates(s.code, W, s.H, s.dk, s.dv, a, u, s0, states);

@@ -253,10 +253,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   const int M = a.integer("M", 0, kMaxDim), N = a.integer("N", 0, kMaxDim), K = a.integer("K", 0, kMaxDim);
   const float alpha = static_cast<float>(a.number("alpha"));
   // Dense operands: the leading dimension is the stored row length.
-  const int lda = a.integer("lda", 0, kMaxDim);
   const float* A = a.f32("A", static_cast<int64_t>(M) * K);
-  const int ldb = a.integer("ldb", 0, kMaxDim);
+  const int lda = a.integer("lda", 0, kMaxDim);
   const float* B = a.f32("B", static_cast<int64_t>(K) * N);
+  const int ldb = a.integer("ldb", 0, kMaxDim);
   const float beta = static_cast<float>(a.number("beta"));
   float* C = a.f32("C", static_cast<int64_t>(M) * N);
   const int ldc = a.integer("ldc", 0, kMaxDim);

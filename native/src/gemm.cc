@@ -26,9 +26,10 @@
 // needs no -march flag; the choice is made once from __builtin_cpu_supports, and LASP_GEMM_ISA
 // (generic|avx2|avx512) may force a lower path for testing.
 //
-// sgemm_mt splits C into tiles (rows first, then columns) and runs the single-threaded blocked
-// product on each tile through lasp::parallel_for; every task packs into its own thread_local
-// buffers, so tasks share nothing but the read-only inputs.
+// sgemm_mt runs the same loops with the work of each (jc, pc) step spread over lasp::parallel_for:
+// the threads pack the B block together into one shared buffer, then each task takes a tile of
+// the C block (a row block of about MC rows, split by columns too when rows are scarce) and packs
+// its own A rows. Scratch buffers are thread_local; nothing else is shared or mutable.
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -124,11 +125,61 @@ void pack_panel(const float* src, idx sk, idx sw, int kc, int w, float* dst) {
   }
 }
 
+// AVX2 packing for panels whose source rows are strided and whose columns are contiguous
+// (sk == 1, i.e. op(X) is a transposed view): 8 × 8 blocks are transposed in registers. Used by
+// the AVX2 and AVX-512 paths for any W that is a multiple of 8; the rest goes to pack_panel.
+__attribute__((target("avx2"))) inline void transpose8x8_store(const float* s, idx sw, float* d,
+                                                                idx dstride) {
+  __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + sw);
+  __m256 r2 = _mm256_loadu_ps(s + 2 * sw), r3 = _mm256_loadu_ps(s + 3 * sw);
+  __m256 r4 = _mm256_loadu_ps(s + 4 * sw), r5 = _mm256_loadu_ps(s + 5 * sw);
+  __m256 r6 = _mm256_loadu_ps(s + 6 * sw), r7 = _mm256_loadu_ps(s + 7 * sw);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  r0 = _mm256_shuffle_ps(t0, t2, 0x44);
+  r1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  r2 = _mm256_shuffle_ps(t1, t3, 0x44);
+  r3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  r4 = _mm256_shuffle_ps(t4, t6, 0x44);
+  r5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  r6 = _mm256_shuffle_ps(t5, t7, 0x44);
+  r7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_store_ps(d, _mm256_permute2f128_ps(r0, r4, 0x20));
+  _mm256_store_ps(d + dstride, _mm256_permute2f128_ps(r1, r5, 0x20));
+  _mm256_store_ps(d + 2 * dstride, _mm256_permute2f128_ps(r2, r6, 0x20));
+  _mm256_store_ps(d + 3 * dstride, _mm256_permute2f128_ps(r3, r7, 0x20));
+  _mm256_store_ps(d + 4 * dstride, _mm256_permute2f128_ps(r0, r4, 0x31));
+  _mm256_store_ps(d + 5 * dstride, _mm256_permute2f128_ps(r1, r5, 0x31));
+  _mm256_store_ps(d + 6 * dstride, _mm256_permute2f128_ps(r2, r6, 0x31));
+  _mm256_store_ps(d + 7 * dstride, _mm256_permute2f128_ps(r3, r7, 0x31));
+}
+
+template <int W>
+__attribute__((target("avx2"))) void pack_panel_avx2(const float* src, idx sk, idx sw, int kc,
+                                                     int w, float* dst) {
+  static_assert(W % 8 == 0, "8x8 transposes need W to be a multiple of 8");
+  const int kc8 = kc / 8 * 8, w8 = w / 8 * 8;
+  if (sk != 1 || w8 == 0) return pack_panel<W>(src, sk, sw, kc, w, dst);
+  for (int p = 0; p < kc8; p += 8)
+    for (int j = 0; j < w8; j += 8) transpose8x8_store(src + j * sw + p, sw, dst + p * W + j, W);
+  // Left-over columns (w8 <= j < W, zero past w) for the 8-aligned rows, then left-over rows.
+  if (w8 < W) {
+    for (int p = 0; p < kc8; ++p) {
+      for (int j = w8; j < w; ++j) dst[p * W + j] = src[j * sw + p];
+      for (int j = w; j < W; ++j) dst[p * W + j] = 0.f;
+    }
+  }
+  if (kc8 < kc) pack_panel<W>(src + kc8, sk, sw, kc - kc8, w, dst + kc8 * W);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Micro-kernels. tile<M, NV>(n, k, a, rsa, csa, b, c, ldc, alpha, beta):
 //   C[0:M, 0:n] = alpha · Σ_p a[i*rsa + p*csa] · b[p*NR + j] + beta · C   (beta == 0: C not read)
 // with b a packed kc × NR micro-panel, M <= MR rows, NV vectors covering the n <= NV·VL columns.
 
+using PackFn = void (*)(const float* src, idx sk, idx sw, int kc, int w, float* dst);
 using TileFn = void (*)(int n, int k, const float* a, idx rsa, idx csa, const float* b, float* c,
                         idx ldc, float alpha, float beta);
 
@@ -154,6 +205,7 @@ struct TileTable {
 
 struct Generic {
   static constexpr int MR = 4, VL = 8, NVMAX = 1, NR = 8;
+  static constexpr PackFn pack_a = &pack_panel<MR>, pack_b = &pack_panel<NR>;
 
   template <int M, int NV>
   struct Tile {
@@ -185,6 +237,7 @@ alignas(32) constexpr int32_t kLaneMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
 
 struct Avx2 {
   static constexpr int MR = 6, VL = 8, NVMAX = 2, NR = VL * NVMAX;
+  static constexpr PackFn pack_a = &pack_panel<MR>, pack_b = &pack_panel_avx2<NR>;
 
   template <int M, int NV>
   struct Tile {
@@ -237,6 +290,7 @@ struct Avx2 {
 
 struct Avx512 {
   static constexpr int MR = 8, VL = 16, NVMAX = 2, NR = VL * NVMAX;
+  static constexpr PackFn pack_a = &pack_panel_avx2<MR>, pack_b = &pack_panel_avx2<NR>;
 
   template <int M, int NV>
   struct Tile {
@@ -285,55 +339,114 @@ struct Avx512 {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Single-threaded blocked driver for one instruction set. Requires M, N, K >= 1.
+// Blocked driver, in two pieces so that sgemm_mt can share one packed B block among threads.
 
+// Packs NR-wide micro-panels [j0, j1) (column offsets, multiples of NR) of the kc × nc block
+// op(B)[pc:pc+kc, jc:jc+nc] into buf, panel jr at buf + jr · kc.
 template <class ISA>
-void gemm_blocked(View A, View B, int M, int N, int K, float alpha, float beta, float* C,
-                  idx ldc) {
+void pack_b_block(View B, int pc, int kc, int jc, int nc, int j0, int j1, float* buf) {
+  for (int jr = j0; jr < j1; jr += ISA::NR)
+    ISA::pack_b(B.at(pc, jc + jr), B.rs, B.cs, kc, std::min(ISA::NR, nc - jr),
+                buf + static_cast<idx>(jr) * kc);
+}
+
+// C[i0:i1, jc+j0 : jc+j1] (+)= alpha · op(A)[i0:i1, pc:pc+kc] · (packed B block panels [j0, j1)),
+// with C scaled by bt first (bt == 0: C not read). A is packed per MC-row block into tls_a when
+// pack_a is set, else read in place. j0 is a multiple of NR; j1 is one too, or the block's nc.
+template <class ISA>
+void macro_block(View A, const float* bbuf, int pc, int kc, int jc, int j0, int j1, int i0,
+                 int i1, float alpha, float bt, float* C, idx ldc, bool pack_a) {
   constexpr int MR = ISA::MR, NR = ISA::NR, VL = ISA::VL;
   constexpr int MCb = MC / MR * MR;
   static constexpr TileTable<ISA::template Tile, MR, ISA::NVMAX> table;
+  float* abuf = pack_a ? tls_a.get(static_cast<std::size_t>(kc) * MCb) : nullptr;
 
-  // Pack A unless the whole op(A) slab of this call is small enough to stay cache-resident.
-  const bool pack_a = static_cast<idx>(M) * std::min(K, KC) > 128 * 128 || M > 4 * MCb;
+  for (int ic = i0; ic < i1; ic += MCb) {
+    const int mc = std::min(MCb, i1 - ic);
+    if (pack_a) {
+      for (int ir = 0; ir < mc; ir += MR)
+        ISA::pack_a(A.at(ic + ir, pc), A.cs, A.rs, kc, std::min(MR, mc - ir),
+                    abuf + static_cast<idx>(ir) * kc);
+    }
+    for (int jr = j0; jr < j1; jr += NR) {
+      const int nr = std::min(NR, j1 - jr);
+      const int nv = (nr + VL - 1) / VL;
+      const float* bp = bbuf + static_cast<idx>(jr) * kc;
+      for (int ir = 0; ir < mc; ir += MR) {
+        const int mr = std::min(MR, mc - ir);
+        float* cp = C + (ic + ir) * ldc + jc + jr;
+        const TileFn fn = table.fn[mr - 1][nv - 1];
+        if (pack_a)
+          fn(nr, kc, abuf + static_cast<idx>(ir) * kc, 1, MR, bp, cp, ldc, alpha, bt);
+        else
+          fn(nr, kc, A.at(ic + ir, pc), A.rs, A.cs, bp, cp, ldc, alpha, bt);
+      }
+    }
+  }
+}
 
-  const int kc_max = std::min(K, KC);
-  const int nc_max = std::min(N, NC);
-  float* bbuf = tls_b.get(static_cast<std::size_t>(kc_max) * ((nc_max + NR - 1) / NR * NR));
-  float* abuf = pack_a ? tls_a.get(static_cast<std::size_t>(kc_max) * MCb) : nullptr;
+// Pack A unless the op(A) rows of one rank-kc update are few enough to stay cache-resident.
+bool should_pack_a(int M, int K) { return static_cast<idx>(M) * std::min(K, KC) > 128 * 128; }
 
+// Single-threaded product. Requires M, N, K >= 1.
+template <class ISA>
+void gemm_st(View A, View B, int M, int N, int K, float alpha, float beta, float* C, idx ldc) {
+  constexpr int NR = ISA::NR;
+  const bool pack_a = should_pack_a(M, K);
+  const int nc_max = (std::min(N, NC) + NR - 1) / NR * NR;
+  float* bbuf = tls_b.get(static_cast<std::size_t>(std::min(K, KC)) * nc_max);
   for (int jc = 0; jc < N; jc += NC) {
     const int nc = std::min(NC, N - jc);
     for (int pc = 0; pc < K; pc += KC) {
       const int kc = std::min(KC, K - pc);
-      const float bt = pc == 0 ? beta : 1.f;  // later rank-kc updates accumulate into C
+      pack_b_block<ISA>(B, pc, kc, jc, nc, 0, nc, bbuf);
+      macro_block<ISA>(A, bbuf, pc, kc, jc, 0, nc, 0, M, alpha, pc == 0 ? beta : 1.f, C, ldc,
+                       pack_a);
+    }
+  }
+}
 
-      for (int jr = 0; jr < nc; jr += NR)
-        pack_panel<NR>(B.at(pc, jc + jr), B.rs, B.cs, kc, std::min(NR, nc - jr),
-                       bbuf + static_cast<idx>(jr) * kc);
+// Multi-threaded product. Requires M, N, K >= 1. For each (jc, pc) block, the threads first
+// pack the B block together (split by micro-panels), then compute it as a grid of C tasks
+// (MC-ish row blocks × column chunks) that each pack their own A rows. B is packed once per
+// block and shared through the caller's thread_local buffer; parallel_for returns only when
+// every task is done, so the buffer is never reused while a task still reads it.
+template <class ISA>
+void gemm_mt(View A, View B, int M, int N, int K, float alpha, float beta, float* C, idx ldc) {
+  constexpr int MR = ISA::MR, NR = ISA::NR;
+  const int threads = num_threads();
+  const int nc_max = (std::min(N, NC) + NR - 1) / NR * NR;
+  float* bbuf = tls_b.get(static_cast<std::size_t>(std::min(K, KC)) * nc_max);
 
-      for (int ic = 0; ic < M; ic += MCb) {
-        const int mc = std::min(MCb, M - ic);
-        if (pack_a) {
-          for (int ir = 0; ir < mc; ir += MR)
-            pack_panel<MR>(A.at(ic + ir, pc), A.cs, A.rs, kc, std::min(MR, mc - ir),
-                           abuf + static_cast<idx>(ir) * kc);
-        }
-        for (int jr = 0; jr < nc; jr += NR) {
-          const int nr = std::min(NR, nc - jr);
-          const int nv = (nr + VL - 1) / VL;
-          const float* bp = bbuf + static_cast<idx>(jr) * kc;
-          for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = std::min(MR, mc - ir);
-            float* cp = C + (ic + ir) * ldc + jc + jr;
-            const TileFn fn = table.fn[mr - 1][nv - 1];
-            if (pack_a)
-              fn(nr, kc, abuf + static_cast<idx>(ir) * kc, 1, MR, bp, cp, ldc, alpha, bt);
-            else
-              fn(nr, kc, A.at(ic + ir, pc), A.rs, A.cs, bp, cp, ldc, alpha, bt);
-          }
-        }
-      }
+  // Row blocks: about MC rows (a multiple of MR), and a count that is a multiple of the thread
+  // count when there are several per thread, so the last round leaves no thread idle.
+  int mb = (M + MC - 1) / MC;
+  if (mb > threads) mb = (mb + threads - 1) / threads * threads;
+  const int tm = ((M + mb - 1) / mb + MR - 1) / MR * MR;
+  mb = (M + tm - 1) / tm;
+
+  for (int jc = 0; jc < N; jc += NC) {
+    const int nc = std::min(NC, N - jc);
+    const int panels = (nc + NR - 1) / NR;
+    // Column chunks (multiples of NR) only when the row blocks alone cannot feed the threads.
+    const int nb = std::min(panels, std::max(1, (2 * threads + mb - 1) / mb));
+    const int tn = (panels + nb - 1) / nb * NR;
+    const int nbe = (nc + tn - 1) / tn;
+    const int pt = std::min(panels, threads);
+    const int pper = (panels + pt - 1) / pt;
+
+    for (int pc = 0; pc < K; pc += KC) {
+      const int kc = std::min(KC, K - pc);
+      const float bt = pc == 0 ? beta : 1.f;
+      parallel_for(pt, [&](int t) {
+        const int j0 = t * pper * NR, j1 = std::min(nc, (t + 1) * pper * NR);
+        if (j0 < j1) pack_b_block<ISA>(B, pc, kc, jc, nc, j0, j1, bbuf);
+      });
+      parallel_for(mb * nbe, [&](int t) {
+        const int i0 = (t / nbe) * tm, j0 = (t % nbe) * tn;
+        macro_block<ISA>(A, bbuf, pc, kc, jc, j0, std::min(nc, j0 + tn), i0,
+                         std::min(M, i0 + tm), alpha, bt, C, ldc, true);
+      });
     }
   }
 }
@@ -341,10 +454,11 @@ void gemm_blocked(View A, View B, int M, int N, int K, float alpha, float beta, 
 // ---------------------------------------------------------------------------------------------
 // Dispatch.
 
+using GemmFn = void (*)(View, View, int, int, int, float, float, float*, idx);
+
 struct Isa {
   const char* name;
-  void (*gemm)(View, View, int, int, int, float, float, float*, idx);
-  int mr;  // tile height, to align sgemm_mt's row splits
+  GemmFn st, mt;
 };
 
 Isa pick_isa() {
@@ -357,9 +471,9 @@ Isa pick_isa() {
     if (std::strcmp(env, "avx2") == 0 && has2) level = std::min(level, 1);
   }
   switch (level) {
-    case 2: return {"avx512", &gemm_blocked<Avx512>, Avx512::MR};
-    case 1: return {"avx2", &gemm_blocked<Avx2>, Avx2::MR};
-    default: return {"generic", &gemm_blocked<Generic>, Generic::MR};
+    case 2: return {"avx512", &gemm_st<Avx512>, &gemm_mt<Avx512>};
+    case 1: return {"avx2", &gemm_st<Avx2>, &gemm_mt<Avx2>};
+    default: return {"generic", &gemm_st<Generic>, &gemm_mt<Generic>};
   }
 }
 
@@ -389,43 +503,17 @@ void sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const flo
            const float* B, int ldb, float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.f) return scale_c(M, N, beta, C, ldc);
-  isa().gemm(view_a(transA, A, lda), view_b(transB, B, ldb), M, N, K, alpha, beta, C, ldc);
+  isa().st(view_a(transA, A, lda), view_b(transB, B, ldb), M, N, K, alpha, beta, C, ldc);
 }
 
 void sgemm_mt(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
               const float* B, int ldb, float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.f) return scale_c(M, N, beta, C, ldc);
-  const Isa& impl = isa();
-  const View a = view_a(transA, A, lda), b = view_b(transB, B, ldb);
-  const int threads = num_threads();
-  const double flops = 2.0 * M * N * K;
-  if (threads <= 1 || flops < 4e6) {
-    impl.gemm(a, b, M, N, K, alpha, beta, C, ldc);
-    return;
-  }
-
-  // Tiles: split rows into blocks of about MT (a multiple of the tile height), then columns
-  // into blocks of at most NC; keep splitting (rows first, down to 2·MC-ish heights, then
-  // columns down to 256) until there are several tasks per thread for load balance.
-  constexpr int MT = 4 * MC, NT_MIN = 256;
-  const int want = 4 * threads;
-  int mt = (M + MT - 1) / MT;
-  int nt = (N + NC - 1) / NC;
-  while (mt * nt < want && (M + 2 * mt - 1) / (2 * mt) >= MC) mt *= 2;
-  while (mt * nt < want && (N + 2 * nt - 1) / (2 * nt) >= NT_MIN) nt *= 2;
-  const int mr = impl.mr;
-  const int tm = ((M + mt - 1) / mt + mr - 1) / mr * mr;
-  const int tn = ((N + nt - 1) / nt + 15) / 16 * 16;
-  mt = (M + tm - 1) / tm;
-  nt = (N + tn - 1) / tn;
-
-  parallel_for(mt * nt, [&](int t) {
-    const int i0 = (t / nt) * tm, j0 = (t % nt) * tn;
-    const int m = std::min(tm, M - i0), n = std::min(tn, N - j0);
-    impl.gemm(View{a.at(i0, 0), a.rs, a.cs}, View{b.at(0, j0), b.rs, b.cs}, m, n, K, alpha, beta,
-              C + i0 * static_cast<idx>(ldc) + j0, ldc);
-  });
+  // Below a few MFLOP the threads' start-up and barriers cost more than they save.
+  const bool small = 2.0 * M * N * K < 4e6;
+  const GemmFn fn = small || num_threads() <= 1 ? isa().st : isa().mt;
+  fn(view_a(transA, A, lda), view_b(transB, B, ldb), M, N, K, alpha, beta, C, ldc);
 }
 
 const char* gemm_isa() { return isa().name; }

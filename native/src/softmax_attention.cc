@@ -37,12 +37,13 @@
 #define LASP_SM_X86 0
 #endif
 
-// Tile sizes (overridable at build time for benchmarking).
+// Tile sizes (overridable at build time for benchmarking). 64×128 measured best among
+// {32,64,96,128}×{32,64,128} at H=4, d=64, though 64×64 and 128×64 are within a few percent.
 #ifndef LASP_SM_BR
 #define LASP_SM_BR 64
 #endif
 #ifndef LASP_SM_BC
-#define LASP_SM_BC 64
+#define LASP_SM_BC 128
 #endif
 
 namespace lasp {
@@ -304,7 +305,8 @@ const RowKernels& row_kernels() {
 
 // Per-thread scratch, grown on demand (never per tile).
 struct Scratch {
-  std::vector<float> a, b, c, d, e, f, g, h, i;
+  std::vector<float> q, s, o, m, l;  // forward
+  std::vector<float> dk, dv, p, dp;  // backward
 };
 Scratch& scratch() {
   static thread_local Scratch s;
@@ -355,15 +357,14 @@ void softmax_attention_forward(const SoftmaxProblem& p, float* o, float* lse) {
     const int br = std::min(kBr, Tq - i0);
     // Keys seen by any row of the tile: [0, kEnd).
     const int kEnd = static_cast<int>(visible_keys(p, static_cast<long long>(i0) + br - 1));
+    const int ldk = H * dk, ldv = H * dv;
 
     Scratch& sc = scratch();
-    float* Qp = grow(sc.a, static_cast<size_t>(kBr) * dk);
-    float* Kp = grow(sc.b, static_cast<size_t>(kBc) * dk);
-    float* Vp = grow(sc.c, static_cast<size_t>(kBc) * dv);
-    float* S = grow(sc.d, static_cast<size_t>(kBr) * kBc);
-    float* O = grow(sc.e, static_cast<size_t>(kBr) * dv);
-    float* m = grow(sc.f, kBr);
-    float* l = grow(sc.g, kBr);
+    float* Qp = grow(sc.q, static_cast<size_t>(kBr) * dk);
+    float* S = grow(sc.s, static_cast<size_t>(kBr) * kBc);
+    float* O = grow(sc.o, static_cast<size_t>(kBr) * dv);
+    float* m = grow(sc.m, kBr);
+    float* l = grow(sc.l, kBr);
 
     pack_rows(p.q, H, dk, h, i0, br, Qp);
     for (int r = 0; r < br; ++r) {
@@ -374,9 +375,11 @@ void softmax_attention_forward(const SoftmaxProblem& p, float* o, float* lse) {
 
     for (int j0 = 0; j0 < kEnd; j0 += kBc) {
       const int bc = std::min(kBc, kEnd - j0);
-      pack_rows(p.k, H, dk, h, j0, bc, Kp);
-      pack_rows(p.v, H, dv, h, j0, bc, Vp);
-      sgemm(false, true, br, bc, dk, p.scale, Qp, dk, Kp, dk, 0.f, S, bc);
+      // K and V are read in place (row stride H·d): they are the B operands, which sgemm
+      // packs itself, so copying them here first would only add a pass.
+      const float* Kt = p.k + static_cast<size_t>(j0) * ldk + static_cast<size_t>(h) * dk;
+      const float* Vt = p.v + static_cast<size_t>(j0) * ldv + static_cast<size_t>(h) * dv;
+      sgemm(false, true, br, bc, dk, p.scale, Qp, dk, Kt, ldk, 0.f, S, bc);
       for (int r = 0; r < br; ++r) {
         float* s = S + static_cast<size_t>(r) * bc;
         // Visible columns of this row in the tile: [0, nv).
@@ -402,7 +405,7 @@ void softmax_attention_forward(const SoftmaxProblem& p, float* o, float* lse) {
           l[r] += rs;
         }
       }
-      sgemm(false, false, br, dv, bc, 1.f, S, bc, Vp, dv, 1.f, O, dv);
+      sgemm(false, false, br, dv, bc, 1.f, S, bc, Vt, ldv, 1.f, O, dv);
     }
 
     // Finalise: o = O / l, lse = m + log(l).
@@ -467,19 +470,16 @@ void softmax_attention_backward(const SoftmaxProblem& p, const float* o, const f
   auto slot = [&](int g) { return g == 0 ? dq : slots.data() + static_cast<size_t>(g - 1) * nq; };
 
   const size_t ldq = static_cast<size_t>(H) * dk_;
+  const int ldk = H * dk_, ldv = H * dv_;
   parallel_for(H * G, [&](int t) {
     const int h = t % H;
     const int g = t / H;
     float* dQs = slot(g);
     Scratch& sc = scratch();
-    float* Kp = grow(sc.a, static_cast<size_t>(kBc) * dk_);
-    float* Vp = grow(sc.b, static_cast<size_t>(kBc) * dv_);
-    float* dKa = grow(sc.c, static_cast<size_t>(kBc) * dk_);
-    float* dVa = grow(sc.d, static_cast<size_t>(kBc) * dv_);
-    float* Qp = grow(sc.e, static_cast<size_t>(kBr) * dk_);
-    float* dOp = grow(sc.f, static_cast<size_t>(kBr) * dv_);
-    float* P = grow(sc.g, static_cast<size_t>(kBr) * kBc);
-    float* dP = grow(sc.h, static_cast<size_t>(kBr) * kBc);
+    float* dKa = grow(sc.dk, static_cast<size_t>(kBc) * dk_);
+    float* dVa = grow(sc.dv, static_cast<size_t>(kBc) * dv_);
+    float* P = grow(sc.p, static_cast<size_t>(kBr) * kBc);
+    float* dP = grow(sc.dp, static_cast<size_t>(kBr) * kBc);
 
     for (int jt = g; jt < nKT; jt += G) {
       const int j0 = jt * kBc;
@@ -489,18 +489,21 @@ void softmax_attention_backward(const SoftmaxProblem& p, const float* o, const f
       // First query row that sees key j0: qOffset + i >= j0.
       long long iFirst = p.causal ? std::max<long long>(0, j0 - p.qOffset) : 0;
       if (iFirst < Tq) {
-        pack_rows(p.k, H, dk_, h, j0, bc, Kp);
-        pack_rows(p.v, H, dv_, h, j0, bc, Vp);
+        const float* Kp = p.k + static_cast<size_t>(j0) * ldk + static_cast<size_t>(h) * dk_;
+        const float* Vp = p.v + static_cast<size_t>(j0) * ldv + static_cast<size_t>(h) * dv_;
         for (int it = static_cast<int>(iFirst / kBr); it < nQT; ++it) {
           const int i0 = it * kBr;
           const int br = std::min(kBr, Tq - i0);
-          pack_rows(p.q, H, dk_, h, i0, br, Qp);
-          pack_rows(dO, H, dv_, h, i0, br, dOp);
+          // Q and dO rows of this tile, read in place (row stride H·d): as B operands sgemm packs
+          // them anyway, and as A operands it streams them; measured faster than copying.
+          const float* Qp = p.q + static_cast<size_t>(i0) * ldk + static_cast<size_t>(h) * dk_;
+          const float* dOp = dO + static_cast<size_t>(i0) * ldv + static_cast<size_t>(h) * dv_;
+          const int lq = ldk, lo = ldv;
           const float* lrow = lse + static_cast<size_t>(h) * Tq + i0;
           const float* Drow = Dv.data() + static_cast<size_t>(h) * Tq + i0;
 
           // P = exp(scale·Q·K^T − lse), masked entries 0.
-          sgemm(false, true, br, bc, dk_, p.scale, Qp, dk_, Kp, dk_, 0.f, P, bc);
+          sgemm(false, true, br, bc, dk_, p.scale, Qp, lq, Kp, ldk, 0.f, P, bc);
           for (int r = 0; r < br; ++r) {
             float* s = P + static_cast<size_t>(r) * bc;
             const long long vis = visible_keys(p, static_cast<long long>(i0) + r) - j0;
@@ -510,16 +513,16 @@ void softmax_attention_backward(const SoftmaxProblem& p, const float* o, const f
             for (int c = nv; c < bc; ++c) s[c] = 0.f;
           }
           // dV += P^T·dO
-          sgemm(true, false, bc, dv_, br, 1.f, P, bc, dOp, dv_, 1.f, dVa, dv_);
+          sgemm(true, false, bc, dv_, br, 1.f, P, bc, dOp, lo, 1.f, dVa, dv_);
           // dP = dO·V^T
-          sgemm(false, true, br, bc, dv_, 1.f, dOp, dv_, Vp, dv_, 0.f, dP, bc);
+          sgemm(false, true, br, bc, dv_, 1.f, dOp, lo, Vp, ldv, 0.f, dP, bc);
           // dS = P ⊙ (dP − D), in place in P
           for (int r = 0; r < br; ++r)
             K.ds_row(P + static_cast<size_t>(r) * bc, dP + static_cast<size_t>(r) * bc, bc, Drow[r]);
           // dK += scale·dS^T·Q
-          sgemm(true, false, bc, dk_, br, p.scale, P, bc, Qp, dk_, 1.f, dKa, dk_);
+          sgemm(true, false, bc, dk_, br, p.scale, P, bc, Qp, lq, 1.f, dKa, dk_);
           // dQ(slot) += scale·dS·K, straight into the strided [Tq,H,dk] slot
-          sgemm(false, false, br, dk_, bc, p.scale, P, bc, Kp, dk_, 1.f,
+          sgemm(false, false, br, dk_, bc, p.scale, P, bc, Kp, ldk, 1.f,
                 dQs + static_cast<size_t>(i0) * ldq + static_cast<size_t>(h) * dk_, static_cast<int>(ldq));
         }
       }
