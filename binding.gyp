@@ -5,6 +5,7 @@
       "sources": [
         "native/src/addon.cc",
         "native/src/threadpool.cc",
+        "native/src/vecmath.cc",
         "native/src/gemm.cc",
         "native/src/linear_attention.cc",
         "native/src/block_summary.cc",

@@ -100,6 +100,7 @@ struct View {
 
 // Cumulative gates of one chunk and the factors derived from them. For scalar gates n == 1.
 struct GateFactors {
+ public:
   int n = 0;        // factors per token: 1 (scalar) or dk (vector)
   Vec eGr;          // [c,n] e^{Gr_j}
   Vec eNGr;         // [c,n] e^{-Gr_j}
@@ -109,33 +110,42 @@ struct GateFactors {
 
   void compute(const LAProblem& p, int h, int t0, int c) {
     n = p.kind == Kind::VectorGate ? p.dk : 1;
-    eGr.resize(static_cast<size_t>(c) * n);
-    eNGr.resize(eGr.size());
-    eRc.resize(eGr.size());
+    const size_t cn = static_cast<size_t>(c) * n;
+    eGr.resize(cn);
+    eNGr.resize(cn);
+    eRc.resize(cn);
     g0.resize(n);
     gamma.resize(n);
-    std::vector<double> G(n), Gr(static_cast<size_t>(c) * n);
+    Gr.resize(cn);
+    ends.resize(2 * static_cast<size_t>(n));
     const float* gfirst = p.g + row_off(t0, p.H, h, n);
-    for (int d = 0; d < n; ++d) G[d] = gfirst[d];
-    for (int d = 0; d < n; ++d) g0[d] = exp_of_double(G[d]);
-    for (int j = 0; j < c; ++j) {
+    // Gr_j = G_j - G_0 = sum of the gates after the first token, in double.
+    for (int d = 0; d < n; ++d) Gr[d] = 0.0;
+    for (int j = 1; j < c; ++j) {
       const float* gt = p.g + row_off(t0 + j, p.H, h, n);
-      for (int d = 0; d < n; ++d) {
-        if (j > 0) G[d] += gt[d];
-        Gr[static_cast<size_t>(j) * n + d] = G[d] - static_cast<double>(gfirst[d]);
-      }
+      const double* prev = Gr.data() + static_cast<size_t>(j - 1) * n;
+      double* cur = Gr.data() + static_cast<size_t>(j) * n;
+      for (int d = 0; d < n; ++d) cur[d] = prev[d] + gt[d];
     }
-    for (int d = 0; d < n; ++d) gamma[d] = exp_of_double(G[d]);
+    exp_double_array(Gr.data(), eGr.data(), cn);
     const double* last = Gr.data() + static_cast<size_t>(c - 1) * n;
-    for (int j = 0; j < c; ++j) {
-      for (int d = 0; d < n; ++d) {
-        size_t i = static_cast<size_t>(j) * n + d;
-        eGr[i] = exp_of_double(Gr[i]);
-        eNGr[i] = 1.f / eGr[i];
-        eRc[i] = exp_of_double(last[d] - Gr[i]);
-      }
+    for (int d = 0; d < n; ++d) {
+      ends[d] = gfirst[d];                // G_0
+      ends[n + d] = gfirst[d] + last[d];  // G_last
     }
+    exp_double_array(ends.data(), g0.data(), n);
+    exp_double_array(ends.data() + n, gamma.data(), n);
+    for (int j = 0; j < c; ++j) {
+      double* r = Gr.data() + static_cast<size_t>(j) * n;
+      for (int d = 0; d < n; ++d) r[d] = last[d] - r[d];
+    }
+    // Gr now holds Gr_last - Gr_j (the last row is zero and stays so).
+    exp_double_array(Gr.data(), eRc.data(), cn);
+    for (size_t i = 0; i < cn; ++i) eNGr[i] = 1.f / eGr[i];
   }
+
+ private:
+  std::vector<double> Gr, ends;
 };
 
 // dst[j, :] = src[j, :] * f[j] (scalar, n == 1) or src[j, d] * f[j, d] (vector).

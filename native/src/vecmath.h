@@ -1,6 +1,7 @@
 // Elementwise math shared by the kernels: a fast float exp that the compiler can vectorise,
 // and exp of a double argument rounded to float without losing the argument's precision.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -44,5 +45,8 @@ inline float exp_of_double(double x) {
   float lo = static_cast<float>(x - static_cast<double>(hi));
   return exp_fast(hi) * (1.f + lo);
 }
+
+// out[i] = exp_of_double(x[i]); 8 lanes at a time with AVX2+FMA where the CPU has them.
+void exp_double_array(const double* x, float* out, size_t n);
 
 }  // namespace lasp

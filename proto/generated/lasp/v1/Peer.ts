@@ -1,0 +1,42 @@
+// Original file: lasp/v1/peer.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { DeliverReply as _lasp_v1_DeliverReply, DeliverReply__Output as _lasp_v1_DeliverReply__Output } from '../../lasp/v1/DeliverReply.js';
+import type { PeerMessage as _lasp_v1_PeerMessage, PeerMessage__Output as _lasp_v1_PeerMessage__Output } from '../../lasp/v1/PeerMessage.js';
+
+export interface PeerClient extends grpc.Client {
+  /**
+   * One piece of one collective message. Errors: FAILED_PRECONDITION (other job or generation,
+   * no group), INVALID_ARGUMENT (bad rank, piece index, sizes that disagree or exceed limits),
+   * UNAUTHENTICATED (missing or wrong cluster token).
+   */
+  Deliver(argument: _lasp_v1_PeerMessage, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  Deliver(argument: _lasp_v1_PeerMessage, metadata: grpc.Metadata, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  Deliver(argument: _lasp_v1_PeerMessage, options: grpc.CallOptions, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  Deliver(argument: _lasp_v1_PeerMessage, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  /**
+   * One piece of one collective message. Errors: FAILED_PRECONDITION (other job or generation,
+   * no group), INVALID_ARGUMENT (bad rank, piece index, sizes that disagree or exceed limits),
+   * UNAUTHENTICATED (missing or wrong cluster token).
+   */
+  deliver(argument: _lasp_v1_PeerMessage, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  deliver(argument: _lasp_v1_PeerMessage, metadata: grpc.Metadata, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  deliver(argument: _lasp_v1_PeerMessage, options: grpc.CallOptions, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  deliver(argument: _lasp_v1_PeerMessage, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
+  
+}
+
+export interface PeerHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * One piece of one collective message. Errors: FAILED_PRECONDITION (other job or generation,
+   * no group), INVALID_ARGUMENT (bad rank, piece index, sizes that disagree or exceed limits),
+   * UNAUTHENTICATED (missing or wrong cluster token).
+   */
+  Deliver: grpc.handleUnaryCall<_lasp_v1_PeerMessage__Output, _lasp_v1_DeliverReply>;
+  
+}
+
+export interface PeerDefinition extends grpc.ServiceDefinition {
+  Deliver: MethodDefinition<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply, _lasp_v1_PeerMessage__Output, _lasp_v1_DeliverReply__Output>
+}
