@@ -6,6 +6,7 @@
         "native/src/addon.cc",
         "native/src/threadpool.cc",
         "native/src/vecmath.cc",
+        "native/src/random.cc",
         "native/src/gemm.cc",
         "native/src/linear_attention.cc",
         "native/src/block_summary.cc",

@@ -2,6 +2,9 @@
 // The `lasp` command.
 import { Command, InvalidArgumentError } from 'commander';
 import { printKernelBench, runKernelBench } from '../bench/kernels.js';
+import { registerSpBench } from '../bench/sp.js';
+import { registerCoordinatorCommand } from '../coordinator/cli.js';
+import { registerWorkerCommand } from '../worker/cli.js';
 
 function positiveInt(name: string) {
   return (value: string): number => {
@@ -39,6 +42,10 @@ bench
     const r = await runKernelBench(opts);
     process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printKernelBench(r, opts)}\n`);
   });
+
+registerSpBench(bench);
+registerCoordinatorCommand(program);
+registerWorkerCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`lasp: ${err instanceof Error ? err.message : String(err)}\n`);

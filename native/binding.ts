@@ -18,6 +18,7 @@ type F32OrNull = Float32Array | null;
 
 export interface NativeAddon {
   info(): { isa: string; threads: number };
+  fillRandom(out: F32, seed: number, offset: number, dist: 0 | 1, a: number, b: number): Promise<void>;
   laForward(
     kind: number,
     causal: boolean,
@@ -60,6 +61,7 @@ export interface NativeAddon {
   ): Promise<void>;
   laSummary(
     kind: number,
+    causal: boolean,
     T: number,
     H: number,
     dk: number,
@@ -75,6 +77,7 @@ export interface NativeAddon {
   ): Promise<void>;
   laStateGrad(
     kind: number,
+    causal: boolean,
     T: number,
     H: number,
     dk: number,
@@ -87,6 +90,21 @@ export interface NativeAddon {
     beta: F32OrNull,
     dO: F32,
     d: F32,
+  ): Promise<void>;
+  laAddStateTerm(
+    kind: number,
+    T: number,
+    H: number,
+    dk: number,
+    dv: number,
+    chunk: number,
+    q: F32,
+    k: F32,
+    v: F32,
+    g: F32OrNull,
+    beta: F32OrNull,
+    states: F32,
+    o: F32,
   ): Promise<void>;
   laFoldStates(kind: number, W: number, H: number, dk: number, dv: number, a: F32, u: F32, s0: F32OrNull, states: F32): Promise<void>;
   laSuffixFold(kind: number, W: number, H: number, dk: number, dv: number, a: F32, d: F32, dFinal: F32OrNull, e: F32): Promise<void>;

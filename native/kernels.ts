@@ -218,24 +218,43 @@ async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Flo
   return out;
 }
 
-/** Block summary (A, U) of a run of tokens: S_end = A·S_start + U. The spec's initialState is ignored. */
+/**
+ * Block summary (A, U) of a run of tokens: S_end = A·S_start + U. The spec's initialState is ignored.
+ * For non-causal linear attention, U = K^T V (the block's share of the common state) and A is empty.
+ */
 async function summary(spec: AttentionSpec): Promise<BlockSummary> {
   const c = checkSpec(spec);
-  if (!c.causal)
-    fail('summary is defined for causal attention; for non-causal linear the summary is K^T V (use forward with a zero state)');
   const a = new Float32Array(summaryALength(c.kind, c.H, c.dk));
   const u = new Float32Array(c.H * c.dk * c.dv);
-  await addon().laSummary(c.code, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, a, u);
+  await addon().laSummary(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, a, u);
   return { a, u };
 }
 
-/** D = ∂L/∂S_start of a block's own outputs (no gradient arriving at its end). [H,dk,dv]. */
+/**
+ * D = ∂L/∂S_start of a block's own outputs (no gradient arriving at its end). [H,dk,dv].
+ * For non-causal linear attention, D = Q^T dO (the gradient w.r.t. the common state).
+ */
 async function stateGrad(spec: AttentionSpec, dO: Float32Array): Promise<Float32Array> {
   const c = checkSpec(spec);
   checkArray('dO', dO, c.T * c.H * c.dv, '[T,H,dv]');
   const d = new Float32Array(c.H * c.dk * c.dv);
-  await addon().laStateGrad(c.code, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, dO, d);
+  await addon().laStateGrad(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, dO, d);
   return d;
+}
+
+/**
+ * Adds an incoming state's contribution to outputs computed from a zero state, in place:
+ * o_t += (e^{G_t} ⊙ q_t)^T P (G_t: cumulative log gate from the block start). Causal linear,
+ * scalar_gate and vector_gate only (their output is separable in the incoming state).
+ */
+async function addStateTerm(spec: AttentionSpec, state: Float32Array, o: Float32Array): Promise<void> {
+  const c = checkSpec(spec);
+  if (!c.causal || c.kind === 'delta' || c.kind === 'gated_delta') {
+    fail(`addStateTerm needs causal linear, scalar_gate or vector_gate, got kind ${c.kind}${c.causal ? '' : ' (non-causal)'}`);
+  }
+  checkArray('state', state, c.H * c.dk * c.dv, '[H,dk,dv]');
+  checkArray('o', o, c.T * c.H * c.dv, '[T,H,dv]');
+  await addon().laAddStateTerm(c.code, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, state, o);
 }
 
 interface FoldShape {
@@ -422,6 +441,24 @@ async function gemm(args: GemmArgs): Promise<Float32Array> {
   return C;
 }
 
+/**
+ * Fills `out` with counter-based random numbers: element i is draw (offset + i) of stream `seed`,
+ * so a slice generated alone equals the same slice of the whole tensor.
+ * dist 'normal': scale·N(0,1); 'uniform': [lo, hi).
+ */
+async function fillRandom(
+  out: Float32Array,
+  opts: { seed: number; offset?: number } & ({ dist: 'normal'; scale?: number } | { dist: 'uniform'; lo: number; hi: number }),
+): Promise<Float32Array> {
+  if (!(out instanceof Float32Array)) fail(`out must be a Float32Array, got ${describe(out)}`);
+  const seed = checkInt('seed', opts.seed, 0, Number.MAX_SAFE_INTEGER);
+  const offset = checkInt('offset', opts.offset ?? 0, 0, Number.MAX_SAFE_INTEGER);
+  if (opts.dist === 'normal') await addon().fillRandom(out, seed, offset, 0, opts.scale ?? 1, 0);
+  else if (opts.dist === 'uniform') await addon().fillRandom(out, seed, offset, 1, opts.lo, opts.hi);
+  else fail(`dist must be 'normal' or 'uniform', got ${describe((opts as { dist: unknown }).dist)}`);
+  return out;
+}
+
 /** What the native layer runs on: the GEMM's instruction set and the pool's thread count. */
 function info(): { isa: string; threads: number } {
   return addon().info();
@@ -432,9 +469,11 @@ export const kernels = {
   backward,
   summary,
   stateGrad,
+  addStateTerm,
   foldStates,
   suffixFold,
   softmax,
   gemm,
+  fillRandom,
   info,
 };

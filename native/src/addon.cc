@@ -15,6 +15,7 @@
 
 #include "gemm.h"
 #include "linear_attention.h"
+#include "random.h"
 #include "softmax_attention.h"
 #include "threadpool.h"
 
@@ -159,7 +160,7 @@ Napi::Value LaBackward(const Napi::CallbackInfo& info) {
 
 Napi::Value LaSummary(const Napi::CallbackInfo& info) {
   Args a(info);
-  lasp::LAProblem p = read_problem(a, false);
+  lasp::LAProblem p = read_problem(a, true);
   float* A = a.f32("a", lasp::summary_a_len(p.kind, p.H, p.dk));
   float* U = a.f32("u", state_len(p));
   return a.run([=] { lasp::la_summary(p, A, U); });
@@ -167,10 +168,18 @@ Napi::Value LaSummary(const Napi::CallbackInfo& info) {
 
 Napi::Value LaStateGrad(const Napi::CallbackInfo& info) {
   Args a(info);
-  lasp::LAProblem p = read_problem(a, false);
+  lasp::LAProblem p = read_problem(a, true);
   const float* dO = a.f32("dO", static_cast<int64_t>(p.T) * p.H * p.dv);
   float* D = a.f32("d", state_len(p));
   return a.run([=] { lasp::la_state_grad(p, dO, D); });
+}
+
+Napi::Value LaAddStateTerm(const Napi::CallbackInfo& info) {
+  Args a(info);
+  lasp::LAProblem p = read_problem(a, false);
+  const float* P = a.f32("states", state_len(p));
+  float* o = a.f32("o", static_cast<int64_t>(p.T) * p.H * p.dv);
+  return a.run([=] { lasp::la_add_state_term(p, P, o); });
 }
 
 struct FoldArgs {
@@ -271,6 +280,29 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// fillRandom(out, seed, offset, dist, a, b): dist 0 = normal (scale a), 1 = uniform [a, b).
+Napi::Value FillRandom(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(info.Env(), "lasp native: out must be a Float32Array");
+  const int64_t n = static_cast<int64_t>(info[0].As<Napi::Float32Array>().ElementLength());
+  Args a(info);
+  float* out = a.f32("out", n);
+  const double seed = a.number("seed");
+  const double offset = a.number("offset");
+  const int dist = a.integer("dist", 0, 1);
+  const float x = static_cast<float>(a.number("a")), y = static_cast<float>(a.number("b"));
+  if (seed < 0 || offset < 0 || seed > 9007199254740991.0 || offset > 9007199254740991.0)
+    throw Napi::RangeError::New(info.Env(), "lasp native: seed and offset must be integers in [0, 2^53)");
+  const uint64_t s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  return a.run([=] {
+    if (dist == 0)
+      lasp::fill_normal(s, o, x, out, n);
+    else
+      lasp::fill_uniform(s, o, x, y, out, n);
+  });
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("isa", lasp::gemm_isa());
@@ -284,10 +316,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("laBackward", Napi::Function::New(env, LaBackward));
   exports.Set("laSummary", Napi::Function::New(env, LaSummary));
   exports.Set("laStateGrad", Napi::Function::New(env, LaStateGrad));
+  exports.Set("laAddStateTerm", Napi::Function::New(env, LaAddStateTerm));
   exports.Set("laFoldStates", Napi::Function::New(env, LaFoldStates));
   exports.Set("laSuffixFold", Napi::Function::New(env, LaSuffixFold));
   exports.Set("softmaxForward", Napi::Function::New(env, SoftmaxForward));
   exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward));
+  exports.Set("fillRandom", Napi::Function::New(env, FillRandom));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   return exports;
 }

@@ -2,14 +2,14 @@
 //
 // Structure (Goto/BLIS style, row-major C):
 //
-//   for pc in K  step KC            B block  op(B)[pc:pc+kc, jc:jc+nc], packed once → L2/L3
-//     for jc in N step NC
+//   for jc in N step NC             B block op(B)[pc:pc+kc, jc:jc+nc] (≤ KC × NC)     → L3
+//     for pc in K step KC           (rank-kc updates; the first applies beta, later ones add)
 //       pack B block into NR-wide micro-panels (kc × NR each, k-major, zero-padded on the right)
-//       for ic in M step MC         A block  op(A)[ic:ic+mc, pc:pc+kc]            → L2
+//       for ic in M step MC         A block op(A)[ic:ic+mc, pc:pc+kc] (≤ MC × KC)      → L2
 //         optionally pack A block into MR-tall micro-panels (kc × MR each, k-major)
-//         for jr in nc step NR      B micro-panel (kc × NR)                        → L1
+//         for jr in nc step NR      B micro-panel (kc × NR)                            → L1
 //           for ir in mc step MR
-//             micro-kernel: MR×NR register tile of C += A micro-panel · B micro-panel
+//             micro-kernel: MR × NR register tile of C (+)= A micro-panel · B micro-panel
 //
 // The micro-kernel reads A through two strides (row stride rsa, k stride csa), so it runs on a
 // packed A panel (rsa = 1, csa = MR) or straight on the caller's A (op(A) rows or columns).
@@ -26,10 +26,11 @@
 // needs no -march flag; the choice is made once from __builtin_cpu_supports, and LASP_GEMM_ISA
 // (generic|avx2|avx512) may force a lower path for testing.
 //
-// sgemm_mt runs the same loops with the work of each (jc, pc) step spread over lasp::parallel_for:
-// the threads pack the B block together into one shared buffer, then each task takes a tile of
-// the C block (a row block of about MC rows, split by columns too when rows are scarce) and packs
-// its own A rows. Scratch buffers are thread_local; nothing else is shared or mutable.
+// sgemm_mt runs the same loops, spread over lasp::parallel_for: per column block, the threads
+// pack a group of consecutive B blocks together into one shared buffer, then each task takes a
+// tile of C (a row block of about MC rows, split by columns too when rows are scarce), packs its
+// own A rows and runs the group's rank-kc updates on it. Scratch buffers are thread_local;
+// nothing else is shared or mutable.
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -249,6 +250,13 @@ struct Avx2 {
       for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
+      if (beta != 0.f) {  // C is needed only after the k loop: start fetching it now
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) {
+          _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + n - 1), _MM_HINT_T0);
+        }
+      }
 
 #pragma GCC unroll 2
       for (int p = 0; p < k; ++p, a += csa, b += NR) {
@@ -302,6 +310,13 @@ struct Avx512 {
       for (int i = 0; i < M; ++i)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+      if (beta != 0.f) {  // C is needed only after the k loop: start fetching it now
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) {
+          _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + n - 1), _MM_HINT_T0);
+        }
+      }
 
 #pragma GCC unroll 2
       for (int p = 0; p < k; ++p, a += csa, b += NR) {
@@ -406,17 +421,25 @@ void gemm_st(View A, View B, int M, int N, int K, float alpha, float beta, float
   }
 }
 
-// Multi-threaded product. Requires M, N, K >= 1. For each (jc, pc) block, the threads first
-// pack the B block together (split by micro-panels), then compute it as a grid of C tasks
-// (MC-ish row blocks × column chunks) that each pack their own A rows. B is packed once per
-// block and shared through the caller's thread_local buffer; parallel_for returns only when
-// every task is done, so the buffer is never reused while a task still reads it.
+// Multi-threaded product. Requires M, N, K >= 1. Per column block jc, the K range is taken in
+// groups of consecutive KC steps whose packed B fits in MT_B_FLOATS. For each group the threads
+// first pack its B blocks together (split by KC step and micro-panel range), then compute a grid
+// of C tasks (row blocks of about MC rows × column chunks); each task runs the group's KC steps
+// in order, packing its own A rows. Grouping cuts the number of parallel_for rounds (each one a
+// wake-up and a barrier) without growing B past the shared cache. The packed B lives in the
+// caller's thread_local buffer; parallel_for returns only when every task is done, so it is
+// never overwritten while a task still reads it.
+constexpr idx MT_B_FLOATS = idx{1} << 20;  // 4 MiB of packed B per group
+
 template <class ISA>
 void gemm_mt(View A, View B, int M, int N, int K, float alpha, float beta, float* C, idx ldc) {
   constexpr int MR = ISA::MR, NR = ISA::NR;
   const int threads = num_threads();
   const int nc_max = (std::min(N, NC) + NR - 1) / NR * NR;
-  float* bbuf = tls_b.get(static_cast<std::size_t>(std::min(K, KC)) * nc_max);
+  const idx slot = static_cast<idx>(std::min(K, KC)) * nc_max;  // floats per packed KC step
+  const int ksteps = (K + KC - 1) / KC;
+  const int group = static_cast<int>(std::max<idx>(1, std::min<idx>(ksteps, MT_B_FLOATS / slot)));
+  float* bbuf = tls_b.get(static_cast<std::size_t>(group * slot));
 
   // Row blocks: about MC rows (a multiple of MR), and a count that is a multiple of the thread
   // count when there are several per thread, so the last round leaves no thread idle.
@@ -432,20 +455,24 @@ void gemm_mt(View A, View B, int M, int N, int K, float alpha, float beta, float
     const int nb = std::min(panels, std::max(1, (2 * threads + mb - 1) / mb));
     const int tn = (panels + nb - 1) / nb * NR;
     const int nbe = (nc + tn - 1) / tn;
-    const int pt = std::min(panels, threads);
+    // B packing: each KC step of the group is split into pt ranges of pper panels.
+    const int pt = std::max(1, std::min(panels, threads / group));
     const int pper = (panels + pt - 1) / pt;
 
-    for (int pc = 0; pc < K; pc += KC) {
-      const int kc = std::min(KC, K - pc);
-      const float bt = pc == 0 ? beta : 1.f;
-      parallel_for(pt, [&](int t) {
-        const int j0 = t * pper * NR, j1 = std::min(nc, (t + 1) * pper * NR);
-        if (j0 < j1) pack_b_block<ISA>(B, pc, kc, jc, nc, j0, j1, bbuf);
+    for (int pg = 0; pg < K; pg += group * KC) {
+      const int steps = std::min(group, (K - pg + KC - 1) / KC);
+      parallel_for(steps * pt, [&](int t) {
+        const int pc = pg + (t / pt) * KC, kc = std::min(KC, K - pc);
+        const int j0 = (t % pt) * pper * NR, j1 = std::min(nc, j0 + pper * NR);
+        if (j0 < j1) pack_b_block<ISA>(B, pc, kc, jc, nc, j0, j1, bbuf + (t / pt) * slot);
       });
       parallel_for(mb * nbe, [&](int t) {
         const int i0 = (t / nbe) * tm, j0 = (t % nbe) * tn;
-        macro_block<ISA>(A, bbuf, pc, kc, jc, j0, std::min(nc, j0 + tn), i0,
-                         std::min(M, i0 + tm), alpha, bt, C, ldc, true);
+        for (int s = 0; s < steps; ++s) {
+          const int pc = pg + s * KC, kc = std::min(KC, K - pc);
+          macro_block<ISA>(A, bbuf + s * slot, pc, kc, jc, j0, std::min(nc, j0 + tn), i0,
+                           std::min(M, i0 + tm), alpha, pc == 0 ? beta : 1.f, C, ldc, true);
+        }
       });
     }
   }
@@ -511,7 +538,7 @@ void sgemm_mt(bool transA, bool transB, int M, int N, int K, float alpha, const 
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.f) return scale_c(M, N, beta, C, ldc);
   // Below a few MFLOP the threads' start-up and barriers cost more than they save.
-  const bool small = 2.0 * M * N * K < 4e6;
+  const bool small = 2.0 * M * N * K < 8e6;
   const GemmFn fn = small || num_threads() <= 1 ? isa().st : isa().mt;
   fn(view_a(transA, A, lda), view_b(transB, B, ldb), M, N, K, alpha, beta, C, ldc);
 }

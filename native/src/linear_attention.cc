@@ -758,11 +758,14 @@ void la_summary(const LAProblem& p_in, float* a, float* u) {
   LAProblem p = p_in;
   p.s0 = nullptr;
   check_inputs(p);
-  if (!p.causal) throw std::invalid_argument("summary is defined for causal attention only");
   parallel_for(p.H, [&](int h) {
     const size_t n = static_cast<size_t>(p.dk) * p.dv;
     float* U = u + h * n;
     std::fill(U, U + n, 0.f);
+    if (!p.causal) {  // non-causal linear: the block contributes K^T V to the shared state
+      sgemm(true, false, p.dk, p.dv, p.T, 1.f, p.k + h * p.dk, p.H * p.dk, p.v + h * p.dv, p.H * p.dv, 0.f, U, p.dv);
+      return;
+    }
     const auto b = chunk_bounds(p, h);
     if (!is_delta(p.kind)) {
       GateScratch s;
@@ -805,11 +808,14 @@ void la_state_grad(const LAProblem& p_in, const float* dO, float* d) {
   LAProblem p = p_in;
   p.s0 = nullptr;
   check_inputs(p);
-  if (!p.causal) throw std::invalid_argument("state gradient is defined for causal attention only");
   parallel_for(p.H, [&](int h) {
     const size_t n = static_cast<size_t>(p.dk) * p.dv;
     float* D = d + h * n;
     std::fill(D, D + n, 0.f);
+    if (!p.causal) {  // non-causal linear: every output reads the shared state, D = Q^T dO
+      sgemm(true, false, p.dk, p.dv, p.T, 1.f, p.q + h * p.dk, p.H * p.dk, dO + h * p.dv, p.H * p.dv, 0.f, D, p.dv);
+      return;
+    }
     const auto b = chunk_bounds(p, h);
     const int nc = static_cast<int>(b.size()) - 1;
     const int ldo = p.H * p.dv;
@@ -827,6 +833,37 @@ void la_state_grad(const LAProblem& p_in, const float* dO, float* d) {
         s.ch.prepare(p, h, b[i], b[i + 1] - b[i]);
         gate_state_grad_step(p, s, dO + row_off(b[i], p.H, h, p.dv), ldo, D);
       }
+    }
+  });
+}
+
+void la_add_state_term(const LAProblem& p, const float* P, float* o) {
+  check_inputs(p);
+  if (is_delta(p.kind) || !p.causal)
+    throw std::invalid_argument("the state term is separable only for causal linear, scalar_gate and vector_gate");
+  constexpr int kRows = 256;
+  parallel_for(p.H, [&](int h) {
+    const size_t n = static_cast<size_t>(p.dk) * p.dv;
+    const float* S = P + h * n;
+    const int gn = p.kind == Kind::VectorGate ? p.dk : 1;
+    std::vector<double> G(gn, 0.0), Gt(static_cast<size_t>(kRows) * gn);
+    Vec e(static_cast<size_t>(kRows) * gn), qs(static_cast<size_t>(kRows) * p.dk);
+    for (int t0 = 0; t0 < p.T; t0 += kRows) {
+      const int rows = std::min(kRows, p.T - t0);
+      View Q{p.q + row_off(t0, p.H, h, p.dk), p.H * p.dk};
+      float* out = o + row_off(t0, p.H, h, p.dv);
+      if (p.kind == Kind::Linear) {
+        sgemm(false, false, rows, p.dv, p.dk, 1.f, Q.p, Q.ld, S, p.dv, 1.f, out, p.H * p.dv);
+        continue;
+      }
+      // e^{G_t}: cumulative log gate from the block start through token t.
+      for (int j = 0; j < rows; ++j) {
+        const float* gt = p.g + row_off(t0 + j, p.H, h, gn);
+        for (int d = 0; d < gn; ++d) Gt[static_cast<size_t>(j) * gn + d] = (G[d] += gt[d]);
+      }
+      exp_double_array(Gt.data(), e.data(), static_cast<size_t>(rows) * gn);
+      scale_rows(rows, p.dk, Q, e, gn, qs.data());
+      sgemm(false, false, rows, p.dv, p.dk, 1.f, qs.data(), p.dk, S, p.dv, 1.f, out, p.H * p.dv);
     }
   });
 }

@@ -45,6 +45,14 @@ void la_backward(const LAProblem& p, const float* dO, const float* dS_final, flo
 // Summary of the block p (p.s0 ignored): S_end = A S_start + U. a: compact A, u [H,dk,dv].
 void la_summary(const LAProblem& p, float* a, float* u);
 
+// o += the contribution of an incoming state P [H,dk,dv]: o_t += (e^{G_t} ⊙ q_t)^T P, with G_t the
+// cumulative log gate from the block start through t. For linear and the gated kinds without
+// delta rule the output is (forward from a zero state) + this term, which lets the intra-block
+// work run while the summaries are being gathered.
+void la_add_state_term(const LAProblem& p, const float* P, float* o);
+
+// Non-causal linear: summary is U = K^T V (a empty) and the state gradient D = Q^T dO.
+
 // D = dL/dS_start for L = <dO, o> with no gradient at the block's end. d [H,dk,dv].
 void la_state_grad(const LAProblem& p, const float* dO, float* d);
 

@@ -1,0 +1,324 @@
+// `lasp bench collectives`: AllGather latency and bandwidth between W real worker processes on
+// loopback (gRPC PeerEndpoint), against the same exchange over raw TCP sockets (node:net) between
+// the same kind of processes. Bandwidth = bytes received per rank ((W−1) × size) / time.
+//
+// The processes are this module itself, forked with CHILD_FLAG.
+import { fork, type ChildProcess } from 'node:child_process';
+import { createServer, connect, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { Command, InvalidArgumentError } from 'commander';
+import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
+import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
+import { fmt, formatTable } from './table.js';
+
+const CHILD_FLAG = '--lasp-collectives-bench-child';
+const THIS_FILE = fileURLToPath(import.meta.url);
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+export const DEFAULT_BENCH_SIZES = [KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB];
+
+export interface CollectivesBenchOptions {
+  /** Worker processes. Default 2. */
+  workers?: number;
+  /** Message sizes per rank in bytes. Default 1 KiB … 16 MiB (DEFAULT_BENCH_SIZES). */
+  sizes?: number[];
+  /** Measured iterations per size (median reported); fewer for large sizes, see itersFor. Default 21. */
+  iterations?: number;
+  /** Options of every worker's PeerEndpoint. Default: PeerEndpoint's defaults with timeoutMs 60000. */
+  endpoint?: PeerEndpointOptions;
+  /** Progress lines on stderr. Default true. */
+  progress?: boolean;
+}
+
+export interface CollectivesBenchRow {
+  bytes: number;
+  allGatherMs: number;
+  allGatherGBps: number;
+  tcpMs: number;
+  tcpGBps: number;
+  /** allGatherGBps / tcpGBps. */
+  ratio: number;
+}
+
+export interface CollectivesBenchResult {
+  workers: number;
+  pieceBytes: number;
+  rows: CollectivesBenchRow[];
+}
+
+type ToChild =
+  | { type: 'join'; assignment: GroupAssignment; tcpPeers: number[] }
+  | { type: 'run'; mode: 'grpc' | 'tcp'; size: number; iters: number }
+  | { type: 'exit' };
+type FromChild =
+  | { type: 'ready'; grpcPort: number; tcpPort: number; pieceBytes: number }
+  | { type: 'joined' }
+  | { type: 'times'; ms: number[] }
+  | { type: 'error'; message: string };
+
+/** Iterations for a size: at least 3, at most `base`, about 256 MiB received per rank at most. */
+function itersFor(size: number, base: number): number {
+  return Math.max(3, Math.min(base, Math.floor((256 * MiB) / size)));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+class ChildLink {
+  private queue: FromChild[] = [];
+  private waiter: ((m: FromChild) => void) | undefined;
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m) => {
+      const msg = m as FromChild;
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w(msg);
+      } else this.queue.push(msg);
+    });
+  }
+  next(): Promise<FromChild> {
+    const m = this.queue.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      this.waiter = resolve;
+      this.proc.once('exit', (code) => reject(new Error(`bench worker exited with code ${code}`)));
+    });
+  }
+  send(m: ToChild): void {
+    this.proc.send(m);
+  }
+}
+
+async function expectMsg<T extends FromChild['type']>(link: ChildLink, type: T): Promise<Extract<FromChild, { type: T }>> {
+  const m = await link.next();
+  if (m.type === 'error') throw new Error(`bench worker: ${m.message}`);
+  if (m.type !== type) throw new Error(`bench worker: expected ${type}, got ${m.type}`);
+  return m as Extract<FromChild, { type: T }>;
+}
+
+export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): Promise<CollectivesBenchResult> {
+  const W = opts.workers ?? 2;
+  const sizes = opts.sizes ?? DEFAULT_BENCH_SIZES;
+  const base = opts.iterations ?? 21;
+  const progress = opts.progress ?? true;
+  const endpoint: PeerEndpointOptions = { timeoutMs: 60_000, ...opts.endpoint };
+  if (W < 2) throw new RangeError(`workers must be >= 2, got ${W}`);
+  const links = Array.from(
+    { length: W },
+    () =>
+      new ChildLink(
+        fork(THIS_FILE, [CHILD_FLAG], {
+          env: { ...process.env, LASP_BENCH_ENDPOINT: JSON.stringify(endpoint) },
+          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        }),
+      ),
+  );
+  try {
+    const ready = await Promise.all(links.map((l) => expectMsg(l, 'ready')));
+    const peers = ready.map((r) => `127.0.0.1:${r.grpcPort}`);
+    const tcpPeers = ready.map((r) => r.tcpPort);
+    links.forEach((l, rank) => l.send({ type: 'join', assignment: { jobId: 'bench', generation: 1, rank, world: W, peers }, tcpPeers }));
+    await Promise.all(links.map((l) => expectMsg(l, 'joined')));
+    const rows: CollectivesBenchRow[] = [];
+    const measure = async (mode: 'grpc' | 'tcp', size: number): Promise<number> => {
+      const iters = itersFor(size, base) + 2; // the first two are warm-up
+      links.forEach((l) => l.send({ type: 'run', mode, size, iters }));
+      const times = (await Promise.all(links.map((l) => expectMsg(l, 'times')))).map((t) => t.ms.slice(2));
+      // Per iteration the slowest rank's time; the median over iterations.
+      const perIter = times[0]!.map((_, i) => Math.max(...times.map((t) => t[i]!)));
+      return median(perIter);
+    };
+    for (const size of sizes) {
+      const allGatherMs = await measure('grpc', size);
+      const tcpMs = await measure('tcp', size);
+      const received = (W - 1) * size;
+      const allGatherGBps = received / (allGatherMs * 1e6);
+      const tcpGBps = received / (tcpMs * 1e6);
+      rows.push({ bytes: size, allGatherMs, allGatherGBps, tcpMs, tcpGBps, ratio: allGatherGBps / tcpGBps });
+      if (progress)
+        process.stderr.write(`collectives bench: ${size} B per rank: allGather ${fmt(allGatherMs)} ms, raw TCP ${fmt(tcpMs)} ms\n`);
+    }
+    return { workers: W, pieceBytes: ready[0]!.pieceBytes, rows };
+  } finally {
+    for (const l of links) {
+      if (l.proc.connected) l.send({ type: 'exit' });
+      const t = setTimeout(() => l.proc.kill('SIGKILL'), 3000);
+      l.proc.once('exit', () => clearTimeout(t));
+    }
+  }
+}
+
+function formatBytes(n: number): string {
+  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
+  if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`;
+  return `${n} B`;
+}
+
+export function printCollectivesBench(r: CollectivesBenchResult): string {
+  const head = `AllGather between ${r.workers} processes on loopback (gRPC, pieces of ${formatBytes(r.pieceBytes)}) vs the same exchange over raw TCP; GB/s = bytes received per rank / time`;
+  const table = formatTable(
+    ['size per rank', 'allgather ms', 'allgather GB/s', 'raw TCP ms', 'raw TCP GB/s', 'ratio'],
+    r.rows.map((x) => [formatBytes(x.bytes), fmt(x.allGatherMs), fmt(x.allGatherGBps), fmt(x.tcpMs), fmt(x.tcpGBps), fmt(x.ratio, 2)]),
+  );
+  return `${head}\n${table}`;
+}
+
+function sizeList(value: string): number[] {
+  return value.split(',').map((x) => {
+    const m = /^\s*(\d+)\s*([kKmM]?)(i?[bB])?\s*$/.exec(x);
+    const n = m ? Number(m[1]) * (m[2]?.toLowerCase() === 'k' ? KiB : m[2]?.toLowerCase() === 'm' ? MiB : 1) : NaN;
+    if (!Number.isInteger(n) || n < 1)
+      throw new InvalidArgumentError(`--sizes must be a comma-separated list of sizes like 1k,64k,1m, got ${JSON.stringify(value)}`);
+    return n;
+  });
+}
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+/** Adds `lasp bench collectives [--workers W] [--sizes list] [--json]` to the `bench` command. */
+export function registerCollectivesBench(bench: Command): void {
+  bench
+    .command('collectives')
+    .description('AllGather latency and bandwidth between worker processes on loopback (gRPC) vs raw TCP')
+    .option('--workers <W>', 'worker processes', positiveInt('--workers'), 2)
+    .option('--sizes <list>', 'bytes per rank, e.g. 1k,64k,1m,16m', sizeList, DEFAULT_BENCH_SIZES)
+    .option('--iterations <n>', 'measured iterations per size (fewer for large sizes)', positiveInt('--iterations'), 21)
+    .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
+    .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
+    .option('--json', 'print one JSON object instead of a table')
+    .action(async (o: { workers: number; sizes: number[]; iterations: number; pieceBytes?: number; inFlight?: number; json?: boolean }) => {
+      const endpoint: PeerEndpointOptions = { timeoutMs: 60_000 };
+      if (o.pieceBytes !== undefined) endpoint.pieceBytes = o.pieceBytes;
+      if (o.inFlight !== undefined) endpoint.maxInFlight = o.inFlight;
+      const r = await runCollectivesBench({ workers: o.workers, sizes: o.sizes, iterations: o.iterations, endpoint });
+      process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printCollectivesBench(r)}\n`);
+    });
+}
+
+// ---- worker process side ----------------------------------------------------------------------
+
+/** Raw TCP: every rank streams its block to every other rank; an iteration ends when all blocks arrived. */
+class TcpMesh {
+  private readonly out: Socket[] = [];
+  private readonly received = new Map<Socket, number>();
+  private onData: (() => void) | undefined;
+
+  constructor(private readonly server: ReturnType<typeof createServer>) {
+    server.on('connection', (s) => {
+      s.setNoDelay(true);
+      this.received.set(s, 0);
+      s.on('data', (chunk: Buffer) => {
+        this.received.set(s, (this.received.get(s) ?? 0) + chunk.length);
+        this.onData?.();
+      });
+    });
+  }
+
+  async connect(rank: number, ports: number[]): Promise<void> {
+    await Promise.all(
+      ports.map(
+        (port, r) =>
+          r === rank ||
+          new Promise<void>((resolve, reject) => {
+            const s = connect(port, '127.0.0.1', () => resolve());
+            s.setNoDelay(true);
+            s.once('error', reject);
+            this.out.push(s);
+          }),
+      ),
+    );
+    const expected = ports.length - 1;
+    while (this.received.size < expected) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  /** One exchange of `block` with every peer; `iteration` counts from 0 for this size. */
+  async exchange(block: Uint8Array, iteration: number, base: Map<Socket, number>): Promise<void> {
+    const writes = this.out.map((s) => new Promise<void>((resolve) => (s.write(block) ? resolve() : s.once('drain', () => resolve()))));
+    const target = (iteration + 1) * block.byteLength;
+    const done = () => [...this.received].every(([s, n]) => n - (base.get(s) ?? 0) >= target);
+    const arrived = done()
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          this.onData = () => {
+            if (done()) {
+              this.onData = undefined;
+              resolve();
+            }
+          };
+        });
+    await Promise.all([...writes, arrived]);
+  }
+
+  snapshot(): Map<Socket, number> {
+    return new Map(this.received);
+  }
+
+  close(): void {
+    for (const s of this.out) s.destroy();
+    this.server.close();
+  }
+}
+
+async function child(): Promise<void> {
+  const endpointOpts = JSON.parse(process.env.LASP_BENCH_ENDPOINT ?? '{}') as PeerEndpointOptions;
+  const endpoint = new PeerEndpoint(endpointOpts);
+  const server = new grpc.Server(peerServerOptions(endpoint.options.pieceBytes));
+  endpoint.addTo(server);
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
+  const tcpServer = createServer();
+  const mesh = new TcpMesh(tcpServer);
+  const tcpPort = await new Promise<number>((resolve) =>
+    tcpServer.listen(0, '127.0.0.1', () => resolve((tcpServer.address() as { port: number }).port)),
+  );
+  const send = (m: FromChild) => process.send!(m);
+  let comm: Communicator | undefined;
+  let step = 0;
+  send({ type: 'ready', grpcPort, tcpPort, pieceBytes: endpoint.options.pieceBytes });
+  process.on('message', (raw) => {
+    const m = raw as ToChild;
+    const handle = async () => {
+      if (m.type === 'join') {
+        comm = endpoint.joinGroup(m.assignment);
+        await mesh.connect(m.assignment.rank, m.tcpPeers);
+        send({ type: 'joined' });
+      } else if (m.type === 'run') {
+        const block = new Uint8Array(m.size).fill(m.size & 0xff);
+        const ms: number[] = [];
+        const base = mesh.snapshot();
+        for (let i = 0; i < m.iters; i++) {
+          const t0 = performance.now();
+          if (m.mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
+          else await mesh.exchange(block, i, base);
+          ms.push(performance.now() - t0);
+        }
+        send({ type: 'times', ms });
+      } else {
+        endpoint.close();
+        mesh.close();
+        server.forceShutdown();
+        process.disconnect();
+      }
+    };
+    handle().catch((err: unknown) => send({ type: 'error', message: err instanceof Error ? err.message : String(err) }));
+  });
+}
+
+if (process.argv[1] === THIS_FILE && process.argv.includes(CHILD_FLAG)) {
+  child().catch((err: unknown) => {
+    process.stderr.write(`collectives bench worker: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,184 @@
+// `lasp bench sp`: W real worker processes on loopback run one attention layer forward+backward
+// with sequence parallelism (LASP-2, and the LASP-1 and ring-KV baselines), and every rank
+// checks its block against the single-process kernel on the whole sequence.
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { startLocalCluster } from '../cluster/local-cluster.js';
+import { KINDS, type Kind } from '../native/kernels.js';
+import {
+  combineErrors,
+  GRAD_TENSORS,
+  OUTPUT_TENSORS,
+  SP_MODES,
+  type SpLayerConfig,
+  type SpLayerRankResult,
+  type SpMode,
+} from '../worker/sp/sp-layer-task.js';
+import { fmt, formatTable } from './table.js';
+
+export interface SpBenchOptions {
+  kind: Kind;
+  workers: number;
+  seqLen: number;
+  heads: number;
+  headDim: number;
+  /** Default 1. */
+  seed?: number;
+  /** Default 3. */
+  repeats?: number;
+  /** Default all three. */
+  modes?: SpMode[];
+  /** Default true. */
+  check?: boolean;
+  /** Default false. */
+  initialState?: boolean;
+  /** Default true. */
+  causal?: boolean;
+  /** Kernel threads per worker. Default max(1, floor(cpus / workers)). */
+  threadsPerWorker?: number;
+}
+
+export interface SpBenchResult {
+  kind: Kind;
+  workers: number;
+  seqLen: number;
+  heads: number;
+  headDim: number;
+  causal: boolean;
+  maxRelErrorOutput: number | null;
+  maxRelErrorGrad: number | null;
+  /** Per baseline, the same comparison (null when not run or not checked). */
+  baselineMaxRelError: Partial<Record<SpMode, number | null>>;
+  /** Payload bytes a rank sends per layer, forward + backward (LASP-2; max over ranks). */
+  bytesSentPerRankPerLayer: number | null;
+  /** Forward+backward per layer, median of `repeats`, slowest rank (ms). */
+  lasp2Ms: number | null;
+  lasp1Ms: number | null;
+  ringKvMs: number | null;
+  /** Time inside LASP-2's collectives per layer (call to resolve; slowest rank, ms). */
+  lasp2CollectiveMs: number | null;
+  /** lasp2CollectiveMs / lasp2Ms. */
+  lasp2CommFraction: number | null;
+}
+
+function slowest(ranks: SpLayerRankResult[], mode: SpMode): number | null {
+  const v = ranks.map((r) => r.ms[mode]).filter((x): x is number => typeof x === 'number');
+  return v.length === ranks.length ? Math.max(...v) : null;
+}
+
+export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
+  const causal = o.causal ?? true;
+  const modes = o.modes ?? (causal ? [...SP_MODES] : ['lasp2']);
+  const config: SpLayerConfig = {
+    kind: o.kind,
+    T: o.seqLen,
+    H: o.heads,
+    dk: o.headDim,
+    dv: o.headDim,
+    seed: o.seed ?? 1,
+    causal,
+    withInitialState: o.initialState ?? false,
+    withFinalGrad: true,
+    modes,
+    repeats: o.repeats ?? 3,
+    check: o.check ?? true,
+  };
+  const cluster = await startLocalCluster({ workers: o.workers, ...(o.threadsPerWorker ? { threadsPerWorker: o.threadsPerWorker } : {}) });
+  try {
+    const group = await cluster.formGroup(`bench-sp-${process.pid}-${Date.now()}`, o.workers);
+    const replies = await cluster.runTask(group, 'sp-layer', config, { timeoutMs: 30 * 60_000 });
+    const ranks = replies.map((r) => r.result as SpLayerRankResult);
+    const errs = (mode: SpMode, names: string[]) =>
+      config.check
+        ? combineErrors(
+            ranks.map((r) => r.errors[mode] ?? {}),
+            names,
+          )
+        : null;
+    const lasp2Ms = slowest(ranks, 'lasp2');
+    const coll = ranks.map((r) => r.lasp2CollectiveMs).filter((x): x is number => x !== null);
+    const bytes = ranks.map((r) => r.lasp2BytesSent).filter((x): x is number => x !== null);
+    const lasp2CollectiveMs = coll.length ? Math.max(...coll) : null;
+    const baselineMaxRelError: Partial<Record<SpMode, number | null>> = {};
+    for (const m of modes) if (m !== 'lasp2') baselineMaxRelError[m] = errs(m, [...OUTPUT_TENSORS, ...GRAD_TENSORS]);
+    return {
+      kind: o.kind,
+      workers: o.workers,
+      seqLen: o.seqLen,
+      heads: o.heads,
+      headDim: o.headDim,
+      causal,
+      maxRelErrorOutput: modes.includes('lasp2') ? errs('lasp2', OUTPUT_TENSORS) : null,
+      maxRelErrorGrad: modes.includes('lasp2') ? errs('lasp2', GRAD_TENSORS) : null,
+      baselineMaxRelError,
+      bytesSentPerRankPerLayer: bytes.length ? Math.max(...bytes) : null,
+      lasp2Ms,
+      lasp1Ms: slowest(ranks, 'lasp1'),
+      ringKvMs: slowest(ranks, 'ringkv'),
+      lasp2CollectiveMs,
+      lasp2CommFraction: lasp2Ms && lasp2CollectiveMs !== null ? lasp2CollectiveMs / lasp2Ms : null,
+    };
+  } finally {
+    await cluster.stop();
+  }
+}
+
+export function printSpBench(r: SpBenchResult): string {
+  const head = `Sequence-parallel ${r.kind}${r.causal ? '' : ' (non-causal)'} layer, W=${r.workers}, T=${r.seqLen}, H=${r.heads}, d=${r.headDim}`;
+  return [
+    head,
+    formatTable(
+      ['metric', 'value'],
+      [
+        ['max rel. error, outputs', r.maxRelErrorOutput === null ? 'not checked' : fmt(r.maxRelErrorOutput)],
+        ['max rel. error, gradients', r.maxRelErrorGrad === null ? 'not checked' : fmt(r.maxRelErrorGrad)],
+        ['bytes sent per rank per layer (fwd+bwd)', r.bytesSentPerRankPerLayer ?? 'n/a'],
+        ['LASP-2 fwd+bwd ms', r.lasp2Ms === null ? 'n/a' : fmt(r.lasp2Ms)],
+        ['  of which in collectives ms', r.lasp2CollectiveMs === null ? 'n/a' : fmt(r.lasp2CollectiveMs)],
+        ['LASP-1 fwd+bwd ms', r.lasp1Ms === null ? 'not run' : fmt(r.lasp1Ms)],
+        ['ring-KV fwd+bwd ms', r.ringKvMs === null ? 'not run' : fmt(r.ringKvMs)],
+      ],
+    ),
+  ].join('\n');
+}
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value.replace(/[kK]$/, '000'));
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+export function registerSpBench(bench: Command): void {
+  bench
+    .command('sp')
+    .description('distributed attention layer over W worker processes: exactness, bytes, LASP-2 vs LASP-1 vs ring-KV')
+    .requiredOption('--kind <kind>', `attention kind: ${KINDS.join(', ')}`, (v: string) => {
+      if (!(KINDS as string[]).includes(v))
+        throw new InvalidArgumentError(`--kind must be one of ${KINDS.join(', ')}, got ${JSON.stringify(v)}`);
+      return v as Kind;
+    })
+    .option('--workers <W>', 'worker processes', positiveInt('--workers'), 2)
+    .option('--seq-len <T>', 'tokens of the whole sequence (e.g. 16384 or 16k)', positiveInt('--seq-len'), 16384)
+    .option('--heads <H>', 'heads', positiveInt('--heads'), 4)
+    .option('--head-dim <D>', 'head dimension (dk = dv)', positiveInt('--head-dim'), 64)
+    .option('--seed <S>', 'random seed', positiveInt('--seed'), 1)
+    .option('--repeats <N>', 'timed iterations per algorithm', positiveInt('--repeats'), 3)
+    .option('--modes <list>', `algorithms to run (${SP_MODES.join(',')})`, (v: string) => {
+      const m = v.split(',').map((x) => x.trim());
+      if (!m.every((x) => (SP_MODES as readonly string[]).includes(x)))
+        throw new InvalidArgumentError(`--modes must list ${SP_MODES.join(', ')}`);
+      return m as SpMode[];
+    })
+    .option('--initial-state', 'use a random initial state S_0')
+    .option('--non-causal', 'bidirectional (linear only; LASP-2 only)')
+    .option('--no-check', 'skip the comparison with the single-process kernel')
+    .option('--threads-per-worker <N>', 'kernel threads per worker (default: cores / workers)', positiveInt('--threads-per-worker'))
+    .option('--json', 'print one JSON object')
+    .action(async (o: SpBenchOptions & { json?: boolean; nonCausal?: boolean; initialState?: boolean }) => {
+      if (o.seqLen < o.workers) throw new InvalidArgumentError(`--seq-len (${o.seqLen}) must be at least --workers (${o.workers})`);
+      const r = await runSpBench({ ...o, causal: !o.nonCausal });
+      process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printSpBench(r)}\n`);
+    });
+}

@@ -1,0 +1,67 @@
+// `lasp worker`: runs one worker process until SIGTERM/SIGINT.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { startWorker, stopOnSignals } from './main.js';
+
+interface WorkerCliOptions {
+  coordinator: string;
+  host: string;
+  bindHost?: string;
+  port: number;
+  threads?: number;
+  id?: string;
+  device: string;
+  token?: string;
+  exitWithStdin?: boolean;
+  quiet?: boolean;
+}
+
+function nonNegativeInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0)
+      throw new InvalidArgumentError(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+/** The `worker` command, standalone (worker/entry.ts) or under `lasp`. */
+export function workerCommand(): Command {
+  return new Command('worker')
+    .description('run a worker: registers with the coordinator, joins groups, runs tasks and collectives')
+    .addOption(new Option('--coordinator <host:port>', 'coordinator address').env('LASP_COORDINATOR').makeOptionMandatory())
+    .option('--host <addr>', 'address to advertise to the coordinator and peers', '127.0.0.1')
+    .option('--bind-host <addr>', 'address to listen on (default: --host)')
+    .option('--port <n>', 'port to listen on (0 = any free port)', nonNegativeInt('--port'), 0)
+    .option('--threads <n>', 'compute threads (sets LASP_THREADS; default: LASP_THREADS or all CPUs)', nonNegativeInt('--threads'))
+    .option('--id <id>', 'stable worker id (default: <hostname>-<pid>)')
+    .option('--device <dev>', '"cpu" or "cuda:N"', 'cpu')
+    .addOption(new Option('--token <token>', 'cluster token for peer messages').env('LASP_CLUSTER_TOKEN'))
+    .addOption(new Option('--exit-with-stdin', 'exit when stdin closes (used by launchers so workers die with their parent)').hideHelp())
+    .option('--quiet', 'no log lines on stderr')
+    .action(async (o: WorkerCliOptions) => {
+      if (o.threads !== undefined && o.threads > 0) process.env.LASP_THREADS = String(o.threads);
+      const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
+      const worker = await startWorker({
+        coordinator: o.coordinator,
+        host: o.host,
+        bindHost: o.bindHost,
+        port: o.port,
+        threads: o.threads || undefined,
+        id: o.id,
+        device: o.device,
+        token: o.token,
+        log,
+      });
+      log(`worker ${worker.id} listening on ${worker.address}, coordinator ${o.coordinator}`);
+      stopOnSignals(worker, log);
+      if (o.exitWithStdin) {
+        process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
+        process.stdin.on('error', () => process.kill(process.pid, 'SIGTERM'));
+        process.stdin.resume();
+      }
+    });
+}
+
+export function registerWorkerCommand(program: Command): void {
+  program.addCommand(workerCommand());
+}

@@ -1,0 +1,191 @@
+// The peer side of one worker process: serves Deliver (incoming pieces of collective messages)
+// on the worker's gRPC server, and owns the worker's current group (joinGroup → Communicator).
+// Every incoming piece is checked — token, job, generation, sender rank, piece layout, sizes —
+// before anything is allocated or applied; a bad piece is answered with a status and changes
+// nothing, so the worker keeps serving.
+import * as grpc from '@grpc/grpc-js';
+import { timingSafeEqual } from 'node:crypto';
+import { protos } from '../proto/load.js';
+import type { PeerHandlers } from '../proto/generated/lasp/v1/Peer.js';
+import type { PeerMessage__Output } from '../proto/generated/lasp/v1/PeerMessage.js';
+import type { DeliverReply } from '../proto/generated/lasp/v1/DeliverReply.js';
+import type { Communicator, GroupAssignment } from './collectives/communicator.js';
+import { DEFAULT_COLLECTIVE_OPTIONS, GrpcCommunicator, type CollectiveOptions } from './collectives/grpc-communicator.js';
+import { DeliverError, Mailbox } from './collectives/mailbox.js';
+import { PeerClients } from './collectives/peer-clients.js';
+
+export interface PeerEndpointOptions {
+  /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
+  maxMessageBytes?: number;
+  /** Largest piece (one Deliver call) sent, in bytes. Default 1 MiB. The server's 'grpc.max_receive_message_length' must allow it (see peerServerOptions). */
+  pieceBytes?: number;
+  /** Deadline of every collective op, in ms. Default 30000. */
+  timeoutMs?: number;
+  /** Cluster token: incoming Deliver calls must carry metadata 'authorization: Bearer <token>'; sent on outgoing calls. Default: none (no check). */
+  token?: string;
+  /** Bound on bytes buffered for messages whose receive is not posted yet. Default 2 × maxMessageBytes. */
+  maxBufferedBytes?: number;
+  /** Pieces of one message in flight at once. Default 4. */
+  maxInFlight?: number;
+  /** AllGather blocks up to this size go directly to every peer, larger ones around the ring. Default 256 KiB. */
+  gatherDirectMaxBytes?: number;
+  /** AllReduce buffers up to this size use AllGather + local sum, larger ones the ring. Default 64 KiB. */
+  reduceDirectMaxBytes?: number;
+  /** Channel options of the outgoing peer channels. Default PEER_CHANNEL_OPTIONS (peer-clients.ts). */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/** gRPC server options a worker's server needs for pieces of `pieceBytes` (default 1 MiB). */
+export function peerServerOptions(pieceBytes: number = DEFAULT_COLLECTIVE_OPTIONS.pieceBytes): grpc.ServerOptions {
+  return {
+    'grpc.max_receive_message_length': Math.max(4 << 20, pieceBytes + (64 << 10)),
+    'grpc.default_compression_algorithm': 0,
+  };
+}
+
+interface Group {
+  assignment: GroupAssignment;
+  mailbox: Mailbox;
+  comm: GrpcCommunicator;
+}
+
+function fail(code: grpc.status, message: string): never {
+  throw new DeliverError(code, message);
+}
+
+function positive(name: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+export class PeerEndpoint {
+  private group: Group | undefined;
+  private lastEnded: string | undefined;
+  private readonly clients: PeerClients;
+  private readonly opts: CollectiveOptions;
+  private readonly maxBufferedBytes: number;
+  private readonly expectedAuth: Buffer | undefined;
+
+  constructor(opts: PeerEndpointOptions = {}) {
+    const d = DEFAULT_COLLECTIVE_OPTIONS;
+    this.opts = {
+      pieceBytes: positive('pieceBytes', opts.pieceBytes, d.pieceBytes),
+      maxInFlight: positive('maxInFlight', opts.maxInFlight, d.maxInFlight),
+      timeoutMs: positive('timeoutMs', opts.timeoutMs, d.timeoutMs),
+      maxMessageBytes: positive('maxMessageBytes', opts.maxMessageBytes, d.maxMessageBytes),
+      gatherDirectMaxBytes: opts.gatherDirectMaxBytes ?? d.gatherDirectMaxBytes,
+      reduceDirectMaxBytes: opts.reduceDirectMaxBytes ?? d.reduceDirectMaxBytes,
+    };
+    this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
+    this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
+    this.clients = new PeerClients(opts.token, opts.channelOptions);
+  }
+
+  /** The resolved collective options (defaults filled in). */
+  get options(): Readonly<CollectiveOptions> {
+    return this.opts;
+  }
+
+  /** Register the Peer service on the worker's gRPC server. */
+  addTo(server: grpc.Server): void {
+    const handlers: PeerHandlers = {
+      Deliver: (call, callback) => {
+        try {
+          this.deliver(call.request, call.metadata);
+          callback(null, {} satisfies DeliverReply);
+        } catch (err) {
+          if (err instanceof DeliverError) callback({ code: err.code, details: err.message });
+          else callback({ code: grpc.status.INTERNAL, details: err instanceof Error ? err.message : String(err) });
+        }
+      },
+    };
+    server.addService(protos().peer.lasp.v1.Peer.service, handlers);
+  }
+
+  /** Leave the current group (aborting it) and join `a`'s. */
+  joinGroup(a: GroupAssignment): Communicator {
+    if (!Number.isInteger(a.world) || a.world < 1) throw new RangeError(`world must be a positive integer, got ${a.world}`);
+    if (!Number.isInteger(a.rank) || a.rank < 0 || a.rank >= a.world)
+      throw new RangeError(`rank must be in [0, ${a.world}), got ${a.rank}`);
+    if (a.peers.length !== a.world) throw new RangeError(`peers must list world=${a.world} addresses, got ${a.peers.length}`);
+    if (!Number.isSafeInteger(a.generation) || a.generation < 0)
+      throw new RangeError(`generation must be a non-negative integer, got ${a.generation}`);
+    if (this.group !== undefined) this.endGroup(`replaced by job ${a.jobId} generation ${a.generation}`);
+    const mailbox = new Mailbox({ maxMessageBytes: this.opts.maxMessageBytes, maxBufferedBytes: this.maxBufferedBytes });
+    const comm = new GrpcCommunicator({ ...a, peers: [...a.peers] }, mailbox, this.clients, this.opts);
+    this.group = { assignment: { ...a, peers: [...a.peers] }, mailbox, comm };
+    return comm;
+  }
+
+  /** Abort the group if it is (jobId, generation): its pending and future ops fail with `reason`. Returns whether it was. */
+  abortGroup(jobId: string, generation: number, reason: string): boolean {
+    const g = this.group;
+    if (g === undefined || g.assignment.jobId !== jobId || g.assignment.generation !== generation) return false;
+    this.endGroup(reason);
+    return true;
+  }
+
+  /** Leave the current group (its pending ops fail). */
+  leaveGroup(): void {
+    if (this.group !== undefined) this.endGroup('left the group');
+  }
+
+  /** Leave the group and close the peer channels. */
+  close(): void {
+    this.leaveGroup();
+    this.clients.close();
+  }
+
+  private endGroup(reason: string): void {
+    const g = this.group!;
+    this.group = undefined;
+    this.lastEnded = `job ${g.assignment.jobId} generation ${g.assignment.generation} ended: ${reason}`;
+    g.comm.abort(reason);
+  }
+
+  private checkToken(md: grpc.Metadata): void {
+    if (this.expectedAuth === undefined) return;
+    const got = md.get('authorization')[0];
+    if (got === undefined) fail(grpc.status.UNAUTHENTICATED, 'missing authorization metadata (expected "Bearer <cluster token>")');
+    const g = Buffer.from(String(got));
+    if (g.length !== this.expectedAuth.length || !timingSafeEqual(g, this.expectedAuth))
+      fail(grpc.status.UNAUTHENTICATED, 'wrong cluster token');
+  }
+
+  private deliver(m: PeerMessage__Output, md: grpc.Metadata): void {
+    this.checkToken(md);
+    const g = this.group;
+    if (g === undefined) {
+      fail(
+        grpc.status.FAILED_PRECONDITION,
+        `no current group (got job ${JSON.stringify(m.jobId)} generation ${m.generation})${this.lastEnded ? `; ${this.lastEnded}` : ''}`,
+      );
+    }
+    const a = g.assignment;
+    if (m.jobId !== a.jobId)
+      fail(grpc.status.FAILED_PRECONDITION, `job_id must be ${JSON.stringify(a.jobId)} (current group), got ${JSON.stringify(m.jobId)}`);
+    if (m.generation !== a.generation)
+      fail(grpc.status.FAILED_PRECONDITION, `generation must be ${a.generation} (current), got ${m.generation}`);
+    if (m.fromRank >= a.world || m.fromRank === a.rank) {
+      fail(grpc.status.INVALID_ARGUMENT, `from_rank must be in [0, ${a.world}) and not the receiver's rank ${a.rank}, got ${m.fromRank}`);
+    }
+    const data = m.data ?? Buffer.alloc(0);
+    g.mailbox.deliver(
+      {
+        jobId: m.jobId,
+        generation: m.generation,
+        fromRank: m.fromRank,
+        step: m.step,
+        layer: m.layer,
+        op: m.op,
+        piece: m.piece,
+        pieces: m.pieces,
+        totalBytes: m.totalBytes,
+        offset: m.offset,
+      },
+      data,
+    );
+    g.comm.countReceived(data.length);
+  }
+}

@@ -1,0 +1,142 @@
+// Generalised LASP-2 (DESIGN.md §3): one AllGather of block summaries forward and one of state
+// gradients backward per layer, whatever the sequence length. Works for all five kinds, causal
+// and non-causal (linear), uneven blocks and an optional initial state.
+import { kernels, summaryALength, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
+import type { CollectiveTag, Communicator } from '../collectives/communicator.js';
+import { f32Bytes, pack, unpack, bytesF32 } from './wire.js';
+
+export interface SpContext {
+  comm: Communicator;
+  step: number;
+  layer: number;
+  /** Accumulates wall time spent in collectives (call to resolve), for benchmarks. */
+  timing?: { collectiveMs: number };
+}
+
+/** What the forward keeps for the backward. */
+export interface SpForwardResult {
+  /** This rank's outputs [T_r,H,dv]. */
+  o: Float32Array;
+  /** State entering this rank's block (P_r) [H,dk,dv]; for non-causal, the other ranks' share. */
+  incoming: Float32Array;
+  /** State at the end of the whole sequence [H,dk,dv] (every rank knows it). */
+  finalState: Float32Array;
+  /** Compact A of every rank's block (causal), indexed by rank. */
+  a: Float32Array[];
+}
+
+export type SpBackwardResult = BackwardResult & { dInitialState: Float32Array };
+
+function tag(ctx: SpContext, op: string): CollectiveTag {
+  return { step: ctx.step, layer: ctx.layer, op };
+}
+
+async function timed<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await p;
+  } finally {
+    if (ctx.timing) ctx.timing.collectiveMs += performance.now() - t0;
+  }
+}
+
+/** Kinds whose output separates into (zero-state forward) + (incoming-state term). */
+function separable(spec: AttentionSpec): boolean {
+  return spec.kind === 'linear' || spec.kind === 'scalar_gate' || spec.kind === 'vector_gate';
+}
+
+function stateSize(spec: AttentionSpec): number {
+  return spec.H * spec.dk * spec.dv;
+}
+
+/**
+ * Forward of one layer on this rank's block. `spec` is the block (no initialState);
+ * `initialState` is the whole sequence's S_0 (the same on every rank; used by rank 0's fold).
+ */
+export async function lasp2Forward(ctx: SpContext, spec: AttentionSpec, initialState?: Float32Array): Promise<SpForwardResult> {
+  const { comm } = ctx;
+  const shape = { kind: spec.kind, H: spec.H, dk: spec.dk, dv: spec.dv };
+  const n = stateSize(spec);
+  if (spec.causal === false) {
+    // Every output reads the common state S_0 + sum_j K_j^T V_j.
+    const own = await kernels.summary(spec);
+    const parts = await timed(ctx, comm.allGather(tag(ctx, 'fwd.kv'), f32Bytes(own.u)));
+    const others = parts
+      .map((p, r) => ({ r, u: unpack(p, [n], `fwd.kv from rank ${r}`)[0] as Float32Array }))
+      .filter((x) => x.r !== comm.rank);
+    const incoming = others.length
+      ? ((
+          await kernels.foldStates(
+            shape,
+            others.map((x) => ({ a: new Float32Array(0), u: x.u })),
+            initialState,
+          )
+        ).at(-1) as Float32Array)
+      : (initialState ?? new Float32Array(n));
+    const f = await kernels.forward({ ...spec, initialState: incoming });
+    return { o: f.o, incoming, finalState: f.finalState, a: [] };
+  }
+  const aLen = summaryALength(spec.kind, spec.H, spec.dk);
+  const own = await kernels.summary(spec);
+  const gather = timed(ctx, comm.allGather(tag(ctx, 'fwd.summary'), pack([own.a, own.u])));
+  // Linear and gated (non-delta) kinds: the intra-block work needs no incoming state, so it runs
+  // while the summaries are in flight; the state term is added afterwards.
+  const local = separable(spec) ? kernels.forward(spec) : undefined;
+  const parts = await gather;
+  const summaries = parts.map((p, r) => {
+    const [a, u] = unpack(p, [aLen, n], `fwd.summary from rank ${r}`) as [Float32Array, Float32Array];
+    return { a, u };
+  });
+  const states = await kernels.foldStates(shape, summaries, initialState);
+  const incoming = states[comm.rank] as Float32Array;
+  const finalState = states[comm.world] as Float32Array;
+  let o: Float32Array;
+  if (local) {
+    o = (await local).o;
+    await kernels.addStateTerm(spec, incoming, o);
+  } else {
+    o = (await kernels.forward({ ...spec, initialState: incoming })).o;
+  }
+  return { o, incoming, finalState, a: summaries.map((s) => s.a) };
+}
+
+/**
+ * Backward of one layer on this rank's block, given dO of its outputs and (optionally) the
+ * gradient of the whole sequence's final state. dInitialState is the gradient of S_0 (every
+ * rank computes the same value).
+ */
+export async function lasp2Backward(
+  ctx: SpContext,
+  spec: AttentionSpec,
+  fwd: SpForwardResult,
+  dO: Float32Array,
+  dFinalState?: Float32Array,
+): Promise<SpBackwardResult> {
+  const { comm } = ctx;
+  const shape = { kind: spec.kind, H: spec.H, dk: spec.dk, dv: spec.dv };
+  const n = stateSize(spec);
+  const own = await kernels.stateGrad(spec, dO);
+  const parts = await timed(ctx, comm.allGather(tag(ctx, 'bwd.stategrad'), f32Bytes(own)));
+  const d = parts.map((p, r) => bytesF32(p, `bwd.stategrad from rank ${r}`));
+  for (const [r, x] of d.entries())
+    if (x.length !== n) throw new Error(`bwd.stategrad from rank ${r}: expected ${n} floats, got ${x.length}`);
+  if (spec.causal === false) {
+    // Gradient of the common state: sum of every rank's Q^T dO plus dFinal.
+    const sum = async (parts: Float32Array[]) =>
+      (
+        await kernels.suffixFold(
+          shape,
+          parts.map(() => new Float32Array(0)),
+          parts,
+          dFinalState,
+        )
+      ).dInitialState;
+    const others = d.filter((_, r) => r !== comm.rank);
+    const fromOthers = others.length ? await sum(others) : dFinalState;
+    const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, fromOthers);
+    return { ...g, dInitialState: await sum(d) };
+  }
+  const { e, dInitialState } = await kernels.suffixFold(shape, fwd.a, d, dFinalState);
+  const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, e[comm.rank]);
+  return { ...g, dInitialState };
+}
