@@ -85,8 +85,12 @@ class ChildLink {
     const m = this.queue.shift();
     if (m) return Promise.resolve(m);
     return new Promise((resolve, reject) => {
-      this.waiter = resolve;
-      this.proc.once('exit', (code) => reject(new Error(`bench worker exited with code ${code}`)));
+      const onExit = (code: number | null) => reject(new Error(`bench worker exited with code ${code}`));
+      this.proc.once('exit', onExit);
+      this.waiter = (m) => {
+        this.proc.off('exit', onExit);
+        resolve(m);
+      };
     });
   }
   send(m: ToChild): void {
@@ -213,6 +217,8 @@ class TcpMesh {
   private readonly out: Socket[] = [];
   private readonly received = new Map<Socket, number>();
   private onData: (() => void) | undefined;
+  /** Bytes every incoming connection must have delivered by the end of the current exchange. */
+  private expected = 0;
 
   constructor(private readonly server: ReturnType<typeof createServer>) {
     server.on('connection', (s) => {
@@ -242,11 +248,11 @@ class TcpMesh {
     while (this.received.size < expected) await new Promise((r) => setTimeout(r, 5));
   }
 
-  /** One exchange of `block` with every peer; `iteration` counts from 0 for this size. */
-  async exchange(block: Uint8Array, iteration: number, base: Map<Socket, number>): Promise<void> {
+  /** One exchange of `block` with every peer (peers may already be sending their next block). */
+  async exchange(block: Uint8Array): Promise<void> {
     const writes = this.out.map((s) => new Promise<void>((resolve) => (s.write(block) ? resolve() : s.once('drain', () => resolve()))));
-    const target = (iteration + 1) * block.byteLength;
-    const done = () => [...this.received].every(([s, n]) => n - (base.get(s) ?? 0) >= target);
+    this.expected += block.byteLength;
+    const done = () => [...this.received.values()].every((n) => n >= this.expected);
     const arrived = done()
       ? Promise.resolve()
       : new Promise<void>((resolve) => {
@@ -258,10 +264,6 @@ class TcpMesh {
           };
         });
     await Promise.all([...writes, arrived]);
-  }
-
-  snapshot(): Map<Socket, number> {
-    return new Map(this.received);
   }
 
   close(): void {
@@ -297,11 +299,10 @@ async function child(): Promise<void> {
       } else if (m.type === 'run') {
         const block = new Uint8Array(m.size).fill(m.size & 0xff);
         const ms: number[] = [];
-        const base = mesh.snapshot();
         for (let i = 0; i < m.iters; i++) {
           const t0 = performance.now();
           if (m.mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
-          else await mesh.exchange(block, i, base);
+          else await mesh.exchange(block);
           ms.push(performance.now() - t0);
         }
         send({ type: 'times', ms });

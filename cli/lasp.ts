@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { printKernelBench, runKernelBench } from '../bench/kernels.js';
 import { registerSpBench } from '../bench/sp.js';
+import { registerCollectivesBench } from '../bench/collectives.js';
 import { registerCoordinatorCommand } from '../coordinator/cli.js';
 import { registerWorkerCommand } from '../worker/cli.js';
 
@@ -44,6 +45,7 @@ bench
   });
 
 registerSpBench(bench);
+registerCollectivesBench(bench);
 registerCoordinatorCommand(program);
 registerWorkerCommand(program);
 

@@ -13,6 +13,7 @@ import type { Communicator, GroupAssignment } from './collectives/communicator.j
 import { DEFAULT_COLLECTIVE_OPTIONS, GrpcCommunicator, type CollectiveOptions } from './collectives/grpc-communicator.js';
 import { DeliverError, Mailbox } from './collectives/mailbox.js';
 import { PeerClients } from './collectives/peer-clients.js';
+import { tuneIncomingSession } from './collectives/session-tuning.js';
 
 export interface PeerEndpointOptions {
   /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
@@ -33,6 +34,8 @@ export interface PeerEndpointOptions {
   reduceDirectMaxBytes?: number;
   /** Channel options of the outgoing peer channels. Default PEER_CHANNEL_OPTIONS (peer-clients.ts). */
   channelOptions?: grpc.ChannelOptions;
+  /** Raise the HTTP/2 receive windows of incoming peer connections (session-tuning.ts). Default true. */
+  tuneSessions?: boolean;
 }
 
 /** gRPC server options a worker's server needs for pieces of `pieceBytes` (default 1 MiB). */
@@ -66,6 +69,7 @@ export class PeerEndpoint {
   private readonly opts: CollectiveOptions;
   private readonly maxBufferedBytes: number;
   private readonly expectedAuth: Buffer | undefined;
+  private readonly tuneSessions: boolean;
 
   constructor(opts: PeerEndpointOptions = {}) {
     const d = DEFAULT_COLLECTIVE_OPTIONS;
@@ -80,6 +84,7 @@ export class PeerEndpoint {
     this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
     this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
     this.clients = new PeerClients(opts.token, opts.channelOptions);
+    this.tuneSessions = opts.tuneSessions ?? true;
   }
 
   /** The resolved collective options (defaults filled in). */
@@ -91,6 +96,7 @@ export class PeerEndpoint {
   addTo(server: grpc.Server): void {
     const handlers: PeerHandlers = {
       Deliver: (call, callback) => {
+        if (this.tuneSessions) tuneIncomingSession(call);
         try {
           this.deliver(call.request, call.metadata);
           callback(null, {} satisfies DeliverReply);

@@ -435,6 +435,21 @@ template <class ISA>
 void gemm_mt(View A, View B, int M, int N, int K, float alpha, float beta, float* C, idx ldc) {
   constexpr int MR = ISA::MR, NR = ISA::NR;
   const int threads = num_threads();
+  // Wide products with few rows: split by columns only, into chunks of at least 512 columns
+  // (so that re-packing A per chunk stays cheap). Each task then owns its B columns and packs
+  // them itself through gemm_st: no shared B, no barriers between packing and computing.
+  if (M <= 2 * MC && N >= 2 * threads * 512) {
+    const int panels = (N + NR - 1) / NR;
+    const int chunks = std::min(4 * threads, N / 512);
+    const int tn = (panels + chunks - 1) / chunks * NR;
+    parallel_for((N + tn - 1) / tn, [&](int t) {
+      const int j0 = t * tn;
+      gemm_st<ISA>(A, View{B.at(0, j0), B.rs, B.cs}, M, std::min(tn, N - j0), K, alpha, beta,
+                   C + j0, ldc);
+    });
+    return;
+  }
+
   const int nc_max = (std::min(N, NC) + NR - 1) / NR * NR;
   const idx slot = static_cast<idx>(std::min(K, KC)) * nc_max;  // floats per packed KC step
   const int ksteps = (K + KC - 1) / KC;

@@ -148,8 +148,15 @@ struct GateFactors {
   std::vector<double> Gr, ends;
 };
 
+#define LASP_SIMD_ROWS __attribute__((target_clones("avx2", "default")))
+
+void copy_rows(int c, int d, View src, float* dst) {
+  for (int j = 0; j < c; ++j)
+    std::memcpy(dst + static_cast<size_t>(j) * d, src.p + static_cast<size_t>(j) * src.ld, d * sizeof(float));
+}
+
 // dst[j, :] = src[j, :] * f[j] (scalar, n == 1) or src[j, d] * f[j, d] (vector).
-void scale_rows(int c, int d, View src, const Vec& f, int n, float* dst) {
+LASP_SIMD_ROWS void scale_rows(int c, int d, View src, const Vec& f, int n, float* dst) {
   for (int j = 0; j < c; ++j) {
     const float* s = src.p + static_cast<size_t>(j) * src.ld;
     float* o = dst + static_cast<size_t>(j) * d;
@@ -181,6 +188,40 @@ void scale_state_rows(float* S, int dk, int dv, const Vec& f, int n) {
   }
 }
 
+// Small vector loops of the backward, compiled for AVX2 and the baseline (picked at load time).
+#define LASP_SIMD __attribute__((target_clones("avx2", "default")))
+
+LASP_SIMD void add2(float* out, const float* a, const float* b, int n) {
+  for (int i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+LASP_SIMD void scale(float* out, const float* a, float f, int n) {
+  for (int i = 0; i < n; ++i) out[i] = a[i] * f;
+}
+LASP_SIMD void mul(float* out, const float* a, const float* f, int n) {
+  for (int i = 0; i < n; ++i) out[i] = a[i] * f[i];
+}
+LASP_SIMD void axpby(float* out, const float* a, float fa, const float* b, float fb, int n) {
+  for (int i = 0; i < n; ++i) out[i] = a[i] * fa + b[i] * fb;
+}
+LASP_SIMD void axpby_v(float* out, const float* a, const float* fa, const float* b, const float* fb, int n) {
+  for (int i = 0; i < n; ++i) out[i] = a[i] * fa[i] + b[i] * fb[i];
+}
+// acc[i] += a[i] b[i] - c[i] d[i], products in float, sums in double.
+LASP_SIMD void acc_diff_products(double* acc, const float* a, const float* b, const float* c, const float* d, int n) {
+  for (int i = 0; i < n; ++i) acc[i] += static_cast<double>(a[i] * b[i] - c[i] * d[i]);
+}
+// Dot product in double with 8 independent partial sums (vectorisable without reassociation flags).
+LASP_SIMD double dot(const float* a, const float* b, int n) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) part[l] += static_cast<double>(a[i + l]) * b[i + l];
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
+  for (int l = 0; l < 8; ++l) s += part[l];
+  return s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gate path: linear, scalar_gate, vector_gate.
 
@@ -201,9 +242,16 @@ struct GateChunk {
     K = {p.k + row_off(t0, p.H, h, p.dk), ldk};
     V = {p.v + row_off(t0, p.H, h, p.dv), p.H * p.dv};
     if (!gated) {
-      Qt = Q;
-      Kt = K;
-      Kr = K;
+      // Contiguous copies: the chunk's products run faster on packed rows than on rows strided
+      // by H*dk (measured), and the copy is O(c*dk) against O(c^2*dk) of work.
+      const size_t sz = static_cast<size_t>(c) * p.dk;
+      qbuf.resize(sz);
+      kbuf.resize(sz);
+      copy_rows(c, p.dk, Q, qbuf.data());
+      copy_rows(c, p.dk, K, kbuf.data());
+      Qt = {qbuf.data(), p.dk};
+      Kt = {kbuf.data(), p.dk};
+      Kr = Kt;
       return;
     }
     f.compute(p, h, t0, c);
@@ -318,7 +366,7 @@ void gate_chunk_backward(const LAProblem& p, int h, GateScratch& s, const float*
   const int lddv = H * dv;
   sgemm(true, false, c, dv, c, 1.f, A, c, dO, ldo, 0.f, dvo, lddv);
   sgemm(false, false, c, dv, dk, 1.f, ch.Kr.p, ch.Kr.ld, dS, dv, 1.f, dvo, lddv);
-  // dq, dk in the raw parameterisation.
+  // dq, dk in the raw parameterisation; gate gradients by the identity.
   const int n = ch.f.n;
   for (int j = 0; j < c; ++j) {
     float* dq = out.dq + row_off(ch.t0 + j, H, h, dk);
@@ -327,40 +375,36 @@ void gate_chunk_backward(const LAProblem& p, int h, GateScratch& s, const float*
     const float* b = s.dKt.data() + static_cast<size_t>(j) * dk;
     const float* r = s.dKr.data() + static_cast<size_t>(j) * dk;
     if (!ch.gated) {
-      for (int d = 0; d < dk; ++d) {
-        dq[d] = a[d];
-        dkk[d] = b[d] + r[d];
-      }
+      std::memcpy(dq, a, dk * sizeof(float));
+      add2(dkk, b, r, dk);
+    } else if (n == 1) {
+      scale(dq, a, ch.f.eGr[j], dk);
+      axpby(dkk, b, ch.f.eNGr[j], r, ch.f.eRc[j], dk);
     } else {
-      const size_t base = static_cast<size_t>(j) * n;
-      for (int d = 0; d < dk; ++d) {
-        const size_t i = n == 1 ? base : base + d;
-        dq[d] = a[d] * ch.f.eGr[i];
-        dkk[d] = b[d] * ch.f.eNGr[i] + r[d] * ch.f.eRc[i];
-      }
+      const size_t o = static_cast<size_t>(j) * dk;
+      mul(dq, a, ch.f.eGr.data() + o, dk);
+      axpby_v(dkk, b, ch.f.eNGr.data() + o, r, ch.f.eRc.data() + o, dk);
     }
   }
   if (ch.gated) {
     // dg_t = sum_{m >= t in chunk} (q_m·dq_m - k_m·dk_m) + <dS_end, S_end> (per dim for vector).
-    s.acc.assign(n, 0.0);
+    s.acc.assign(dk, 0.0);
     std::vector<double> endterm(n, 0.0);
-    for (int d = 0; d < dk; ++d) {
-      double e = 0;
-      const float* x = dS + static_cast<size_t>(d) * dv;
-      const float* y = Send + static_cast<size_t>(d) * dv;
-      for (int j = 0; j < dv; ++j) e += static_cast<double>(x[j]) * y[j];
-      endterm[n == 1 ? 0 : d] += e;
-    }
+    for (int d = 0; d < dk; ++d) endterm[n == 1 ? 0 : d] += dot(dS + static_cast<size_t>(d) * dv, Send + static_cast<size_t>(d) * dv, dv);
+    double total = 0;
     for (int j = c - 1; j >= 0; --j) {
       const float* q = p.q + row_off(ch.t0 + j, H, h, dk);
       const float* k = p.k + row_off(ch.t0 + j, H, h, dk);
       const float* dq = out.dq + row_off(ch.t0 + j, H, h, dk);
       const float* dkk = out.dk + row_off(ch.t0 + j, H, h, dk);
       float* dg = out.dg + row_off(ch.t0 + j, H, h, n);
-      for (int d = 0; d < dk; ++d) {
-        s.acc[n == 1 ? 0 : d] += static_cast<double>(q[d]) * dq[d] - static_cast<double>(k[d]) * dkk[d];
+      if (n == 1) {
+        total += dot(q, dq, dk) - dot(k, dkk, dk);
+        dg[0] = static_cast<float>(total + endterm[0]);
+      } else {
+        acc_diff_products(s.acc.data(), q, dq, k, dkk, dk);
+        for (int d = 0; d < n; ++d) dg[d] = static_cast<float>(s.acc[d] + endterm[d]);
       }
-      for (int d = 0; d < n; ++d) dg[d] = static_cast<float>(s.acc[d] + endterm[d]);
     }
   }
   gate_state_grad_step(p, s, dO, ldo, dS);
@@ -491,11 +535,6 @@ void delta_state_grad_step(const LAProblem& p, DeltaScratch& s, const float* dO,
   sgemm(true, false, dk, dv, c, -1.f, ch.Wt.data(), dk, s.dU.data(), dv, 1.f, s.dSx.data(), dv);
 }
 
-inline double rowdot(const float* a, const float* b, int n) {
-  double s = 0;
-  for (int i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
-  return s;
-}
 
 // One chunk backward of the delta path. S: chunk start state; dS: gradient at the chunk end,
 // replaced by the gradient at its start.
@@ -513,7 +552,7 @@ void delta_chunk_backward(const LAProblem& p, int h, DeltaScratch& s, const floa
   // dKr = U' dS^T (uses dS at the chunk end, before the state step replaces it)
   s.dKr.resize(cdk);
   sgemm(false, true, c, dk, dv, 1.f, ch.U.data(), dv, dS, dv, 0.f, s.dKr.data(), dk);
-  const double gammaTerm = ch.gated ? ch.gamma * rowdot(S, dS, dk * dv) : 0.0;
+  const double gammaTerm = ch.gated ? ch.gamma * dot(S, dS, dk * dv) : 0.0;
   delta_state_grad_step(p, s, dO, ldo, dS);  // s.dU = dU', s.dSx = dL/d(e^{G0} S)
   // dQ~ = e^{G0} dO S^T + dP Kn
   s.dQt.resize(cdk);
@@ -592,13 +631,13 @@ void delta_chunk_backward(const LAProblem& p, int h, DeltaScratch& s, const floa
   if (ch.gated) {
     // dG_j from every factorised matrix; G_0 and G_last also enter through the references.
     std::vector<double> dG(c, 0.0);
-    double first = ch.g0 * rowdot(S, s.dSx.data(), dk * dv), last = gammaTerm;
+    double first = ch.g0 * dot(S, s.dSx.data(), dk * dv), last = gammaTerm;
     for (int j = 0; j < c; ++j) {
       const size_t o = static_cast<size_t>(j) * dk;
-      const double up = rowdot(ch.Qt.p + static_cast<size_t>(j) * ch.Qt.ld, s.dQt.data() + o, dk) +
-                        rowdot(ch.Kbt.p + static_cast<size_t>(j) * ch.Kbt.ld, s.dKb.data() + o, dk);
-      const double dn = rowdot(ch.Kn.p + static_cast<size_t>(j) * ch.Kn.ld, s.dKn.data() + o, dk);
-      const double rr = rowdot(ch.Kr.p + static_cast<size_t>(j) * ch.Kr.ld, s.dKr.data() + o, dk);
+      const double up = dot(ch.Qt.p + static_cast<size_t>(j) * ch.Qt.ld, s.dQt.data() + o, dk) +
+                        dot(ch.Kbt.p + static_cast<size_t>(j) * ch.Kbt.ld, s.dKb.data() + o, dk);
+      const double dn = dot(ch.Kn.p + static_cast<size_t>(j) * ch.Kn.ld, s.dKn.data() + o, dk);
+      const double rr = dot(ch.Kr.p + static_cast<size_t>(j) * ch.Kr.ld, s.dKr.data() + o, dk);
       dG[j] += up - dn - rr;
       first += dn - up;
       last += rr;
