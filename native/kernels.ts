@@ -65,6 +65,16 @@ export const DEFAULT_CHUNK = 64;
 
 const MAX_DIM = 1 << 30;
 
+/**
+ * A Float32Array for a kernel to fill. The memory is not zeroed on the JavaScript thread: every
+ * kernel writes every element of its outputs, and the pages are first touched by the kernel's
+ * own threads (zeroing 16 MB here cost ~4.5 ms of a 30 ms forward).
+ */
+function output(n: number): Float32Array {
+  const b = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(b.buffer, b.byteOffset, n);
+}
+
 function fail(message: string): never {
   throw new Error(`lasp kernels: ${message}`);
 }
@@ -174,25 +184,73 @@ export function checkSpec(spec: AttentionSpec): Checked {
 
 async function forward(spec: AttentionSpec): Promise<ForwardResult> {
   const c = checkSpec(spec);
-  const o = new Float32Array(c.T * c.H * c.dv);
-  const finalState = new Float32Array(c.H * c.dk * c.dv);
-  await addon().laForward(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, c.s0, o, finalState);
-  return { o, finalState };
+  const out = { o: output(c.T * c.H * c.dv), finalState: output(c.H * c.dk * c.dv) };
+  await runForward(c, out);
+  return out;
+}
+
+/** forward() into caller-owned outputs (reused buffers: no allocation per call). */
+async function forwardInto(spec: AttentionSpec, out: ForwardResult): Promise<ForwardResult> {
+  const c = checkSpec(spec);
+  checkArray('out.o', out?.o, c.T * c.H * c.dv, '[T,H,dv]');
+  checkArray('out.finalState', out.finalState, c.H * c.dk * c.dv, '[H,dk,dv]');
+  await runForward(c, out);
+  return out;
+}
+
+function runForward(c: Checked, out: ForwardResult): Promise<void> {
+  return addon().laForward(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, c.s0, out.o, out.finalState);
+}
+
+/** The gradient arrays backward() returns for this spec, allocated (not zeroed: every element is written). */
+function backwardOutputs(c: Checked): BackwardResult {
+  const out: BackwardResult = { dq: output(c.q.length), dk: output(c.k.length), dv: output(c.v.length) };
+  if (c.g) out.dg = output(c.g.length);
+  if (c.beta) out.dbeta = output(c.beta.length);
+  if (c.s0) out.dInitialState = output(c.s0.length);
+  return out;
 }
 
 async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Float32Array): Promise<BackwardResult> {
   const c = checkSpec(spec);
+  const out = backwardOutputs(c);
+  await runBackward(c, dO, dFinalState, out);
+  return out;
+}
+
+/**
+ * backward() into caller-owned gradient arrays. `out` must hold dq, dk, dv, and dg / dbeta /
+ * dInitialState exactly when the spec has g / beta / initialState.
+ */
+async function backwardInto(
+  spec: AttentionSpec,
+  dO: Float32Array,
+  dFinalState: Float32Array | undefined,
+  out: BackwardResult,
+): Promise<BackwardResult> {
+  const c = checkSpec(spec);
+  if (out === null || typeof out !== 'object') fail(`out must be an object of gradient arrays, got ${describe(out)}`);
+  checkArray('out.dq', out.dq, c.q.length, '[T,H,dk]');
+  checkArray('out.dk', out.dk, c.k.length, '[T,H,dk]');
+  checkArray('out.dv', out.dv, c.v.length, '[T,H,dv]');
+  for (const [name, need, len, shape] of [
+    ['dg', c.g, c.g?.length ?? 0, c.kind === 'vector_gate' ? '[T,H,dk]' : '[T,H]'],
+    ['dbeta', c.beta, c.beta?.length ?? 0, '[T,H]'],
+    ['dInitialState', c.s0, c.s0?.length ?? 0, '[H,dk,dv]'],
+  ] as const) {
+    const have = out[name];
+    if (need) checkArray(`out.${name}`, have, len, shape);
+    else if (have !== undefined)
+      fail(`out.${name} must be absent for this spec (no ${name === 'dg' ? 'g' : name === 'dbeta' ? 'beta' : 'initialState'})`);
+  }
+  await runBackward(c, dO, dFinalState, out);
+  return out;
+}
+
+function runBackward(c: Checked, dO: Float32Array, dFinalState: Float32Array | undefined, out: BackwardResult): Promise<void> {
   checkArray('dO', dO, c.T * c.H * c.dv, '[T,H,dv]');
   const dS = dFinalState === undefined ? null : checkArray('dFinalState', dFinalState, c.H * c.dk * c.dv, '[H,dk,dv]');
-  const out: BackwardResult = {
-    dq: new Float32Array(c.q.length),
-    dk: new Float32Array(c.k.length),
-    dv: new Float32Array(c.v.length),
-  };
-  if (c.g) out.dg = new Float32Array(c.g.length);
-  if (c.beta) out.dbeta = new Float32Array(c.beta.length);
-  if (c.s0) out.dInitialState = new Float32Array(c.s0.length);
-  await addon().laBackward(
+  return addon().laBackward(
     c.code,
     c.causal,
     c.T,
@@ -215,7 +273,6 @@ async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Flo
     out.dbeta ?? null,
     out.dInitialState ?? null,
   );
-  return out;
 }
 
 /**
@@ -384,8 +441,8 @@ const softmax = {
   /** o [Tq,H,dv] and lse [H,Tq] (kept for the backward). */
   async forward(spec: SoftmaxSpec): Promise<{ o: Float32Array; lse: Float32Array }> {
     const s = checkSoftmax(spec);
-    const o = new Float32Array(s.Tq * s.H * s.dv);
-    const lse = new Float32Array(s.H * s.Tq);
+    const o = output(s.Tq * s.H * s.dv);
+    const lse = output(s.H * s.Tq);
     await addon().softmaxForward(s.Tq, s.Tk, s.H, s.dk, s.dv, s.qOffset, s.causal, s.scale, s.q, s.k, s.v, o, lse);
     return { o, lse };
   },
@@ -398,9 +455,9 @@ const softmax = {
     checkArray('o', fwd.o, s.Tq * s.H * s.dv, '[Tq,H,dv]');
     checkArray('lse', fwd.lse, s.H * s.Tq, '[H,Tq]');
     checkArray('dO', dO, s.Tq * s.H * s.dv, '[Tq,H,dv]');
-    const dq = new Float32Array(s.q.length);
-    const dk = new Float32Array(s.k.length);
-    const dv = new Float32Array(s.v.length);
+    const dq = output(s.q.length);
+    const dk = output(s.k.length);
+    const dv = output(s.v.length);
     await addon().softmaxBackward(s.Tq, s.Tk, s.H, s.dk, s.dv, s.qOffset, s.causal, s.scale, s.q, s.k, s.v, fwd.o, fwd.lse, dO, dq, dk, dv);
     return { dq, dk, dv };
   },
@@ -466,7 +523,10 @@ function info(): { isa: string; threads: number } {
 
 export const kernels = {
   forward,
+  forwardInto,
   backward,
+  backwardInto,
+  backwardOutputs: (spec: AttentionSpec) => backwardOutputs(checkSpec(spec)),
   summary,
   stateGrad,
   addStateTerm,

@@ -121,8 +121,16 @@ describe('backward rejects bad gradients with a message naming the argument', ()
 });
 
 describe('summary, stateGrad, folds, softmax and gemm validate their arguments', () => {
-  test('summary rejects non-causal specs', async () => {
-    await assert.rejects(kernels.summary({ ...good('linear'), causal: false }), /summary is defined for causal attention/);
+  test('addStateTerm rejects delta kinds, non-causal specs and a wrong state length', async () => {
+    await assert.rejects(
+      kernels.addStateTerm(good('delta'), new Float32Array(H * dk * dv), new Float32Array(30)),
+      /addStateTerm needs causal linear/,
+    );
+    await assert.rejects(
+      kernels.addStateTerm({ ...good('linear'), causal: false }, new Float32Array(H * dk * dv), new Float32Array(30)),
+      /non-causal/,
+    );
+    await assert.rejects(kernels.addStateTerm(good('linear'), new Float32Array(3), new Float32Array(30)), /\bstate\b.*length 24/);
   });
   test('stateGrad rejects a wrong dO length', async () => {
     await assert.rejects(kernels.stateGrad(good('delta'), new Float32Array(3)), /\bdO\b.*length 30/);

@@ -35,6 +35,23 @@ constexpr double kMaxSpan = 20.0;
 
 using Vec = std::vector<float>;
 
+// Loops compiled for AVX2 and for the baseline; the loader picks the one the CPU supports.
+#define LASP_SIMD __attribute__((target_clones("avx2", "default")))
+
+// True when every x[i] is finite and <= hi (NaN fails).
+LASP_SIMD bool all_finite_at_most(const float* x, size_t n, float hi) {
+  int ok = 1;
+  for (size_t i = 0; i < n; ++i) ok &= (x[i] <= hi) & (x[i] >= -3.4028234e38f);
+  return ok != 0;
+}
+
+// min over the n entries of x.
+LASP_SIMD float min_of(const float* x, int n) {
+  float m = x[0];
+  for (int i = 1; i < n; ++i) m = x[i] < m ? x[i] : m;
+  return m;
+}
+
 inline size_t row_off(int t, int H, int h, int d) {
   return (static_cast<size_t>(t) * H + h) * static_cast<size_t>(d);
 }
@@ -47,16 +64,19 @@ void check_inputs(const LAProblem& p) {
   if (has_gate(p.kind)) {
     if (!p.g) throw std::invalid_argument("g (log gates) is required for this kind");
     size_t n = static_cast<size_t>(p.T) * p.H * (p.kind == Kind::VectorGate ? p.dk : 1);
-    for (size_t i = 0; i < n; ++i) {
-      float x = p.g[i];
-      if (!(x <= 0.f) || !std::isfinite(x))
-        throw std::invalid_argument("g must hold finite log gates <= 0; g[" + std::to_string(i) +
-                                    "] = " + std::to_string(x));
+    if (!all_finite_at_most(p.g, n, 0.f)) {
+      for (size_t i = 0; i < n; ++i) {
+        float x = p.g[i];
+        if (!(x <= 0.f) || !std::isfinite(x))
+          throw std::invalid_argument("g must hold finite log gates <= 0; g[" + std::to_string(i) +
+                                      "] = " + std::to_string(x));
+      }
     }
   }
   if (has_beta(p.kind)) {
     if (!p.beta) throw std::invalid_argument("beta is required for this kind");
     size_t n = static_cast<size_t>(p.T) * p.H;
+    if (all_finite_at_most(p.beta, n, 3.4028234e38f)) return;
     for (size_t i = 0; i < n; ++i)
       if (!std::isfinite(p.beta[i]))
         throw std::invalid_argument("beta must be finite; beta[" + std::to_string(i) +
@@ -65,7 +85,9 @@ void check_inputs(const LAProblem& p) {
 }
 
 // Chunk boundaries for head h: {0, end_0, end_1, ..., T}. Without gates: every p.chunk tokens.
-// With gates a chunk also ends before the cumulative gate after its first token passes -kMaxSpan.
+// With gates a chunk also ends before the cumulative gate after its first token could pass
+// -kMaxSpan: for vector gates the bound sums each token's smallest gate over the dimensions
+// (conservative: a chunk may end a little early, never late; any chunking is exact).
 std::vector<int> chunk_bounds(const LAProblem& p, int h) {
   std::vector<int> b{0};
   if (!has_gate(p.kind)) {
@@ -74,17 +96,14 @@ std::vector<int> chunk_bounds(const LAProblem& p, int h) {
     return b;
   }
   const int n = p.kind == Kind::VectorGate ? p.dk : 1;
-  std::vector<double> G(n);
   int t = 0;
   while (t < p.T) {
     const int t0 = t++;
-    std::fill(G.begin(), G.end(), 0.0);
+    double G = 0;
     while (t < p.T && t - t0 < p.chunk) {
-      const float* gt = p.g + row_off(t, p.H, h, n);
-      bool fits = true;
-      for (int d = 0; d < n; ++d) fits = fits && (G[d] + gt[d] >= -kMaxSpan);
-      if (!fits) break;
-      for (int d = 0; d < n; ++d) G[d] += gt[d];
+      const double g = min_of(p.g + row_off(t, p.H, h, n), n);
+      if (G + g < -kMaxSpan) break;
+      G += g;
       ++t;
     }
     b.push_back(t);
@@ -97,6 +116,18 @@ struct View {
   const float* p = nullptr;
   int ld = 0;
 };
+
+// cur = prev + g (double accumulation of float gates).
+LASP_SIMD void add_row(double* cur, const double* prev, const float* g, int n) {
+  for (int d = 0; d < n; ++d) cur[d] = prev[d] + g[d];
+}
+// r = last - r.
+LASP_SIMD void subtract_from(double* r, const double* last, int n) {
+  for (int d = 0; d < n; ++d) r[d] = last[d] - r[d];
+}
+LASP_SIMD void reciprocal(float* out, const float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = 1.f / x[i];
+}
 
 // Cumulative gates of one chunk and the factors derived from them. For scalar gates n == 1.
 struct GateFactors {
@@ -121,12 +152,9 @@ struct GateFactors {
     const float* gfirst = p.g + row_off(t0, p.H, h, n);
     // Gr_j = G_j - G_0 = sum of the gates after the first token, in double.
     for (int d = 0; d < n; ++d) Gr[d] = 0.0;
-    for (int j = 1; j < c; ++j) {
-      const float* gt = p.g + row_off(t0 + j, p.H, h, n);
-      const double* prev = Gr.data() + static_cast<size_t>(j - 1) * n;
-      double* cur = Gr.data() + static_cast<size_t>(j) * n;
-      for (int d = 0; d < n; ++d) cur[d] = prev[d] + gt[d];
-    }
+    for (int j = 1; j < c; ++j)
+      add_row(Gr.data() + static_cast<size_t>(j) * n, Gr.data() + static_cast<size_t>(j - 1) * n,
+              p.g + row_off(t0 + j, p.H, h, n), n);
     exp_double_array(Gr.data(), eGr.data(), cn);
     const double* last = Gr.data() + static_cast<size_t>(c - 1) * n;
     for (int d = 0; d < n; ++d) {
@@ -135,20 +163,17 @@ struct GateFactors {
     }
     exp_double_array(ends.data(), g0.data(), n);
     exp_double_array(ends.data() + n, gamma.data(), n);
-    for (int j = 0; j < c; ++j) {
-      double* r = Gr.data() + static_cast<size_t>(j) * n;
-      for (int d = 0; d < n; ++d) r[d] = last[d] - r[d];
-    }
-    // Gr now holds Gr_last - Gr_j (the last row is zero and stays so).
+    for (int j = 0; j < c - 1; ++j) subtract_from(Gr.data() + static_cast<size_t>(j) * n, last, n);
+    std::fill(Gr.data() + static_cast<size_t>(c - 1) * n, Gr.data() + cn, 0.0);
+    // Gr now holds Gr_last - Gr_j.
     exp_double_array(Gr.data(), eRc.data(), cn);
-    for (size_t i = 0; i < cn; ++i) eNGr[i] = 1.f / eGr[i];
+    reciprocal(eNGr.data(), eGr.data(), cn);
   }
 
  private:
   std::vector<double> Gr, ends;
 };
 
-#define LASP_SIMD_ROWS __attribute__((target_clones("avx2", "default")))
 
 void copy_rows(int c, int d, View src, float* dst) {
   for (int j = 0; j < c; ++j)
@@ -156,7 +181,7 @@ void copy_rows(int c, int d, View src, float* dst) {
 }
 
 // dst[j, :] = src[j, :] * f[j] (scalar, n == 1) or src[j, d] * f[j, d] (vector).
-LASP_SIMD_ROWS void scale_rows(int c, int d, View src, const Vec& f, int n, float* dst) {
+LASP_SIMD void scale_rows(int c, int d, View src, const Vec& f, int n, float* dst) {
   for (int j = 0; j < c; ++j) {
     const float* s = src.p + static_cast<size_t>(j) * src.ld;
     float* o = dst + static_cast<size_t>(j) * d;
@@ -188,8 +213,7 @@ void scale_state_rows(float* S, int dk, int dv, const Vec& f, int n) {
   }
 }
 
-// Small vector loops of the backward, compiled for AVX2 and the baseline (picked at load time).
-#define LASP_SIMD __attribute__((target_clones("avx2", "default")))
+// Small vector loops of the backward.
 
 LASP_SIMD void add2(float* out, const float* a, const float* b, int n) {
   for (int i = 0; i < n; ++i) out[i] = a[i] + b[i];
