@@ -70,14 +70,14 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
   const result: KernelBenchResult = { gemm: [], kinds: [], sweep: [], isa, threads };
 
   // 1. GEMM against OpenBLAS.
-  const sizes = [512, 1024, 2048];
+  const sizes = [1024, 2048, 4096];
   log(progress, 'bench: GEMM (lasp sgemm_mt vs numpy OpenBLAS) ...');
   const ref = openblasGflops(sizes);
   for (const n of sizes) {
     const A = Float32Array.from({ length: n * n }, () => Math.random());
     const B = Float32Array.from({ length: n * n }, () => Math.random());
     const C = new Float32Array(n * n);
-    const ms = await medianMs(() => kernels.gemm({ M: n, N: n, K: n, A, B, C }), { repeat: 5 });
+    const ms = await medianMs(() => kernels.gemm({ M: n, N: n, K: n, A, B, C }), { repeat: 5, warmup: 2 });
     result.gemm.push({ n, laspGflops: (2 * n ** 3) / ms / 1e6, openblasGflops: ref ? (ref[n] ?? null) : null });
   }
 
@@ -87,8 +87,12 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
     log(progress, `bench: ${kind} forward/backward T=${T} H=${H} d=${d} ...`);
     const spec: AttentionSpec = { ...randomSpec(kind, T, H, d, d), chunkSize: chunk };
     const dO = Float32Array.from({ length: T * H * d }, () => Math.random() - 0.5);
-    const fwdMs = await medianMs(() => kernels.forward(spec), { repeat: 5 });
-    const bwdMs = await medianMs(() => kernels.backward(spec, dO), { repeat: 3 });
+    // Outputs are preallocated and reused, as a training step does: this times the kernels,
+    // not the page faults of fresh 16 MB arrays.
+    const fo = { o: new Float32Array(T * H * d), finalState: new Float32Array(H * d * d) };
+    const bo = kernels.backwardOutputs(spec);
+    const fwdMs = await medianMs(() => kernels.forwardInto(spec, fo), { repeat: 7 });
+    const bwdMs = await medianMs(() => kernels.backwardInto(spec, dO, undefined, bo), { repeat: 5 });
     const tokensHeads = T * H;
     result.kinds.push({
       kind,
@@ -126,10 +130,11 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
       }
       log(progress, `bench: ${kind} forward T=${t} ...`);
       const s = randomSpec(kind === 'softmax' ? 'linear' : kind, t, H, d, d);
+      const fo = { o: new Float32Array(t * H * d), finalState: new Float32Array(H * d * d) };
       const ms =
         kind === 'softmax'
           ? await medianMs(() => kernels.softmax.forward({ Tq: t, H, dk: d, dv: d, q: s.q, k: s.k, v: s.v }), { repeat: 1, warmup: 0 })
-          : await medianMs(() => kernels.forward(s), { repeat: 3, warmup: 1 });
+          : await medianMs(() => kernels.forwardInto(s, fo), { repeat: 3, warmup: 1 });
       result.sweep.push({ kind, T: t, fwdNsPerToken: (ms * 1e6) / t });
     }
   }
@@ -156,7 +161,7 @@ export function printKernelBench(r: KernelBenchResult, opts: KernelBenchOptions 
     ),
   );
   out.push('');
-  out.push(`Attention kernels, T=${T}, H=${H}, dk=dv=${d}, chunk 64 (median; GFLOP/s from the algorithm's matmul FLOPs)`);
+  out.push(`Attention kernels, T=${T}, H=${H}, dk=dv=${d}, chunk 64 (median, outputs preallocated; GFLOP/s from the algorithm's matmul FLOPs)`);
   out.push(
     formatTable(
       ['kind', 'fwd ms', 'bwd ms', 'fwd GFLOP/s', 'bwd GFLOP/s', 'bwd/fwd'],
