@@ -18,6 +18,7 @@ type F32OrNull = Float32Array | null;
 
 export interface NativeAddon {
   info(): { isa: string; threads: number };
+  addInto(dst: F32, src: F32): Promise<void>;
   fillRandom(out: F32, seed: number, offset: number, dist: 0 | 1, a: number, b: number): Promise<void>;
   laForward(
     kind: number,

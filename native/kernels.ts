@@ -516,6 +516,13 @@ async function fillRandom(
   return out;
 }
 
+/** dst += src elementwise, off the JavaScript thread (the reduction step of AllReduce). */
+async function addInto(dst: Float32Array, src: Float32Array): Promise<void> {
+  if (!(dst instanceof Float32Array)) fail(`dst must be a Float32Array, got ${describe(dst)}`);
+  checkArray('src', src, dst.length, 'same length as dst');
+  await addon().addInto(dst, src);
+}
+
 /** What the native layer runs on: the GEMM's instruction set and the pool's thread count. */
 function info(): { isa: string; threads: number } {
   return addon().info();
@@ -535,5 +542,6 @@ export const kernels = {
   softmax,
   gemm,
   fillRandom,
+  addInto,
   info,
 };

@@ -103,3 +103,19 @@ describe('fillRandom', () => {
     await assert.rejects(kernels.fillRandom([1, 2] as unknown as Float32Array, { seed: 1, dist: 'normal' }), /out must be a Float32Array/);
   });
 });
+
+describe('addInto', () => {
+  test('adds elementwise in place, across thread blocks and a ragged tail', async () => {
+    const rng = rngFor('add-into');
+    for (const n of [1, 7, 65_536, 200_003]) {
+      const a = rng.normals(n);
+      const b = rng.normals(n);
+      const want = Float32Array.from(a, (x, i) => x + b[i]!);
+      await kernels.addInto(a, b);
+      assert.deepEqual(a, want, `n=${n}`);
+    }
+  });
+  test('rejects arrays of different lengths', async () => {
+    await assert.rejects(kernels.addInto(new Float32Array(4), new Float32Array(3)), /src must have length 4/);
+  });
+});

@@ -18,6 +18,7 @@
 #include "random.h"
 #include "softmax_attention.h"
 #include "threadpool.h"
+#include "vecmath.h"
 
 namespace {
 
@@ -280,6 +281,18 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// addInto(dst, src): dst += src elementwise (the reduction of AllReduce).
+Napi::Value AddInto(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(info.Env(), "lasp native: dst must be a Float32Array");
+  const int64_t n = static_cast<int64_t>(info[0].As<Napi::Float32Array>().ElementLength());
+  Args a(info);
+  float* dst = a.f32("dst", n);
+  const float* src = a.f32("src", n);
+  return a.run([=] { lasp::add_into(dst, src, n); });
+}
+
 // fillRandom(out, seed, offset, dist, a, b): dist 0 = normal (scale a), 1 = uniform [a, b).
 Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsTypedArray() ||
@@ -321,6 +334,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("laSuffixFold", Napi::Function::New(env, LaSuffixFold));
   exports.Set("softmaxForward", Napi::Function::New(env, SoftmaxForward));
   exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward));
+  exports.Set("addInto", Napi::Function::New(env, AddInto));
   exports.Set("fillRandom", Napi::Function::New(env, FillRandom));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   return exports;

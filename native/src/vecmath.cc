@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include "threadpool.h"
+
 namespace lasp {
 namespace {
 
@@ -43,7 +45,20 @@ bool cpu_has_avx2() {
   return has;
 }
 
+__attribute__((target_clones("avx2", "default"))) void add_span(float* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
 }  // namespace
+
+void add_into(float* dst, const float* src, int64_t n) {
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  parallel_for(static_cast<int>(blocks), [&](int b) {
+    const int64_t lo = b * kBlock;
+    add_span(dst + lo, src + lo, (n - lo < kBlock ? n - lo : kBlock));
+  });
+}
 
 void exp_double_array(const double* x, float* out, size_t n) {
   if (cpu_has_avx2()) return exp_double_array_avx2(x, out, n);

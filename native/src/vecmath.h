@@ -49,4 +49,7 @@ inline float exp_of_double(double x) {
 // out[i] = exp_of_double(x[i]); 8 lanes at a time with AVX2+FMA where the CPU has them.
 void exp_double_array(const double* x, float* out, size_t n);
 
+// dst[i] += src[i], vectorised and split over the thread pool for large n.
+void add_into(float* dst, const float* src, int64_t n);
+
 }  // namespace lasp
