@@ -3,6 +3,7 @@
 // checks its block against the single-process kernel on the whole sequence.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
+import { positiveInt } from '../cli/args.js';
 import { startLocalCluster } from '../cluster/local-cluster.js';
 import { KINDS, type Kind } from '../native/kernels.js';
 import {
@@ -140,14 +141,6 @@ export function printSpBench(r: SpBenchResult): string {
       ],
     ),
   ].join('\n');
-}
-
-function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value.replace(/[kK]$/, '000'));
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
 }
 
 export function registerSpBench(bench: Command): void {

@@ -1,29 +1,12 @@
 #!/usr/bin/env node
 // The `lasp` command.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { intList, positiveInt } from './args.js';
 import { printKernelBench, runKernelBench } from '../bench/kernels.js';
 import { registerSpBench } from '../bench/sp.js';
 import { registerCollectivesBench } from '../bench/collectives.js';
 import { registerCoordinatorCommand } from '../coordinator/cli.js';
 import { registerWorkerCommand } from '../worker/cli.js';
-
-function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
-
-function intList(name: string) {
-  return (value: string): number[] =>
-    value.split(',').map((x) => {
-      const n = Number(x.trim().replace(/k$/i, '000').replace(/K$/, '000'));
-      if (!Number.isInteger(n) || n < 1)
-        throw new InvalidArgumentError(`${name} must be a comma-separated list of positive integers, got ${JSON.stringify(value)}`);
-      return n;
-    });
-}
 
 const program = new Command();
 program.name('lasp').description('Sequence-parallel training of linear-attention models').showHelpAfterError();

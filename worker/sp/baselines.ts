@@ -7,15 +7,7 @@
 // Causal only.
 import { kernels, type AttentionSpec, type BlockSummary } from '../../native/kernels.js';
 import { bytesF32, f32Bytes, pack, unpack } from './wire.js';
-import type { SpBackwardResult, SpContext, SpForwardResult } from './lasp2.js';
-
-function tag(ctx: SpContext, op: string) {
-  return { step: ctx.step, layer: ctx.layer, op };
-}
-
-function stateSize(spec: AttentionSpec): number {
-  return spec.H * spec.dk * spec.dv;
-}
+import { stateSize, tag, type SpBackwardResult, type SpContext, type SpForwardResult } from './lasp2.js';
 
 export async function lasp1Forward(ctx: SpContext, spec: AttentionSpec, initialState?: Float32Array): Promise<SpForwardResult> {
   const { comm } = ctx;

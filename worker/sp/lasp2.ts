@@ -27,7 +27,7 @@ export interface SpForwardResult {
 
 export type SpBackwardResult = BackwardResult & { dInitialState: Float32Array };
 
-function tag(ctx: SpContext, op: string): CollectiveTag {
+export function tag(ctx: SpContext, op: string): CollectiveTag {
   return { step: ctx.step, layer: ctx.layer, op };
 }
 
@@ -45,7 +45,7 @@ function separable(spec: AttentionSpec): boolean {
   return spec.kind === 'linear' || spec.kind === 'scalar_gate' || spec.kind === 'vector_gate';
 }
 
-function stateSize(spec: AttentionSpec): number {
+export function stateSize(spec: AttentionSpec): number {
   return spec.H * spec.dk * spec.dv;
 }
 
