@@ -9,7 +9,10 @@ export interface SpContext {
   comm: Communicator;
   step: number;
   layer: number;
-  /** Accumulates wall time spent in collectives (call to resolve), for benchmarks. */
+  /**
+   * Accumulates the time this rank waits for collectives, for benchmarks: call to resolve, or,
+   * where compute overlaps the collective, only the wait left after the compute.
+   */
   timing?: { collectiveMs: number };
 }
 
@@ -78,11 +81,21 @@ export async function lasp2Forward(ctx: SpContext, spec: AttentionSpec, initialS
   }
   const aLen = summaryALength(spec.kind, spec.H, spec.dk);
   const own = await kernels.summary(spec);
-  const gather = timed(ctx, comm.allGather(tag(ctx, 'fwd.summary'), pack([own.a, own.u])));
-  // Linear and gated (non-delta) kinds: the intra-block work needs no incoming state, so it runs
-  // while the summaries are in flight; the state term is added afterwards.
-  const local = separable(spec) ? kernels.forward(spec) : undefined;
-  const parts = await gather;
+  let parts: Uint8Array[];
+  let local: Promise<{ o: Float32Array }> | undefined;
+  if (separable(spec)) {
+    // Linear and gated (non-delta) kinds: the intra-block work needs no incoming state, so it
+    // runs while the summaries are in flight; the state term is added afterwards. Only the time
+    // this rank then still waits for the summaries counts as communication.
+    let gatherDone = 0;
+    let localDone = 0;
+    const gather = comm.allGather(tag(ctx, 'fwd.summary'), pack([own.a, own.u])).then((r) => ((gatherDone = performance.now()), r));
+    local = kernels.forward(spec).then((r) => ((localDone = performance.now()), r));
+    [parts] = await Promise.all([gather, local]);
+    if (ctx.timing) ctx.timing.collectiveMs += Math.max(0, gatherDone - localDone);
+  } else {
+    parts = await timed(ctx, comm.allGather(tag(ctx, 'fwd.summary'), pack([own.a, own.u])));
+  }
   const summaries = parts.map((p, r) => {
     const [a, u] = unpack(p, [aLen, n], `fwd.summary from rank ${r}`) as [Float32Array, Float32Array];
     return { a, u };
