@@ -215,9 +215,6 @@ void scale_state_rows(float* S, int dk, int dv, const Vec& f, int n) {
 
 // Small vector loops of the backward.
 
-LASP_SIMD void add2(float* out, const float* a, const float* b, int n) {
-  for (int i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
 LASP_SIMD void scale(float* out, const float* a, float f, int n) {
   for (int i = 0; i < n; ++i) out[i] = a[i] * f;
 }
@@ -257,7 +254,8 @@ struct GateChunk {
   GateFactors f;
   Vec qbuf, kbuf, krbuf;
 
-  void prepare(const LAProblem& p, int h, int t0_, int c_) {
+  // with_outputs = false: only the state update will run (K and V are enough, uncopied).
+  void prepare(const LAProblem& p, int h, int t0_, int c_, bool with_outputs = true) {
     t0 = t0_;
     c = c_;
     gated = p.kind != Kind::Linear;
@@ -265,6 +263,12 @@ struct GateChunk {
     Q = {p.q + row_off(t0, p.H, h, p.dk), ldk};
     K = {p.k + row_off(t0, p.H, h, p.dk), ldk};
     V = {p.v + row_off(t0, p.H, h, p.dv), p.H * p.dv};
+    if (!gated && !with_outputs) {
+      Qt = Q;
+      Kt = K;
+      Kr = K;
+      return;
+    }
     if (!gated) {
       // Contiguous copies: the chunk's products run faster on packed rows than on rows strided
       // by H*dk (measured), and the copy is O(c*dk) against O(c^2*dk) of work.
@@ -377,31 +381,33 @@ void gate_chunk_backward(const LAProblem& p, int h, GateScratch& s, const float*
   mask_lower(A, c, true);
   sgemm(false, true, c, c, dv, 1.f, dO, ldo, ch.V.p, ch.V.ld, 0.f, dA, c);
   mask_lower(dA, c, true);
-  // dQ~ = dA K~ + dO Sx^T
+  // dQ~ = dA K~ + dO Sx^T ; dK~ = dA^T Q~ ; dKr = V dS^T. Without gates Q~ = Q and K~ = Kr = K, so
+  // the products go straight into the outputs.
   float alpha;
   const float* Sx = state_times_g0(ch, S, dk, dv, s.Sx, &alpha);
-  sgemm(false, false, c, dk, c, 1.f, dA, c, ch.Kt.p, ch.Kt.ld, 0.f, s.dQt.data(), dk);
-  sgemm(false, true, c, dk, dv, alpha, dO, ldo, Sx, dv, 1.f, s.dQt.data(), dk);
-  // dK~ = dA^T Q~ ; dKr = V dS^T
-  sgemm(true, false, c, dk, c, 1.f, dA, c, ch.Qt.p, ch.Qt.ld, 0.f, s.dKt.data(), dk);
-  sgemm(false, true, c, dk, dv, 1.f, ch.V.p, ch.V.ld, dS, dv, 0.f, s.dKr.data(), dk);
+  const int lddk = H * dk;
+  float* dQt = ch.gated ? s.dQt.data() : out.dq + row_off(ch.t0, H, h, dk);
+  float* dKt = ch.gated ? s.dKt.data() : out.dk + row_off(ch.t0, H, h, dk);
+  float* dKr = ch.gated ? s.dKr.data() : dKt;
+  const int ldq = ch.gated ? dk : lddk;
+  sgemm(false, false, c, dk, c, 1.f, dA, c, ch.Kt.p, ch.Kt.ld, 0.f, dQt, ldq);
+  sgemm(false, true, c, dk, dv, alpha, dO, ldo, Sx, dv, 1.f, dQt, ldq);
+  sgemm(true, false, c, dk, c, 1.f, dA, c, ch.Qt.p, ch.Qt.ld, 0.f, dKt, ldq);
+  sgemm(false, true, c, dk, dv, 1.f, ch.V.p, ch.V.ld, dS, dv, ch.gated ? 0.f : 1.f, dKr, ldq);
   // dV = A^T dO + Kr dS
   float* dvo = out.dv + row_off(ch.t0, H, h, dv);
   const int lddv = H * dv;
   sgemm(true, false, c, dv, c, 1.f, A, c, dO, ldo, 0.f, dvo, lddv);
   sgemm(false, false, c, dv, dk, 1.f, ch.Kr.p, ch.Kr.ld, dS, dv, 1.f, dvo, lddv);
-  // dq, dk in the raw parameterisation; gate gradients by the identity.
+  // Gated: dq, dk in the raw parameterisation; gate gradients by the identity.
   const int n = ch.f.n;
-  for (int j = 0; j < c; ++j) {
+  for (int j = 0; ch.gated && j < c; ++j) {
     float* dq = out.dq + row_off(ch.t0 + j, H, h, dk);
     float* dkk = out.dk + row_off(ch.t0 + j, H, h, dk);
     const float* a = s.dQt.data() + static_cast<size_t>(j) * dk;
     const float* b = s.dKt.data() + static_cast<size_t>(j) * dk;
     const float* r = s.dKr.data() + static_cast<size_t>(j) * dk;
-    if (!ch.gated) {
-      std::memcpy(dq, a, dk * sizeof(float));
-      add2(dkk, b, r, dk);
-    } else if (n == 1) {
+    if (n == 1) {
       scale(dq, a, ch.f.eGr[j], dk);
       axpby(dkk, b, ch.f.eNGr[j], r, ch.f.eRc[j], dk);
     } else {
@@ -451,7 +457,7 @@ struct DeltaChunk {
   Vec Wt;    // [c,dk] T K~b
   Vec U;     // [c,dv] T V, then U' = U - W S
 
-  void prepare(const LAProblem& p, int h, int t0_, int c_) {
+  void prepare(const LAProblem& p, int h, int t0_, int c_, bool /*with_outputs: all parts are needed*/ = true) {
     t0 = t0_;
     c = c_;
     gated = p.kind == Kind::GatedDelta;
@@ -699,7 +705,7 @@ void run_forward_head(const LAProblem& p, int h, const std::vector<int>& b, Scra
   if (states) states->resize((nc + 1) * n);
   for (int i = 0; i < nc; ++i) {
     if (states) std::memcpy(states->data() + i * n, S, n * sizeof(float));
-    s.ch.prepare(p, h, b[i], b[i + 1] - b[i]);
+    s.ch.prepare(p, h, b[i], b[i + 1] - b[i], o != nullptr);
     float* oc = o ? o + row_off(b[i], p.H, h, p.dv) : nullptr;
     if constexpr (std::is_same_v<Scratch, GateScratch>)
       gate_chunk_forward(p, s, S, oc, p.H * p.dv);
