@@ -161,7 +161,9 @@ export function printKernelBench(r: KernelBenchResult, opts: KernelBenchOptions 
     ),
   );
   out.push('');
-  out.push(`Attention kernels, T=${T}, H=${H}, dk=dv=${d}, chunk 64 (median, outputs preallocated; GFLOP/s from the algorithm's matmul FLOPs)`);
+  out.push(
+    `Attention kernels, T=${T}, H=${H}, dk=dv=${d}, chunk 64 (median, outputs preallocated; GFLOP/s from the algorithm's matmul FLOPs)`,
+  );
   out.push(
     formatTable(
       ['kind', 'fwd ms', 'bwd ms', 'fwd GFLOP/s', 'bwd GFLOP/s', 'bwd/fwd'],

@@ -110,6 +110,62 @@ test('bad Deliver calls get INVALID_ARGUMENT / FAILED_PRECONDITION / RESOURCE_EX
   }
 });
 
+test('Stream: every piece is answered in order with the status Deliver would give; a refused piece does not end the call', async () => {
+  const maxMessageBytes = 8 * MiB;
+  const cluster = await Cluster.start(2, { timeoutMs: 5000, maxMessageBytes });
+  const raw = new RawPeerClient(cluster.peers[0]!);
+  try {
+    const valid: PeerMessage = {
+      jobId: cluster.jobId,
+      generation: cluster.generation,
+      fromRank: 1,
+      step: 7,
+      layer: 0,
+      op: 'sbad',
+      piece: 0,
+      pieces: 1,
+      totalBytes: 4,
+      offset: 0,
+      data: Buffer.alloc(4),
+    };
+    const { INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, OK } = grpc.status;
+    const cases: [string, PeerMessage, grpc.status, RegExp?][] = [
+      ['another job', { ...valid, jobId: 'other-job' }, FAILED_PRECONDITION, /job_id/],
+      ['an old generation', { ...valid, generation: 0 }, FAILED_PRECONDITION, /generation must be 1.*got 0/],
+      ['from_rank out of range', { ...valid, fromRank: 5 }, INVALID_ARGUMENT, /from_rank/],
+      ['a valid piece', valid, OK],
+      ['pieces = 0', { ...valid, op: 'p0', pieces: 0 }, INVALID_ARGUMENT, /pieces/],
+      ['a truncated piece', { ...valid, op: 'tr', offset: 2 }, INVALID_ARGUMENT, /offset \+ data length/],
+      ['first piece of a 2-piece message', { ...valid, op: 'dup', totalBytes: 8, pieces: 2, data: Buffer.alloc(4) }, OK],
+      [
+        'the same piece again',
+        { ...valid, op: 'dup', totalBytes: 8, pieces: 2, data: Buffer.alloc(4) },
+        INVALID_ARGUMENT,
+        /duplicate piece 0/,
+      ],
+      ['8 MiB buffered before its receive', { ...valid, op: 'buf.a', totalBytes: 8 * MiB, pieces: 8, data: Buffer.alloc(MiB) }, OK],
+      [
+        'another 8 MiB (over the bound)',
+        { ...valid, op: 'buf.b', totalBytes: 8 * MiB, pieces: 8, data: Buffer.alloc(MiB) },
+        RESOURCE_EXHAUSTED,
+        /receive buffer full/,
+      ],
+    ];
+    const got = await raw.stream(cases.map((c) => c[1]));
+    assert.equal(got.length, cases.length);
+    cases.forEach(([what, , code, details], i) => {
+      const g = got[i]!;
+      assert.equal(g.seq, i + 1, `${what}: replies come in order with the piece's seq`);
+      assert.equal(grpc.status[g.code], grpc.status[code], `${what}: status (details: ${g.details})`);
+      if (details) assert.match(g.details, details, `${what}: details`);
+    });
+    await healthy(cluster, 2, 'after the bad stream');
+  } finally {
+    raw.close();
+    await cluster.close();
+  }
+});
+
 test('with a cluster token, calls without it or with a wrong one are UNAUTHENTICATED; peers use it', async () => {
   const cluster = await Cluster.start(2, { timeoutMs: 5000, token: 's3cret' });
   const msg: PeerMessage = {
@@ -130,6 +186,20 @@ test('with a cluster token, calls without it or with a wrong one are UNAUTHENTIC
     assert.equal((await none.deliver(msg)).code, grpc.status.UNAUTHENTICATED, 'no token');
     assert.equal((await wrong.deliver(msg)).code, grpc.status.UNAUTHENTICATED, 'wrong token');
     assert.equal((await right.deliver(msg)).code, grpc.status.OK, 'right token');
+    // Stream: the token is checked when the call starts; without it the call ends UNAUTHENTICATED
+    // and no piece is accepted.
+    for (const [client, what] of [
+      [none, 'no token'],
+      [wrong, 'wrong token'],
+    ] as const) {
+      const got = await client.stream([{ ...msg, op: 'stream.bad' }]);
+      assert.equal(grpc.status[got[0]!.code], 'UNAUTHENTICATED', `Stream with ${what}`);
+    }
+    assert.deepEqual(
+      (await right.stream([{ ...msg, op: 'stream.ok' }])).map((g) => g.code),
+      [grpc.status.OK],
+      'Stream with the right token',
+    );
     await healthy(cluster, 2, 'with a token');
   } finally {
     for (const c of [none, wrong, right]) c.close();
@@ -191,6 +261,15 @@ test('a peer killed (SIGKILL) mid-collective: the survivors reject within the de
     const sendMs = performance.now() - t1;
     assert.ok(!send.ok && /UNAVAILABLE/.test(send.error), `send to the dead rank: ${JSON.stringify(send)}`);
     assert.ok(sendMs < 1500, `send to the dead rank failed after ${sendMs.toFixed(0)} ms`);
+  } finally {
+    await cluster.close();
+  }
+});
+
+test('with useStreams: false the collectives still run on unary Deliver calls', async () => {
+  const cluster = await Cluster.start(2, { timeoutMs: 5000, useStreams: false });
+  try {
+    await healthy(cluster, 1, 'unary Deliver path');
   } finally {
     await cluster.close();
   }

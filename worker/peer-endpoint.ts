@@ -1,5 +1,5 @@
-// The peer side of one worker process: serves Deliver (incoming pieces of collective messages)
-// on the worker's gRPC server, and owns the worker's current group (joinGroup → Communicator).
+// The peer side of one worker process: serves Stream and Deliver (incoming pieces of collective
+// messages) on the worker's gRPC server, and owns the worker's current group (joinGroup → Communicator).
 // Every incoming piece is checked — token, job, generation, sender rank, piece layout, sizes —
 // before anything is allocated or applied; a bad piece is answered with a status and changes
 // nothing, so the worker keeps serving.
@@ -13,7 +13,7 @@ import type { Communicator, GroupAssignment } from './collectives/communicator.j
 import { DEFAULT_COLLECTIVE_OPTIONS, GrpcCommunicator, type CollectiveOptions } from './collectives/grpc-communicator.js';
 import { DeliverError, Mailbox } from './collectives/mailbox.js';
 import { PeerClients } from './collectives/peer-clients.js';
-import { tuneIncomingSession } from './collectives/session-tuning.js';
+import { tuneIncomingSession, tuneServerSettings } from './collectives/session-tuning.js';
 
 export interface PeerEndpointOptions {
   /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
@@ -34,8 +34,10 @@ export interface PeerEndpointOptions {
   reduceDirectMaxBytes?: number;
   /** Channel options of the outgoing peer channels. Default PEER_CHANNEL_OPTIONS (peer-clients.ts). */
   channelOptions?: grpc.ChannelOptions;
-  /** Raise the HTTP/2 receive windows of incoming peer connections (session-tuning.ts). Default true. */
+  /** Raise the HTTP/2 receive windows and frame size of incoming peer connections (session-tuning.ts). Default true. */
   tuneSessions?: boolean;
+  /** Send pieces on one long-lived Stream call per peer (default true); false: one unary Deliver call per piece. */
+  useStreams?: boolean;
 }
 
 /** gRPC server options a worker's server needs for pieces of `pieceBytes` (default 1 MiB). */
@@ -50,6 +52,12 @@ interface Group {
   assignment: GroupAssignment;
   mailbox: Mailbox;
   comm: GrpcCommunicator;
+}
+
+/** The gRPC status a refused piece is answered with. */
+function statusOf(err: unknown): { code: grpc.status; details: string } {
+  if (err instanceof DeliverError) return { code: err.code, details: err.message };
+  return { code: grpc.status.INTERNAL, details: err instanceof Error ? err.message : String(err) };
 }
 
 function fail(code: grpc.status, message: string): never {
@@ -83,7 +91,7 @@ export class PeerEndpoint {
     };
     this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
     this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
-    this.clients = new PeerClients(opts.token, opts.channelOptions);
+    this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true);
     this.tuneSessions = opts.tuneSessions ?? true;
   }
 
@@ -92,18 +100,44 @@ export class PeerEndpoint {
     return this.opts;
   }
 
-  /** Register the Peer service on the worker's gRPC server. */
+  /**
+   * Register the Peer service on the worker's gRPC server. Call it before the server is bound: the
+   * HTTP/2 settings of its connections are raised then (session-tuning.ts).
+   */
   addTo(server: grpc.Server): void {
+    if (this.tuneSessions) tuneServerSettings(server);
     const handlers: PeerHandlers = {
       Deliver: (call, callback) => {
         if (this.tuneSessions) tuneIncomingSession(call);
         try {
-          this.deliver(call.request, call.metadata);
+          this.checkToken(call.metadata);
+          this.deliver(call.request);
           callback(null, {} satisfies DeliverReply);
         } catch (err) {
-          if (err instanceof DeliverError) callback({ code: err.code, details: err.message });
-          else callback({ code: grpc.status.INTERNAL, details: err instanceof Error ? err.message : String(err) });
+          const s = statusOf(err);
+          callback({ code: s.code, details: s.details });
         }
+      },
+      Stream: (call) => {
+        if (this.tuneSessions) tuneIncomingSession(call);
+        call.on('error', () => {}); // the sender went away; nothing is pending here
+        try {
+          this.checkToken(call.metadata);
+        } catch (err) {
+          call.emit('error', statusOf(err));
+          return;
+        }
+        call.on('data', (m: PeerMessage__Output) => {
+          let reply: DeliverReply;
+          try {
+            this.deliver(m);
+            reply = { seq: m.seq, code: grpc.status.OK };
+          } catch (err) {
+            reply = { seq: m.seq, ...statusOf(err) };
+          }
+          call.write(reply);
+        });
+        call.on('end', () => call.end());
       },
     };
     server.addService(protos().peer.lasp.v1.Peer.service, handlers);
@@ -159,8 +193,8 @@ export class PeerEndpoint {
       fail(grpc.status.UNAUTHENTICATED, 'wrong cluster token');
   }
 
-  private deliver(m: PeerMessage__Output, md: grpc.Metadata): void {
-    this.checkToken(md);
+  /** Check and apply one piece (the token was checked by the caller). Throws DeliverError. */
+  private deliver(m: PeerMessage__Output): void {
     const g = this.group;
     if (g === undefined) {
       fail(

@@ -34,7 +34,7 @@ export async function allReduceSum(
       expectedBytes: data.byteLength,
     });
     const acc = asFloat32(gathered[0]!).slice();
-    for (let j = 1; j < world; j++) addInto(acc, asFloat32(gathered[j]!));
+    for (let j = 1; j < world; j++) await addInto(acc, asFloat32(gathered[j]!));
     data.set(acc);
     return;
   }
@@ -59,7 +59,7 @@ export async function allReduceSum(
       t.send(scope, tag, wireOp(tag, `ar.rs${s}`), next, bytesOf(seg(mod(rank - s, world)))),
       rsRecv[s]!,
     ]);
-    addInto(seg(mod(rank - s - 1, world)), asFloat32(partial));
+    await addInto(seg(mod(rank - s - 1, world)), asFloat32(partial));
   }
   // All-gather: rank holds the complete segment (rank + 1); pass complete segments around.
   for (let s = 0; s < world - 1; s++) {

@@ -1,7 +1,11 @@
-// Outgoing side: one gRPC channel per peer address, opened lazily and reused across groups.
+// Outgoing side: one gRPC channel per peer address, opened lazily and reused across groups, and on
+// it one long-lived Peer.Stream call that carries the pieces (peer-stream.ts). Unary Deliver is
+// used when streams are off, and for a peer that does not serve Stream.
 import * as grpc from '@grpc/grpc-js';
 import { protos } from '../../proto/load.js';
 import type { PeerClient } from '../../proto/generated/lasp/v1/Peer.js';
+import type { PeerMessage } from '../../proto/generated/lasp/v1/PeerMessage.js';
+import { PeerStream, type PieceCallback } from './peer-stream.js';
 
 /**
  * Channel options of the peer clients. Retries are off (a piece is never re-sent behind our back:
@@ -12,6 +16,8 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.default_compression_algorithm': 0,
   'grpc.max_send_message_length': -1,
   'grpc.max_receive_message_length': -1,
+  // Receive window of the channel's connection and streams (replies only: pieces flow the other way,
+  // and their window is the server's, see session-tuning.ts).
   'grpc-node.flow_control_window': 16 * 1024 * 1024,
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 1000,
@@ -19,15 +25,20 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
 
 export class PeerClients {
   private readonly clients = new Map<string, PeerClient>();
+  private readonly streams = new Map<string, PeerStream>();
+  /** Addresses whose server answered Stream with UNIMPLEMENTED: unary Deliver only. */
+  private readonly unaryOnly = new Set<string>();
   private readonly metadata: grpc.Metadata;
 
   /**
    * @param token cluster token sent as `authorization: Bearer <token>` on every call (none when undefined)
    * @param channelOptions options of every channel (default PEER_CHANNEL_OPTIONS)
+   * @param useStreams send pieces on one long-lived Stream call per peer (default) instead of one Deliver call each
    */
   constructor(
     token: string | undefined,
     private readonly channelOptions: grpc.ChannelOptions = PEER_CHANNEL_OPTIONS,
+    private readonly useStreams = true,
   ) {
     this.metadata = new grpc.Metadata();
     if (token !== undefined) this.metadata.set('authorization', `Bearer ${token}`);
@@ -49,7 +60,45 @@ export class PeerClients {
     return this.metadata.clone();
   }
 
+  /**
+   * Send one piece to `address`; `cb` gets its outcome (null: accepted) exactly once unless the
+   * returned cancel function is called first. `deadline` (ms since the epoch) bounds a unary call;
+   * on the stream the op's own deadline (OpScope) cancels the wait.
+   */
+  deliver(address: string, msg: PeerMessage, deadline: number, cb: PieceCallback): () => void {
+    if (!this.useStreams || this.unaryOnly.has(address)) return this.deliverUnary(address, msg, deadline, cb);
+    let stream = this.streams.get(address);
+    if (stream === undefined) {
+      stream = new PeerStream(
+        this.get(address),
+        () => this.callMetadata(),
+        () => this.unaryOnly.add(address),
+      );
+      this.streams.set(address, stream);
+    }
+    let cancelUnary: (() => void) | undefined;
+    const cancelStream = stream.send(msg, (err) => {
+      // A peer without Stream refused the call before reading the piece: send it as a unary call.
+      if (err?.code === grpc.status.UNIMPLEMENTED && this.unaryOnly.has(address))
+        cancelUnary = this.deliverUnary(address, msg, deadline, cb);
+      else cb(err);
+    });
+    return () => {
+      cancelStream();
+      cancelUnary?.();
+    };
+  }
+
+  private deliverUnary(address: string, msg: PeerMessage, deadline: number, cb: PieceCallback): () => void {
+    const call = this.get(address).Deliver(msg, this.callMetadata(), { deadline: new Date(deadline) }, (err) =>
+      cb(err ? { code: err.code, details: err.details } : null),
+    );
+    return () => call.cancel();
+  }
+
   close(): void {
+    for (const s of this.streams.values()) s.close();
+    this.streams.clear();
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
   }

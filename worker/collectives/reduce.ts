@@ -1,11 +1,10 @@
-// Elementwise arithmetic of the reductions. The one hot loop lives here so it can be swapped for
-// the native addon's vectorised add without touching the collectives.
+// Elementwise arithmetic of the reductions: the native addon's vectorised add, off the event loop.
+import { kernels } from '../../native/kernels.js';
 
 /** dst[i] += src[i] for every i (float32 rounding after each add). Lengths must match. */
-export function addInto(dst: Float32Array, src: Float32Array): void {
+export async function addInto(dst: Float32Array, src: Float32Array): Promise<void> {
   if (dst.length !== src.length) throw new RangeError(`addInto: length mismatch, dst has ${dst.length} elements, src has ${src.length}`);
-  // TODO(native): replace with the addon's vectorised add once it exists.
-  for (let i = 0; i < dst.length; i++) dst[i] = dst[i]! + src[i]!;
+  await kernels.addInto(dst, src);
 }
 
 /** A Float32Array over the bytes of `u8` (copied when the bytes are not 4-byte aligned). */

@@ -1,5 +1,5 @@
-// Sending one logical message: split into pieces (message-pieces.ts), several Deliver calls in
-// flight at once, every call with the op's deadline. A piece refused with FAILED_PRECONDITION is
+// Sending one logical message: split into pieces (message-pieces.ts), several pieces in flight at
+// once (on the peer's Stream call, or as unary Deliver calls with the op's deadline; peer-clients.ts). A piece refused with FAILED_PRECONDITION is
 // retried until the deadline (the peer may not have joined this generation yet); any other error
 // fails the send at once (UNAVAILABLE: the peer is down).
 import * as grpc from '@grpc/grpc-js';
@@ -40,15 +40,14 @@ export function sendMessage(
   data: Uint8Array,
   opts: SendOptions,
 ): { promise: Promise<void>; cancel: () => void } {
-  const client = target.clients.get(target.address);
   const total = data.byteLength;
   const pieces = pieceCount(total, opts.pieceBytes);
-  const inFlight = new Set<grpc.ClientUnaryCall>();
+  const inFlight = new Set<() => void>();
   const timers = new Set<NodeJS.Timeout>();
   let cancelled = false;
   const cancel = () => {
     cancelled = true;
-    for (const c of inFlight) c.cancel();
+    for (const c of inFlight) c();
     inFlight.clear();
     for (const t of timers) clearTimeout(t);
     timers.clear();
@@ -75,7 +74,9 @@ export function sendMessage(
         offset: span.offset,
         data: data.subarray(span.offset, span.offset + span.length),
       };
-      const call = client.Deliver(msg, target.clients.callMetadata(), { deadline: new Date(opts.deadline) }, (err) => {
+      let settled = false;
+      const call = target.clients.deliver(target.address, msg, opts.deadline, (err) => {
+        settled = true;
         inFlight.delete(call);
         if (cancelled) return;
         if (err) {
@@ -101,7 +102,7 @@ export function sendMessage(
         if (done === pieces) resolve();
         else if (next < pieces) sendPiece(next++, 0);
       });
-      inFlight.add(call);
+      if (!settled) inFlight.add(call);
     };
     while (next < pieces && next < opts.maxInFlight) sendPiece(next++, 0);
   });

@@ -25,6 +25,25 @@ export interface PeerClient extends grpc.Client {
   deliver(argument: _lasp_v1_PeerMessage, options: grpc.CallOptions, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
   deliver(argument: _lasp_v1_PeerMessage, callback: grpc.requestCallback<_lasp_v1_DeliverReply__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * The fast path: one long-lived call per (sender, receiver) pair carries many pieces. Every
+   * piece is checked exactly as in Deliver and answered, in order, by one DeliverReply with the
+   * piece's seq and the status Deliver would have returned (code 0 = accepted). The token is
+   * checked once, when the call starts (UNAUTHENTICATED ends the call). A piece that is refused
+   * does not end the call.
+   */
+  Stream(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply__Output>;
+  Stream(options?: grpc.CallOptions): grpc.ClientDuplexStream<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply__Output>;
+  /**
+   * The fast path: one long-lived call per (sender, receiver) pair carries many pieces. Every
+   * piece is checked exactly as in Deliver and answered, in order, by one DeliverReply with the
+   * piece's seq and the status Deliver would have returned (code 0 = accepted). The token is
+   * checked once, when the call starts (UNAUTHENTICATED ends the call). A piece that is refused
+   * does not end the call.
+   */
+  stream(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply__Output>;
+  stream(options?: grpc.CallOptions): grpc.ClientDuplexStream<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply__Output>;
+  
 }
 
 export interface PeerHandlers extends grpc.UntypedServiceImplementation {
@@ -35,8 +54,18 @@ export interface PeerHandlers extends grpc.UntypedServiceImplementation {
    */
   Deliver: grpc.handleUnaryCall<_lasp_v1_PeerMessage__Output, _lasp_v1_DeliverReply>;
   
+  /**
+   * The fast path: one long-lived call per (sender, receiver) pair carries many pieces. Every
+   * piece is checked exactly as in Deliver and answered, in order, by one DeliverReply with the
+   * piece's seq and the status Deliver would have returned (code 0 = accepted). The token is
+   * checked once, when the call starts (UNAUTHENTICATED ends the call). A piece that is refused
+   * does not end the call.
+   */
+  Stream: grpc.handleBidiStreamingCall<_lasp_v1_PeerMessage__Output, _lasp_v1_DeliverReply>;
+  
 }
 
 export interface PeerDefinition extends grpc.ServiceDefinition {
   Deliver: MethodDefinition<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply, _lasp_v1_PeerMessage__Output, _lasp_v1_DeliverReply__Output>
+  Stream: MethodDefinition<_lasp_v1_PeerMessage, _lasp_v1_DeliverReply, _lasp_v1_PeerMessage__Output, _lasp_v1_DeliverReply__Output>
 }

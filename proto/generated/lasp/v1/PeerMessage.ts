@@ -23,6 +23,10 @@ export interface PeerMessage {
    */
   'offset'?: (number | string | Long);
   'data'?: (Buffer | Uint8Array | string);
+  /**
+   * Stream only: the sender's number of this piece on the call, echoed in its DeliverReply.
+   */
+  'seq'?: (number | string | Long);
 }
 
 export interface PeerMessage__Output {
@@ -46,4 +50,8 @@ export interface PeerMessage__Output {
    */
   'offset': (number);
   'data': (Buffer);
+  /**
+   * Stream only: the sender's number of this piece on the call, echoed in its DeliverReply.
+   */
+  'seq': (number);
 }
