@@ -172,6 +172,8 @@ export function registerSpBench(bench: Command): void {
     .action(async (o: SpBenchOptions & { json?: boolean; nonCausal?: boolean; initialState?: boolean }) => {
       if (o.seqLen < o.workers) throw new InvalidArgumentError(`--seq-len (${o.seqLen}) must be at least --workers (${o.workers})`);
       const r = await runSpBench({ ...o, causal: !o.nonCausal });
-      process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printSpBench(r)}\n`);
+      // Non-finite errors (a NaN or Inf in the results) print as strings, not as JSON's null.
+      const json = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v));
+      process.stdout.write(o.json ? `${json}\n` : `${printSpBench(r)}\n`);
     });
 }

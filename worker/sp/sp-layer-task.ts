@@ -72,7 +72,8 @@ function compare(x: Float32Array, ref: Float32Array): ErrorPart {
   let maxAbsRef = 0;
   for (let i = 0; i < ref.length; i++) {
     const r = ref[i] as number;
-    maxAbsDiff = Math.max(maxAbsDiff, Math.abs((x[i] as number) - r));
+    const d = Math.abs((x[i] as number) - r);
+    maxAbsDiff = d > maxAbsDiff || Number.isNaN(d) ? (Number.isNaN(d) ? Infinity : d) : maxAbsDiff;
     maxAbsRef = Math.max(maxAbsRef, Math.abs(r));
   }
   return { maxAbsDiff, maxAbsRef };
@@ -154,20 +155,27 @@ export async function runSpLayer(comm: Communicator, config: unknown): Promise<S
   return out;
 }
 
-/** Combines the ranks' comparisons: max over tensors of (max |diff|) / (max |ref|). */
+/**
+ * Combines the ranks' comparisons: max over tensors of (max |diff|) / (max |ref|). Infinity when
+ * a value is not finite; NaN when none of the named tensors was compared at all.
+ */
 export function combineErrors(parts: Record<string, ErrorPart>[], names: string[]): number {
-  let worst = 0;
+  let worst = NaN;
   for (const name of names) {
     let diff = 0;
     let ref = 0;
+    let seen = false;
     for (const p of parts) {
       const e = p[name];
       if (!e) continue;
+      seen = true;
+      if (!Number.isFinite(e.maxAbsDiff) || !Number.isFinite(e.maxAbsRef)) return Infinity;
       diff = Math.max(diff, e.maxAbsDiff);
       ref = Math.max(ref, e.maxAbsRef);
     }
-    if (ref > 0) worst = Math.max(worst, diff / ref);
-    else if (diff > 0) worst = Infinity;
+    if (!seen) continue;
+    const err = ref > 0 ? diff / ref : diff > 0 ? Infinity : 0;
+    worst = Number.isNaN(worst) ? err : Math.max(worst, err);
   }
   return worst;
 }
