@@ -1,10 +1,10 @@
 // `lasp bench kernels`: GEMM rate against OpenBLAS, forward/backward time and FLOP rate of each
 // attention kind, and time per token as the sequence grows (flat for linear kinds, growing for
 // softmax attention).
-import { kernels, KINDS, type AttentionSpec, type Kind } from '../native/kernels.js';
+import { kernels, KINDS, type AttentionSpec, type ForwardResult, type Kind } from '../native/kernels.js';
 import { openblasGflops } from './openblas.js';
 import { fmt, formatTable } from './table.js';
-import { medianMs } from './timing.js';
+import { interleavedMedians, medianMs } from './timing.js';
 import { randomSpec } from './random-inputs.js';
 
 export interface KernelBenchOptions {
@@ -49,7 +49,19 @@ export function flopsPerToken(kind: Kind | 'softmax', pass: 'fwd' | 'bwd', c: nu
 
 export interface KernelBenchResult {
   gemm: { n: number; laspGflops: number; openblasGflops: number | null }[];
-  kinds: { kind: string; fwdMs: number; bwdMs: number; fwdGflops: number; bwdGflops: number; bwdOverFwd: number }[];
+  kinds: {
+    kind: string;
+    /** Forward that keeps its chunk states for the backward (saveForBackward, buffers reused). */
+    fwdMs: number;
+    /** Backward given the saved chunk states (the training path). */
+    bwdMs: number;
+    /** Backward that recomputes the chunk states (standalone call). */
+    bwdStandaloneMs: number;
+    fwdGflops: number;
+    bwdGflops: number;
+    bwdOverFwd: number;
+    bwdStandaloneOverFwd: number;
+  }[];
   sweep: { kind: string; T: number; fwdNsPerToken: number | null }[];
   isa: string;
   threads: number;
@@ -89,18 +101,27 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
     const dO = Float32Array.from({ length: T * H * d }, () => Math.random() - 0.5);
     // Outputs are preallocated and reused, as a training step does: this times the kernels,
     // not the page faults of fresh 16 MB arrays.
-    const fo = { o: new Float32Array(T * H * d), finalState: new Float32Array(H * d * d) };
+    const fo: ForwardResult = { o: new Float32Array(T * H * d), finalState: new Float32Array(H * d * d) };
     const bo = kernels.backwardOutputs(spec);
-    const fwdMs = await medianMs(() => kernels.forwardInto(spec, fo), { repeat: 7 });
-    const bwdMs = await medianMs(() => kernels.backwardInto(spec, dO, undefined, bo), { repeat: 5 });
+    // The three calls are interleaved round by round, so machine noise hits them alike.
+    const [fwdMs = NaN, bwdMs = NaN, bwdStandaloneMs = NaN] = await interleavedMedians(
+      [
+        () => kernels.forwardInto(spec, fo, { saveForBackward: true }),
+        () => kernels.backwardInto(spec, dO, undefined, bo, fo.saved),
+        () => kernels.backwardInto(spec, dO, undefined, bo),
+      ],
+      9,
+    );
     const tokensHeads = T * H;
     result.kinds.push({
       kind,
       fwdMs,
       bwdMs,
+      bwdStandaloneMs,
       fwdGflops: (flopsPerToken(kind, 'fwd', chunk, d, d) * tokensHeads) / fwdMs / 1e6,
-      bwdGflops: (flopsPerToken(kind, 'bwd', chunk, d, d) * tokensHeads) / bwdMs / 1e6,
+      bwdGflops: (flopsPerToken(kind, 'bwd', chunk, d, d) * tokensHeads) / bwdStandaloneMs / 1e6,
       bwdOverFwd: bwdMs / fwdMs,
+      bwdStandaloneOverFwd: bwdStandaloneMs / fwdMs,
     });
   }
   {
@@ -115,9 +136,11 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ker
       kind: 'softmax',
       fwdMs,
       bwdMs,
+      bwdStandaloneMs: bwdMs,
       fwdGflops: (flopsPerToken('softmax', 'fwd', 0, d, d, T) * T * H) / fwdMs / 1e6,
       bwdGflops: (flopsPerToken('softmax', 'bwd', 0, d, d, T) * T * H) / bwdMs / 1e6,
       bwdOverFwd: bwdMs / fwdMs,
+      bwdStandaloneOverFwd: bwdMs / fwdMs,
     });
   }
 
@@ -161,13 +184,22 @@ export function printKernelBench(r: KernelBenchResult, opts: KernelBenchOptions 
     ),
   );
   out.push('');
-  out.push(
-    `Attention kernels, T=${T}, H=${H}, dk=dv=${d}, chunk 64 (median, outputs preallocated; GFLOP/s from the algorithm's matmul FLOPs)`,
-  );
+  out.push(`Attention kernels, T=${T}, H=${H}, dk=dv=${d}, chunk 64 (medians of 9 interleaved rounds, outputs preallocated)`);
+  out.push('fwd keeps its chunk states (saveForBackward); bwd uses them; bwd standalone recomputes them.');
+  out.push('GFLOP/s from the matmul FLOPs of the chunked algorithm (bwd: the standalone count).');
   out.push(
     formatTable(
-      ['kind', 'fwd ms', 'bwd ms', 'fwd GFLOP/s', 'bwd GFLOP/s', 'bwd/fwd'],
-      r.kinds.map((k) => [k.kind, fmt(k.fwdMs), fmt(k.bwdMs), fmt(k.fwdGflops), fmt(k.bwdGflops), fmt(k.bwdOverFwd)]),
+      ['kind', 'fwd ms', 'bwd ms', 'bwd standalone ms', 'fwd GFLOP/s', 'bwd GFLOP/s', 'bwd/fwd', 'standalone/fwd'],
+      r.kinds.map((k) => [
+        k.kind,
+        fmt(k.fwdMs),
+        fmt(k.bwdMs),
+        fmt(k.bwdStandaloneMs),
+        fmt(k.fwdGflops),
+        fmt(k.bwdGflops),
+        fmt(k.bwdOverFwd),
+        fmt(k.bwdStandaloneOverFwd),
+      ]),
     ),
   );
   out.push('');

@@ -18,3 +18,23 @@ export async function medianMs(
   times.sort((a, b) => a - b);
   return times[Math.floor(times.length / 2)] ?? NaN;
 }
+
+/**
+ * Medians of several calls measured round-robin (one of each per round, after a warm-up round),
+ * so that slow phases of a noisy machine hit every call alike.
+ */
+export async function interleavedMedians(runs: (() => Promise<unknown>)[], rounds: number): Promise<number[]> {
+  for (const run of runs) await run();
+  const times: number[][] = runs.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, run] of runs.entries()) {
+      const t0 = performance.now();
+      await run();
+      times[i]?.push(performance.now() - t0);
+    }
+  }
+  return times.map((t) => {
+    t.sort((a, b) => a - b);
+    return t[Math.floor(t.length / 2)] ?? NaN;
+  });
+}

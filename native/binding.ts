@@ -36,7 +36,9 @@ export interface NativeAddon {
     s0: F32OrNull,
     o: F32,
     sFinal: F32,
-  ): Promise<void>;
+    save: boolean,
+    reuse: unknown,
+  ): Promise<unknown>;
   laBackward(
     kind: number,
     causal: boolean,
@@ -59,6 +61,7 @@ export interface NativeAddon {
     dg: F32OrNull,
     dbeta: F32OrNull,
     ds0: F32OrNull,
+    saved: unknown,
   ): Promise<void>;
   laSummary(
     kind: number,

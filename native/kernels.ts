@@ -40,6 +40,29 @@ export interface ForwardResult {
   o: Float32Array;
   /** [H,dk,dv] */
   finalState: Float32Array;
+  /**
+   * With `saveForBackward`: the chunk states, for backward() of the same inputs. forwardInto
+   * refills the native buffers of an `out.saved` left by an earlier call (a training loop then
+   * allocates them once).
+   */
+  saved?: SavedForward;
+}
+
+export interface ForwardOptions {
+  /**
+   * Keep the state at every chunk start (T/chunk · H · dk · dv floats, held natively) so that a
+   * backward of the same inputs skips recomputing them. Causal only. Default false.
+   */
+  saveForBackward?: boolean;
+}
+
+/** Chunk states a forward kept for the backward of the same input arrays (opaque). */
+export class SavedForward {
+  /** @internal */
+  constructor(
+    readonly handle: unknown,
+    readonly inputs: readonly (Float32Array | null)[],
+  ) {}
 }
 
 export interface BackwardResult {
@@ -182,24 +205,32 @@ export function checkSpec(spec: AttentionSpec): Checked {
   return { kind, code: KIND_CODES[kind], causal, T, H, dk, dv, chunk, q, k, v, g, beta, s0 };
 }
 
-async function forward(spec: AttentionSpec): Promise<ForwardResult> {
+async function forward(spec: AttentionSpec, opts?: ForwardOptions): Promise<ForwardResult> {
   const c = checkSpec(spec);
-  const out = { o: output(c.T * c.H * c.dv), finalState: output(c.H * c.dk * c.dv) };
-  await runForward(c, out);
+  const out: ForwardResult = { o: output(c.T * c.H * c.dv), finalState: output(c.H * c.dk * c.dv) };
+  await runForward(c, out, opts);
   return out;
 }
 
 /** forward() into caller-owned outputs (reused buffers: no allocation per call). */
-async function forwardInto(spec: AttentionSpec, out: ForwardResult): Promise<ForwardResult> {
+async function forwardInto(spec: AttentionSpec, out: ForwardResult, opts?: ForwardOptions): Promise<ForwardResult> {
   const c = checkSpec(spec);
   checkArray('out.o', out?.o, c.T * c.H * c.dv, '[T,H,dv]');
   checkArray('out.finalState', out.finalState, c.H * c.dk * c.dv, '[H,dk,dv]');
-  await runForward(c, out);
+  await runForward(c, out, opts);
   return out;
 }
 
-function runForward(c: Checked, out: ForwardResult): Promise<void> {
-  return addon().laForward(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.chunk, c.q, c.k, c.v, c.g, c.beta, c.s0, out.o, out.finalState);
+async function runForward(c: Checked, out: ForwardResult, opts: ForwardOptions | undefined): Promise<void> {
+  const save = opts?.saveForBackward ?? false;
+  if (typeof save !== 'boolean') fail(`opts.saveForBackward must be a boolean, got ${describe(save)}`);
+  if (save && !c.causal) fail('saveForBackward is for causal attention (the non-causal backward keeps no chunk states)');
+  // forwardInto with an earlier `saved` refills its native buffers instead of allocating.
+  const reuse = save && out.saved instanceof SavedForward ? out.saved.handle : null;
+  const { code, causal, T, H, dk, dv, chunk, q, k, v, g, beta, s0 } = c;
+  const handle = await addon().laForward(code, causal, T, H, dk, dv, chunk, q, k, v, g, beta, s0, out.o, out.finalState, save, reuse);
+  if (save) out.saved = new SavedForward(reuse ?? handle, [q, k, v, g, beta, s0]);
+  else delete out.saved;
 }
 
 /** The gradient arrays backward() returns for this spec, allocated (not zeroed: every element is written). */
@@ -211,10 +242,14 @@ function backwardOutputs(c: Checked): BackwardResult {
   return out;
 }
 
-async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Float32Array): Promise<BackwardResult> {
+/**
+ * Gradients of L = <dO, o> + <dFinalState, finalState>. `saved` (from a forward with
+ * saveForBackward on the same arrays) skips recomputing the chunk states.
+ */
+async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Float32Array, saved?: SavedForward): Promise<BackwardResult> {
   const c = checkSpec(spec);
   const out = backwardOutputs(c);
-  await runBackward(c, dO, dFinalState, out);
+  await runBackward(c, dO, dFinalState, out, saved);
   return out;
 }
 
@@ -227,6 +262,7 @@ async function backwardInto(
   dO: Float32Array,
   dFinalState: Float32Array | undefined,
   out: BackwardResult,
+  saved?: SavedForward,
 ): Promise<BackwardResult> {
   const c = checkSpec(spec);
   if (out === null || typeof out !== 'object') fail(`out must be an object of gradient arrays, got ${describe(out)}`);
@@ -243,12 +279,26 @@ async function backwardInto(
     else if (have !== undefined)
       fail(`out.${name} must be absent for this spec (no ${name === 'dg' ? 'g' : name === 'dbeta' ? 'beta' : 'initialState'})`);
   }
-  await runBackward(c, dO, dFinalState, out);
+  await runBackward(c, dO, dFinalState, out, saved);
   return out;
 }
 
-function runBackward(c: Checked, dO: Float32Array, dFinalState: Float32Array | undefined, out: BackwardResult): Promise<void> {
+function runBackward(
+  c: Checked,
+  dO: Float32Array,
+  dFinalState: Float32Array | undefined,
+  out: BackwardResult,
+  saved: SavedForward | undefined,
+): Promise<void> {
   checkArray('dO', dO, c.T * c.H * c.dv, '[T,H,dv]');
+  if (saved !== undefined) {
+    if (!(saved instanceof SavedForward)) fail(`saved must be the 'saved' of a forward with saveForBackward, got ${describe(saved)}`);
+    const mine = [c.q, c.k, c.v, c.g, c.beta, c.s0];
+    const names = ['q', 'k', 'v', 'g', 'beta', 'initialState'];
+    mine.forEach((a, i) => {
+      if (a !== saved.inputs[i]) fail(`saved belongs to a forward on other arrays: ${names[i]} is not the same array`);
+    });
+  }
   const dS = dFinalState === undefined ? null : checkArray('dFinalState', dFinalState, c.H * c.dk * c.dv, '[H,dk,dv]');
   return addon().laBackward(
     c.code,
@@ -272,6 +322,7 @@ function runBackward(c: Checked, dO: Float32Array, dFinalState: Float32Array | u
     out.dg ?? null,
     out.dbeta ?? null,
     out.dInitialState ?? null,
+    saved?.handle ?? null,
   );
 }
 

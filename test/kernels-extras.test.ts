@@ -119,3 +119,34 @@ describe('addInto', () => {
     await assert.rejects(kernels.addInto(new Float32Array(4), new Float32Array(3)), /src must have length 4/);
   });
 });
+
+describe('saveForBackward', () => {
+  for (const kind of ['linear', 'scalar_gate', 'vector_gate', 'delta', 'gated_delta'] as Kind[]) {
+    for (const initialState of [false, true]) {
+      test(`${kind}${initialState ? ' with S0' : ''}: backward with the saved chunk states equals the recomputing backward`, async () => {
+        const rng = rngFor(`saved-${kind}-${initialState}`);
+        const spec = randomSpec(rng, { kind, T: 150, H: 2, dk: 8, dv: 6, chunkSize: 32, initialState, gates: 'strong' });
+        const dO = rng.normals(150 * 2 * 6);
+        const dSf = rng.normals(2 * 8 * 6);
+        const f = await kernels.forward(spec, { saveForBackward: true });
+        assert.ok(f.saved, 'forward returned no saved states');
+        assert.deepEqual((await kernels.forward(spec)).o, f.o);
+        const withSaved = await kernels.backward(spec, dO, dSf, f.saved);
+        const recomputed = await kernels.backward(spec, dO, dSf);
+        assert.deepEqual(withSaved, recomputed);
+      });
+    }
+  }
+  test('refuses saved states of other arrays, and non-causal saving', async () => {
+    const rng = rngFor('saved-misuse');
+    const spec = randomSpec(rng, { kind: 'linear', T: 40, H: 1, dk: 4, dv: 4 });
+    const { saved } = await kernels.forward(spec, { saveForBackward: true });
+    const dO = rng.normals(40 * 4);
+    await assert.rejects(
+      kernels.backward({ ...spec, q: spec.q.slice() }, dO, undefined, saved),
+      /saved belongs to a forward on other arrays: q/,
+    );
+    await assert.rejects(kernels.backward(spec, dO, undefined, {} as never), /saved must be the 'saved' of a forward/);
+    await assert.rejects(kernels.forward({ ...spec, causal: false }, { saveForBackward: true }), /saveForBackward is for causal attention/);
+  });
+});

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,13 +25,17 @@ namespace {
 
 using lasp::Kind;
 
+// Makes the promise's value on the JavaScript thread after the work is done (default: undefined).
+using ResultFn = std::function<Napi::Value(Napi::Env)>;
+
 class Job : public Napi::AsyncWorker {
  public:
-  Job(Napi::Env env, std::function<void()> work, std::vector<Napi::ObjectReference> keep)
+  Job(Napi::Env env, std::function<void()> work, std::vector<Napi::ObjectReference> keep, ResultFn result)
       : Napi::AsyncWorker(env, "lasp.kernel"),
         deferred_(Napi::Promise::Deferred::New(env)),
         work_(std::move(work)),
-        keep_(std::move(keep)) {}
+        keep_(std::move(keep)),
+        result_(std::move(result)) {}
 
   void Execute() override {
     try {
@@ -41,7 +46,7 @@ class Job : public Napi::AsyncWorker {
       SetError("unknown native error");
     }
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
   Napi::Promise promise() const { return deferred_.Promise(); }
 
@@ -49,6 +54,7 @@ class Job : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::function<void()> work_;
   std::vector<Napi::ObjectReference> keep_;
+  ResultFn result_;
 };
 
 // Reads arguments in order, with named errors, and pins the arrays it hands out.
@@ -89,8 +95,16 @@ class Args {
     return arr.Data();
   }
 
-  Napi::Value run(std::function<void()> work) {
-    auto* job = new Job(info_.Env(), std::move(work), std::move(keep_));
+  // The saved forward states handed out by laForward(save = true), or null.
+  std::shared_ptr<lasp::SavedStates> saved(const char* name) {
+    Napi::Value v = next(name);
+    if (v.IsNull() || v.IsUndefined()) return nullptr;
+    if (!v.IsExternal()) fail(std::string(name) + " must be the handle a forward with save returned");
+    return *v.As<Napi::External<std::shared_ptr<lasp::SavedStates>>>().Data();
+  }
+
+  Napi::Value run(std::function<void()> work, ResultFn result = nullptr) {
+    auto* job = new Job(info_.Env(), std::move(work), std::move(keep_), std::move(result));
     Napi::Promise p = job->promise();
     job->Queue();
     return p;
@@ -133,13 +147,35 @@ lasp::LAProblem read_problem(Args& a, bool with_causal) {
 
 int64_t state_len(const lasp::LAProblem& p) { return static_cast<int64_t>(p.H) * p.dk * p.dv; }
 
+// Wraps saved states for JavaScript; V8 is told their size so the GC sees the memory.
+Napi::Value wrap_saved(Napi::Env env, const std::shared_ptr<lasp::SavedStates>& saved) {
+  int64_t bytes = 0;
+  for (const auto& v : saved->per_head) bytes += static_cast<int64_t>(v.size() * sizeof(float));
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  return Napi::External<std::shared_ptr<lasp::SavedStates>>::New(
+      env, new std::shared_ptr<lasp::SavedStates>(saved),
+      [bytes](Napi::Env e, std::shared_ptr<lasp::SavedStates>* p) {
+        Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
+        delete p;
+      });
+}
+
 Napi::Value LaForward(const Napi::CallbackInfo& info) {
   Args a(info);
   lasp::LAProblem p = read_problem(a, true);
   p.s0 = a.f32("s0", state_len(p), true);
   float* o = a.f32("o", static_cast<int64_t>(p.T) * p.H * p.dv);
   float* sf = a.f32("sFinal", state_len(p));
-  return a.run([p, o, sf] { lasp::la_forward(p, o, sf); });
+  const bool save = a.boolean("save") && p.causal;
+  std::shared_ptr<lasp::SavedStates> reuse = a.saved("reuse");
+  if (!save) return a.run([p, o, sf] { lasp::la_forward(p, o, sf); });
+  // Refilling an earlier save reuses its (already touched) memory: no allocation per step.
+  auto saved = reuse ? reuse : std::make_shared<lasp::SavedStates>();
+  if (reuse)
+    return a.run([p, o, sf, saved] { lasp::la_forward(p, o, sf, saved.get()); },
+                 [](Napi::Env env) { return env.Null(); });
+  return a.run([p, o, sf, saved] { lasp::la_forward(p, o, sf, saved.get()); },
+               [saved](Napi::Env env) { return wrap_saved(env, saved); });
 }
 
 Napi::Value LaBackward(const Napi::CallbackInfo& info) {
@@ -156,7 +192,8 @@ Napi::Value LaBackward(const Napi::CallbackInfo& info) {
   float* dg = a.f32("dg", glen, true);
   float* db = a.f32("dbeta", T * H, true);
   float* ds0 = a.f32("ds0", state_len(p), true);
-  return a.run([=] { lasp::la_backward(p, dO, dSf, dq, dk, dv, dg, db, ds0); });
+  std::shared_ptr<lasp::SavedStates> saved = a.saved("saved");
+  return a.run([=] { lasp::la_backward(p, dO, dSf, dq, dk, dv, dg, db, ds0, saved.get()); });
 }
 
 Napi::Value LaSummary(const Napi::CallbackInfo& info) {

@@ -759,27 +759,41 @@ int64_t summary_a_len(Kind kind, int H, int dk) {
   }
 }
 
-void la_forward(const LAProblem& p, float* o, float* s_final) {
+void la_forward(const LAProblem& p, float* o, float* s_final, SavedStates* save) {
   check_inputs(p);
   if (!p.causal) return noncausal_forward(p, o, s_final);
+  if (save) {  // reuses the buffers of an earlier save where their sizes allow
+    save->kind = p.kind;
+    save->T = p.T;
+    save->H = p.H;
+    save->dk = p.dk;
+    save->dv = p.dv;
+    save->chunk = p.chunk;
+    save->per_head.resize(p.H);
+  }
   parallel_for(p.H, [&](int h) {
     float* S = s_final + static_cast<size_t>(h) * p.dk * p.dv;
     init_state(p, h, S);
     const auto b = chunk_bounds(p, h);
+    std::vector<float>* states = save ? &save->per_head[h] : nullptr;
     if (is_delta(p.kind)) {
       DeltaScratch s;
-      run_forward_head(p, h, b, s, S, o, nullptr);
+      run_forward_head(p, h, b, s, S, o, states);
     } else {
       GateScratch s;
-      run_forward_head(p, h, b, s, S, o, nullptr);
+      run_forward_head(p, h, b, s, S, o, states);
     }
   });
 }
 
 void la_backward(const LAProblem& p, const float* dO, const float* dSf, float* dq, float* dk,
-                 float* dv, float* dg, float* dbeta, float* ds0) {
+                 float* dv, float* dg, float* dbeta, float* ds0, const SavedStates* saved) {
   check_inputs(p);
   if (!p.causal) return noncausal_backward(p, dO, dSf, dq, dk, dv, ds0);
+  if (saved && (saved->kind != p.kind || saved->T != p.T || saved->H != p.H || saved->dk != p.dk ||
+                saved->dv != p.dv || saved->chunk != p.chunk ||
+                saved->per_head.size() != static_cast<size_t>(p.H)))
+    throw std::invalid_argument("the saved forward states belong to a different problem (kind, sizes or chunk)");
   std::vector<float> dg_scratch, dbeta_scratch;
   if (has_gate(p.kind) && !dg) {
     dg_scratch.resize(static_cast<size_t>(p.T) * p.H * (p.kind == Kind::VectorGate ? p.dk : 1));
@@ -795,7 +809,10 @@ void la_backward(const LAProblem& p, const float* dO, const float* dSf, float* d
     const auto b = chunk_bounds(p, h);
     const int nc = static_cast<int>(b.size()) - 1;
     Vec S(n), dS(n);
-    std::vector<float> states;
+    std::vector<float> recomputed;
+    const std::vector<float>& states = saved ? saved->per_head[h] : recomputed;
+    if (saved && states.size() != static_cast<size_t>(nc + 1) * n)
+      throw std::invalid_argument("the saved forward states do not match the chunking of these inputs");
     init_state(p, h, S.data());
     if (dSf)
       std::memcpy(dS.data(), dSf + h * n, n * sizeof(float));
@@ -804,7 +821,7 @@ void la_backward(const LAProblem& p, const float* dO, const float* dSf, float* d
     const int ldo = p.H * p.dv;
     if (is_delta(p.kind)) {
       DeltaScratch s;
-      run_forward_head(p, h, b, s, S.data(), nullptr, &states);
+      if (!saved) run_forward_head(p, h, b, s, S.data(), nullptr, &recomputed);
       for (int i = nc - 1; i >= 0; --i) {
         s.ch.prepare(p, h, b[i], b[i + 1] - b[i]);
         delta_chunk_backward(p, h, s, states.data() + i * n, dO + row_off(b[i], p.H, h, p.dv), ldo,
@@ -812,7 +829,7 @@ void la_backward(const LAProblem& p, const float* dO, const float* dSf, float* d
       }
     } else {
       GateScratch s;
-      run_forward_head(p, h, b, s, S.data(), nullptr, &states);
+      if (!saved) run_forward_head(p, h, b, s, S.data(), nullptr, &recomputed);
       for (int i = nc - 1; i >= 0; --i) {
         s.ch.prepare(p, h, b[i], b[i + 1] - b[i]);
         gate_chunk_backward(p, h, s, states.data() + i * n, states.data() + (i + 1) * n,

@@ -8,6 +8,7 @@
 // (delta kinds).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace lasp {
 
@@ -35,12 +36,21 @@ struct LAProblem {
 // Length of the compact A of a summary, in floats.
 int64_t summary_a_len(Kind kind, int H, int dk);
 
-// o [T,H,dv], s_final [H,dk,dv].
-void la_forward(const LAProblem& p, float* o, float* s_final);
+// The state at the start of every chunk (and the end state), per head, kept by a forward for
+// the backward of the same inputs, which then skips recomputing them.
+struct SavedStates {
+  Kind kind = Kind::Linear;
+  int T = 0, H = 0, dk = 0, dv = 0, chunk = 0;
+  std::vector<std::vector<float>> per_head;
+};
 
-// dS_final may be null (zero). dg, dbeta, ds0 may be null when not wanted.
+// o [T,H,dv], s_final [H,dk,dv]. With save (causal only), also records the chunk states.
+void la_forward(const LAProblem& p, float* o, float* s_final, SavedStates* save = nullptr);
+
+// dS_final may be null (zero). dg, dbeta, ds0 may be null when not wanted. saved: the states a
+// forward of the same inputs recorded (or null: recompute them).
 void la_backward(const LAProblem& p, const float* dO, const float* dS_final, float* dq, float* dk,
-                 float* dv, float* dg, float* dbeta, float* ds0);
+                 float* dv, float* dg, float* dbeta, float* ds0, const SavedStates* saved = nullptr);
 
 // Summary of the block p (p.s0 ignored): S_end = A S_start + U. a: compact A, u [H,dk,dv].
 void la_summary(const LAProblem& p, float* a, float* u);
