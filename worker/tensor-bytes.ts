@@ -10,6 +10,22 @@ export interface NamedTensor {
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 
+/** The bytes of a Float32Array (a view, no copy). Little-endian hosts only, like every tensor on the wire. */
+export function f32Bytes(a: Float32Array): Uint8Array {
+  if (!LITTLE_ENDIAN) throw new Error('lasp: tensors travel as little-endian float32; big-endian hosts are not supported');
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** A Float32Array over received bytes; copies only when the bytes are not 4-byte aligned. */
+export function bytesF32(b: Uint8Array, what = 'message'): Float32Array {
+  if (!LITTLE_ENDIAN) throw new Error('lasp: tensors travel as little-endian float32; big-endian hosts are not supported');
+  if (b.byteLength % 4 !== 0) throw new RangeError(`${what}: ${b.byteLength} bytes is not a whole number of float32 values`);
+  if (b.byteOffset % 4 === 0) return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  const copy = new Uint8Array(b.byteLength);
+  copy.set(b);
+  return new Float32Array(copy.buffer);
+}
+
 function elements(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
