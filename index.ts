@@ -1,3 +1,5 @@
 // Package root: the public API of lasp.
 export { kernels, KINDS, DEFAULT_CHUNK } from './native/kernels.js';
 export type { Kind, AttentionSpec, ForwardResult, BackwardResult, BlockSummary, SoftmaxSpec, GemmArgs } from './native/kernels.js';
+export { ops } from './native/ops.js';
+export type { RmsNormSpec, EmbeddingSpec, CrossEntropySpec, CrossEntropyResult, AdamWState, AdamWHyper } from './native/ops.js';

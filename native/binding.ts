@@ -162,6 +162,36 @@ export interface NativeAddon {
     ldc: number,
     multiThreaded: boolean,
   ): Promise<void>;
+  // Model ops (native/src/model_ops.h); the facade is native/ops.ts.
+  rmsNormForward(N: number, D: number, eps: number, x: F32, w: F32, y: F32, rstd: F32): Promise<void>;
+  rmsNormBackward(N: number, D: number, x: F32, w: F32, rstd: F32, dy: F32, dx: F32, dw: F32): Promise<void>;
+  swigluForward(n: number, a: F32, b: F32, y: F32): Promise<void>;
+  swigluBackward(n: number, a: F32, b: F32, dy: F32, da: F32, db: F32): Promise<void>;
+  embeddingForward(N: number, V: number, D: number, table: F32, ids: Int32Array, y: F32): Promise<void>;
+  embeddingBackward(N: number, V: number, D: number, ids: Int32Array, dy: F32, dTable: F32): Promise<void>;
+  crossEntropy(
+    N: number,
+    V: number,
+    scale: number,
+    logits: F32,
+    targets: Int32Array,
+    dlogits: F32,
+  ): Promise<{ loss: number; count: number }>;
+  adamwStep(
+    n: number,
+    params: F32,
+    grads: F32,
+    m: F32,
+    v: F32,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): Promise<void>;
+  sumSquares(arrays: F32[]): Promise<number>;
+  scaleInPlace(n: number, x: F32, s: number): Promise<void>;
 }
 
 function repoRoot(): string {

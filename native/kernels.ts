@@ -93,23 +93,23 @@ const MAX_DIM = 1 << 30;
  * kernel writes every element of its outputs, and the pages are first touched by the kernel's
  * own threads (zeroing 16 MB here cost ~4.5 ms of a 30 ms forward).
  */
-function output(n: number): Float32Array {
+export function output(n: number): Float32Array {
   const b = Buffer.allocUnsafeSlow(n * 4);
   return new Float32Array(b.buffer, b.byteOffset, n);
 }
 
-function fail(message: string): never {
+export function fail(message: string): never {
   throw new Error(`lasp kernels: ${message}`);
 }
 
-function checkInt(name: string, value: unknown, min: number, max = MAX_DIM): number {
+export function checkInt(name: string, value: unknown, min: number, max = MAX_DIM): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     fail(`${name} must be an integer in [${min}, ${max}], got ${describe(value)}`);
   }
   return value;
 }
 
-function describe(value: unknown): string {
+export function describe(value: unknown): string {
   if (value instanceof Float32Array) return `Float32Array(${value.length})`;
   if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
   if (Array.isArray(value)) return `Array(${value.length})`;
@@ -117,7 +117,7 @@ function describe(value: unknown): string {
   return String(value);
 }
 
-function checkArray(name: string, value: unknown, length: number, shape: string): Float32Array {
+export function checkArray(name: string, value: unknown, length: number, shape: string): Float32Array {
   if (!(value instanceof Float32Array)) {
     fail(`${name} must be a Float32Array of length ${length} (${shape}), got ${describe(value)}`);
   }

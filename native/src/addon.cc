@@ -16,6 +16,7 @@
 
 #include "gemm.h"
 #include "linear_attention.h"
+#include "model_ops.h"
 #include "random.h"
 #include "softmax_attention.h"
 #include "threadpool.h"
@@ -93,6 +94,42 @@ class Args {
       fail(std::string(name) + " must have length " + std::to_string(len) + ", got " + std::to_string(arr.ElementLength()));
     keep_.push_back(Napi::Persistent(arr.As<Napi::Object>()));
     return arr.Data();
+  }
+
+  // An Int32Array of exactly `len` elements.
+  int32_t* i32(const char* name, int64_t len) {
+    Napi::Value v = next(name);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail(std::string(name) + " must be an Int32Array");
+    auto arr = v.As<Napi::Int32Array>();
+    if (static_cast<int64_t>(arr.ElementLength()) != len)
+      fail(std::string(name) + " must have length " + std::to_string(len) + ", got " + std::to_string(arr.ElementLength()));
+    keep_.push_back(Napi::Persistent(arr.As<Napi::Object>()));
+    return arr.Data();
+  }
+  // A JavaScript array of Float32Arrays of any lengths: (data, length) of each.
+  std::vector<std::pair<const float*, int64_t>> f32_list(const char* name) {
+    Napi::Value v = next(name);
+    if (!v.IsArray()) fail(std::string(name) + " must be an array of Float32Arrays");
+    auto list = v.As<Napi::Array>();
+    std::vector<std::pair<const float*, int64_t>> out;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value e = list.Get(i);
+      if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        fail(std::string(name) + "[" + std::to_string(i) + "] must be a Float32Array");
+      auto arr = e.As<Napi::Float32Array>();
+      keep_.push_back(Napi::Persistent(arr.As<Napi::Object>()));
+      out.emplace_back(arr.Data(), static_cast<int64_t>(arr.ElementLength()));
+    }
+    return out;
+  }
+  // A finite number in [min, max] (or (min, max] when min is exclusive).
+  double number_in(const char* name, double min, double max, bool min_exclusive = false) {
+    double d = number(name);
+    if (d < min || d > max || (min_exclusive && d == min))
+      fail(std::string(name) + " must be in " + (min_exclusive ? "(" : "[") + std::to_string(min) + ", " +
+           std::to_string(max) + "], got " + std::to_string(d));
+    return d;
   }
 
   // The saved forward states handed out by laForward(save = true), or null.
@@ -353,6 +390,139 @@ Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- Model ops (model_ops.h) -------------------------------------------------------------------
+
+// rmsNormForward(N, D, eps, x, w, y, rstd)
+Napi::Value RmsNormForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t N = a.integer("N", 1, kMaxDim);
+  const int D = a.integer("D", 1, kMaxDim);
+  const float eps = static_cast<float>(a.number_in("eps", 0, 1, true));
+  const float* x = a.f32("x", N * D);
+  const float* w = a.f32("w", D);
+  float* y = a.f32("y", N * D);
+  float* rstd = a.f32("rstd", N);
+  return a.run([=] { lasp::rmsnorm_forward(x, w, N, D, eps, y, rstd); });
+}
+
+// rmsNormBackward(N, D, x, w, rstd, dy, dx, dw)
+Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t N = a.integer("N", 1, kMaxDim);
+  const int D = a.integer("D", 1, kMaxDim);
+  const float* x = a.f32("x", N * D);
+  const float* w = a.f32("w", D);
+  const float* rstd = a.f32("rstd", N);
+  const float* dy = a.f32("dy", N * D);
+  float* dx = a.f32("dx", N * D);
+  float* dw = a.f32("dw", D);
+  return a.run([=] { lasp::rmsnorm_backward(x, w, rstd, dy, N, D, dx, dw); });
+}
+
+// swigluForward(n, a, b, y)
+Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  const float* A = a.f32("a", n);
+  const float* B = a.f32("b", n);
+  float* y = a.f32("y", n);
+  return a.run([=] { lasp::swiglu_forward(A, B, n, y); });
+}
+
+// swigluBackward(n, a, b, dy, da, db)
+Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  const float* A = a.f32("a", n);
+  const float* B = a.f32("b", n);
+  const float* dy = a.f32("dy", n);
+  float* da = a.f32("da", n);
+  float* db = a.f32("db", n);
+  return a.run([=] { lasp::swiglu_backward(A, B, dy, n, da, db); });
+}
+
+// embeddingForward(N, V, D, table, ids, y); rejects (naming it) the first id outside [0, V).
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t N = a.integer("N", 1, kMaxDim);
+  const int V = a.integer("V", 1, kMaxDim), D = a.integer("D", 1, kMaxDim);
+  const float* table = a.f32("table", static_cast<int64_t>(V) * D);
+  const int32_t* ids = a.i32("ids", N);
+  float* y = a.f32("y", N * D);
+  return a.run([=] { lasp::embedding_forward(table, ids, N, V, D, y); });
+}
+
+// embeddingBackward(N, V, D, ids, dy, dTable)
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t N = a.integer("N", 1, kMaxDim);
+  const int V = a.integer("V", 1, kMaxDim), D = a.integer("D", 1, kMaxDim);
+  const int32_t* ids = a.i32("ids", N);
+  const float* dy = a.f32("dy", N * D);
+  float* dtable = a.f32("dTable", static_cast<int64_t>(V) * D);
+  return a.run([=] { lasp::embedding_backward(ids, dy, N, V, D, dtable); });
+}
+
+// crossEntropy(N, V, scale, logits, targets, dlogits) resolves with { loss, count }.
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t N = a.integer("N", 1, kMaxDim);
+  const int V = a.integer("V", 1, kMaxDim);
+  const float scale = static_cast<float>(a.number("scale"));
+  const float* logits = a.f32("logits", N * V);
+  const int32_t* targets = a.i32("targets", N);
+  float* dlogits = a.f32("dlogits", N * V);
+  auto r = std::make_shared<lasp::CrossEntropyResult>();
+  return a.run([=] { *r = lasp::cross_entropy(logits, targets, N, V, scale, dlogits); },
+               [r](Napi::Env env) {
+                 Napi::Object o = Napi::Object::New(env);
+                 o.Set("loss", r->loss);
+                 o.Set("count", static_cast<double>(r->count));
+                 return o;
+               });
+}
+
+// adamwStep(n, params, grads, m, v, lr, beta1, beta2, eps, weightDecay, step)
+Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  float* p = a.f32("params", n);
+  const float* g = a.f32("grads", n);
+  float* m = a.f32("m", n);
+  float* v = a.f32("v", n);
+  lasp::AdamWParams h;
+  h.lr = static_cast<float>(a.number_in("lr", 0, 1e9));
+  h.beta1 = static_cast<float>(a.number_in("beta1", 0, 1));
+  h.beta2 = static_cast<float>(a.number_in("beta2", 0, 1));
+  h.eps = static_cast<float>(a.number_in("eps", 0, 1e9, true));
+  h.weight_decay = static_cast<float>(a.number_in("weightDecay", 0, 1e9));
+  h.step = a.integer("step", 1, kMaxDim);
+  if (h.beta1 >= 1.f) throw Napi::RangeError::New(info.Env(), "lasp native: beta1 must be < 1");
+  if (h.beta2 >= 1.f) throw Napi::RangeError::New(info.Env(), "lasp native: beta2 must be < 1");
+  return a.run([=] { lasp::adamw_step(p, g, m, v, n, h); });
+}
+
+// sumSquares(arrays) resolves with Σ over the arrays of Σ x², accumulated in double, arrays in order.
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  Args a(info);
+  auto arrays = a.f32_list("arrays");
+  auto total = std::make_shared<double>(0.0);
+  return a.run(
+      [arrays, total] {
+        for (const auto& [x, n] : arrays) *total += lasp::sum_squares(x, n);
+      },
+      [total](Napi::Env env) { return Napi::Number::New(env, *total); });
+}
+
+// scaleInPlace(n, x, s): x *= s.
+Napi::Value ScaleInPlace(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  float* x = a.f32("x", n);
+  const float s = static_cast<float>(a.number("s"));
+  return a.run([=] { lasp::scale_in_place(x, n, s); });
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("isa", lasp::gemm_isa());
@@ -374,6 +544,16 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addInto", Napi::Function::New(env, AddInto));
   exports.Set("fillRandom", Napi::Function::New(env, FillRandom));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("rmsNormForward", Napi::Function::New(env, RmsNormForward));
+  exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward));
+  exports.Set("swigluForward", Napi::Function::New(env, SwigluForward));
+  exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
+  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
+  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
+  exports.Set("adamwStep", Napi::Function::New(env, AdamwStep));
+  exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("scaleInPlace", Napi::Function::New(env, ScaleInPlace));
   return exports;
 }
 

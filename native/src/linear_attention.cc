@@ -385,15 +385,14 @@ void gate_chunk_backward(const LAProblem& p, int h, GateScratch& s, const float*
   // the products go straight into the outputs.
   float alpha;
   const float* Sx = state_times_g0(ch, S, dk, dv, s.Sx, &alpha);
-  const int lddk = H * dk;
   float* dQt = ch.gated ? s.dQt.data() : out.dq + row_off(ch.t0, H, h, dk);
   float* dKt = ch.gated ? s.dKt.data() : out.dk + row_off(ch.t0, H, h, dk);
   float* dKr = ch.gated ? s.dKr.data() : dKt;
-  const int ldq = ch.gated ? dk : lddk;
-  sgemm(false, false, c, dk, c, 1.f, dA, c, ch.Kt.p, ch.Kt.ld, 0.f, dQt, ldq);
-  sgemm(false, true, c, dk, dv, alpha, dO, ldo, Sx, dv, 1.f, dQt, ldq);
-  sgemm(true, false, c, dk, c, 1.f, dA, c, ch.Qt.p, ch.Qt.ld, 0.f, dKt, ldq);
-  sgemm(false, true, c, dk, dv, 1.f, ch.V.p, ch.V.ld, dS, dv, ch.gated ? 0.f : 1.f, dKr, ldq);
+  const int ldg = ch.gated ? dk : H * dk;  // row stride of the three gradient targets
+  sgemm(false, false, c, dk, c, 1.f, dA, c, ch.Kt.p, ch.Kt.ld, 0.f, dQt, ldg);
+  sgemm(false, true, c, dk, dv, alpha, dO, ldo, Sx, dv, 1.f, dQt, ldg);
+  sgemm(true, false, c, dk, c, 1.f, dA, c, ch.Qt.p, ch.Qt.ld, 0.f, dKt, ldg);
+  sgemm(false, true, c, dk, dv, 1.f, ch.V.p, ch.V.ld, dS, dv, ch.gated ? 0.f : 1.f, dKr, ldg);
   // dV = A^T dO + Kr dS
   float* dvo = out.dv + row_off(ch.t0, H, h, dv);
   const int lddv = H * dv;

@@ -1,0 +1,249 @@
+// The typed, validated facade over the model ops of a training step (DESIGN.md §4): RMSNorm,
+// SwiGLU, embedding, cross-entropy, AdamW and gradient-norm helpers (native/src/model_ops.h).
+// As in kernels.ts, every entry point checks its arguments and names the offending one before
+// any native code runs, then runs the op off the JavaScript thread. Layouts are row-major.
+import { addon } from './binding.js';
+import { checkArray, checkInt, describe, fail, output } from './kernels.js';
+
+export interface RmsNormSpec {
+  /** Rows. */
+  N: number;
+  /** Row length. */
+  D: number;
+  /** [N,D] */
+  x: Float32Array;
+  /** [D] */
+  w: Float32Array;
+  /** Added to mean(x²). Default 1e-6. */
+  eps?: number;
+}
+
+export interface EmbeddingSpec {
+  /** Vocabulary size (table rows). */
+  V: number;
+  /** Embedding width. */
+  D: number;
+  /** Token ids [N], each in [0, V). */
+  ids: Int32Array;
+}
+
+export interface CrossEntropySpec {
+  /** Rows. */
+  N: number;
+  /** Classes (vocabulary size). */
+  V: number;
+  /** [N,V] */
+  logits: Float32Array;
+  /** [N], each in [0, V) or -1 (row ignored). */
+  targets: Int32Array;
+  /** dlogits = (softmax − onehot)·scale, e.g. 1 / (counted tokens over all ranks). Default 1. */
+  scale?: number;
+}
+
+export interface CrossEntropyResult {
+  /** Σ over counted rows of −log softmax(logits)[target] (accumulated in double). */
+  loss: number;
+  /** Rows whose target is not -1. */
+  count: number;
+  /** [N,V]; zero on ignored rows. */
+  dlogits: Float32Array;
+}
+
+export interface AdamWState {
+  /** Updated in place. */
+  params: Float32Array;
+  grads: Float32Array;
+  /** First moment, updated in place (start at zero). */
+  m: Float32Array;
+  /** Second moment, updated in place (start at zero). */
+  v: Float32Array;
+}
+
+export interface AdamWHyper {
+  lr: number;
+  /** Default 0.9. */
+  beta1?: number;
+  /** Default 0.999. */
+  beta2?: number;
+  /** Default 1e-8. */
+  eps?: number;
+  /** Decoupled (AdamW) weight decay. Default 0. */
+  weightDecay?: number;
+  /** 1 for the first step (bias correction). */
+  step: number;
+}
+
+/** A finite number in [min, max] (an exclusive end when the flag says so). */
+function checkNumber(name: string, value: unknown, min: number, max: number, exclusive: { min?: boolean; max?: boolean } = {}): number {
+  const lo = exclusive.min ? '(' : '[';
+  const hi = exclusive.max ? ')' : ']';
+  if (
+    typeof value !== 'number' ||
+    !Number.isFinite(value) ||
+    value < min ||
+    value > max ||
+    (exclusive.min && value === min) ||
+    (exclusive.max && value === max)
+  ) {
+    fail(`${name} must be a finite number in ${lo}${min}, ${max}${hi}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** An Int32Array of `length` ids, each in [lo, hi); names the first bad element. */
+function checkIds(name: string, value: unknown, length: number, lo: number, hi: number, shape: string): Int32Array {
+  if (!(value instanceof Int32Array)) fail(`${name} must be an Int32Array of length ${length} (${shape}), got ${describe(value)}`);
+  if (value.length !== length) fail(`${name} must have length ${length} (${shape}), got ${value.length}`);
+  for (let i = 0; i < value.length; i++) {
+    const id = value[i]!;
+    if (id < lo || id >= hi) fail(`${name}[${i}] = ${id} is out of range [${lo}, ${hi})`);
+  }
+  return value;
+}
+
+function checkRmsNorm(spec: RmsNormSpec) {
+  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
+  const N = checkInt('N', spec.N, 1);
+  const D = checkInt('D', spec.D, 1);
+  const eps = checkNumber('eps', spec.eps ?? 1e-6, 0, 1, { min: true });
+  const x = checkArray('x', spec.x, N * D, '[N,D]');
+  const w = checkArray('w', spec.w, D, '[D]');
+  return { N, D, eps, x, w };
+}
+
+/** y = x / sqrt(mean(x²) + eps) ⊙ w per row; rstd [N] = 1/sqrt(mean(x²) + eps), for the backward. */
+async function rmsNorm(spec: RmsNormSpec): Promise<{ y: Float32Array; rstd: Float32Array }> {
+  const { N, D, eps, x, w } = checkRmsNorm(spec);
+  const y = output(N * D);
+  const rstd = output(N);
+  await addon().rmsNormForward(N, D, eps, x, w, y, rstd);
+  return { y, rstd };
+}
+
+/** Gradients of <dy, y> with respect to x [N,D] and w [D] (summed over rows, deterministically). */
+async function rmsNormBackward(spec: RmsNormSpec, rstd: Float32Array, dy: Float32Array): Promise<{ dx: Float32Array; dw: Float32Array }> {
+  const { N, D, x, w } = checkRmsNorm(spec);
+  checkArray('rstd', rstd, N, '[N]');
+  checkArray('dy', dy, N * D, '[N,D]');
+  const dx = output(N * D);
+  const dw = output(D);
+  await addon().rmsNormBackward(N, D, x, w, rstd, dy, dx, dw);
+  return { dx, dw };
+}
+
+/** y = silu(a) ⊙ b elementwise (silu(z) = z·sigmoid(z)); a and b of the same length. */
+async function swiglu(a: Float32Array, b: Float32Array): Promise<Float32Array> {
+  if (!(a instanceof Float32Array)) fail(`a must be a Float32Array, got ${describe(a)}`);
+  checkArray('b', b, a.length, 'same length as a');
+  const y = output(a.length);
+  await addon().swigluForward(a.length, a, b, y);
+  return y;
+}
+
+/** Gradients of <dy, swiglu(a, b)> with respect to a and b. */
+async function swigluBackward(a: Float32Array, b: Float32Array, dy: Float32Array): Promise<{ da: Float32Array; db: Float32Array }> {
+  if (!(a instanceof Float32Array)) fail(`a must be a Float32Array, got ${describe(a)}`);
+  checkArray('b', b, a.length, 'same length as a');
+  checkArray('dy', dy, a.length, 'same length as a');
+  const da = output(a.length);
+  const db = output(a.length);
+  await addon().swigluBackward(a.length, a, b, dy, da, db);
+  return { da, db };
+}
+
+function checkEmbedding(spec: EmbeddingSpec) {
+  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
+  const V = checkInt('V', spec.V, 1);
+  const D = checkInt('D', spec.D, 1);
+  if (!(spec.ids instanceof Int32Array) || spec.ids.length < 1) fail(`ids must be a non-empty Int32Array, got ${describe(spec.ids)}`);
+  const N = spec.ids.length;
+  const ids = checkIds('ids', spec.ids, N, 0, V, '[N]');
+  return { N, V, D, ids };
+}
+
+/** y [N,D] = rows ids of table [V,D]. */
+async function embedding(spec: EmbeddingSpec & { table: Float32Array }): Promise<Float32Array> {
+  const { N, V, D, ids } = checkEmbedding(spec);
+  const table = checkArray('table', spec.table, V * D, '[V,D]');
+  const y = output(N * D);
+  await addon().embeddingForward(N, V, D, table, ids, y);
+  return y;
+}
+
+/** dTable [V,D] = Σ_n onehot(ids[n]) dy[n,:], summed in token order (deterministic). */
+async function embeddingBackward(spec: EmbeddingSpec, dy: Float32Array): Promise<Float32Array> {
+  const { N, V, D, ids } = checkEmbedding(spec);
+  checkArray('dy', dy, N * D, '[N,D]');
+  const dTable = output(V * D);
+  await addon().embeddingBackward(N, V, D, ids, dy, dTable);
+  return dTable;
+}
+
+/** Softmax cross-entropy: summed loss, counted rows, and dlogits (stable log-sum-exp). */
+async function crossEntropy(spec: CrossEntropySpec): Promise<CrossEntropyResult> {
+  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
+  const N = checkInt('N', spec.N, 1);
+  const V = checkInt('V', spec.V, 1);
+  const scale = checkNumber('scale', spec.scale ?? 1, -Number.MAX_VALUE, Number.MAX_VALUE);
+  const logits = checkArray('logits', spec.logits, N * V, '[N,V]');
+  const targets = checkIds('targets', spec.targets, N, -1, V, '[N]');
+  const dlogits = output(N * V);
+  const { loss, count } = await addon().crossEntropy(N, V, scale, logits, targets, dlogits);
+  return { loss, count, dlogits };
+}
+
+/** One AdamW step, in place on params, m and v (decoupled weight decay, bias-corrected moments). */
+async function adamW(state: AdamWState, hyper: AdamWHyper): Promise<void> {
+  if (state === null || typeof state !== 'object') fail(`state must be an object, got ${describe(state)}`);
+  if (hyper === null || typeof hyper !== 'object') fail(`hyper must be an object, got ${describe(hyper)}`);
+  if (!(state.params instanceof Float32Array)) fail(`params must be a Float32Array, got ${describe(state.params)}`);
+  const n = state.params.length;
+  const grads = checkArray('grads', state.grads, n, 'same length as params');
+  const m = checkArray('m', state.m, n, 'same length as params');
+  const v = checkArray('v', state.v, n, 'same length as params');
+  const lr = checkNumber('lr', hyper.lr, 0, 1e9);
+  const beta1 = checkNumber('beta1', hyper.beta1 ?? 0.9, 0, 1, { max: true });
+  const beta2 = checkNumber('beta2', hyper.beta2 ?? 0.999, 0, 1, { max: true });
+  const eps = checkNumber('eps', hyper.eps ?? 1e-8, 0, 1e9, { min: true });
+  const weightDecay = checkNumber('weightDecay', hyper.weightDecay ?? 0, 0, 1e9);
+  const step = checkInt('step', hyper.step, 1);
+  await addon().adamwStep(n, state.params, grads, m, v, lr, beta1, beta2, eps, weightDecay, step);
+}
+
+function checkArrays(arrays: readonly Float32Array[]): Float32Array[] {
+  if (!Array.isArray(arrays)) fail(`arrays must be an array of Float32Arrays, got ${describe(arrays)}`);
+  arrays.forEach((a, i) => {
+    if (!(a instanceof Float32Array)) fail(`arrays[${i}] must be a Float32Array, got ${describe(a)}`);
+  });
+  return [...arrays];
+}
+
+/** Σ over the arrays of Σ x² (double accumulation, fixed order: the same bits every run). */
+async function sumSquares(arrays: readonly Float32Array[]): Promise<number> {
+  return addon().sumSquares(checkArrays(arrays));
+}
+
+/** The global L2 norm of several gradient arrays: sqrt(sumSquares(arrays)). */
+async function gradNorm(arrays: readonly Float32Array[]): Promise<number> {
+  return Math.sqrt(await sumSquares(arrays));
+}
+
+/** x *= s in place (e.g. gradient clipping). */
+async function scaleInPlace(x: Float32Array, s: number): Promise<void> {
+  if (!(x instanceof Float32Array)) fail(`x must be a Float32Array, got ${describe(x)}`);
+  await addon().scaleInPlace(x.length, x, checkNumber('s', s, -Number.MAX_VALUE, Number.MAX_VALUE));
+}
+
+export const ops = {
+  rmsNorm,
+  rmsNormBackward,
+  swiglu,
+  swigluBackward,
+  embedding,
+  embeddingBackward,
+  crossEntropy,
+  adamW,
+  sumSquares,
+  gradNorm,
+  scaleInPlace,
+};
