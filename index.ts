@@ -1,5 +1,14 @@
 // Package root: the public API of lasp.
-export { kernels, KINDS, DEFAULT_CHUNK } from './native/kernels.js';
-export type { Kind, AttentionSpec, ForwardResult, BackwardResult, BlockSummary, SoftmaxSpec, GemmArgs } from './native/kernels.js';
+export { kernels, KINDS, DEFAULT_CHUNK, SavedForward } from './native/kernels.js';
+export type {
+  Kind,
+  AttentionSpec,
+  ForwardOptions,
+  ForwardResult,
+  BackwardResult,
+  BlockSummary,
+  SoftmaxSpec,
+  GemmArgs,
+} from './native/kernels.js';
 export { ops } from './native/ops.js';
 export type { RmsNormSpec, EmbeddingSpec, CrossEntropySpec, CrossEntropyResult, AdamWState, AdamWHyper } from './native/ops.js';
