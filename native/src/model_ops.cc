@@ -77,41 +77,6 @@ LASP_SIMD void add_row(float* dst, const float* src, int64_t n) {
 
 // ---- SwiGLU ----------------------------------------------------------------------------------
 
-// c ? a : b through bit masks: float ternaries do not vectorise under the default -ftrapping-math
-// (GCC keeps them as branches), masks do.
-inline float select(bool c, float a, float b) {
-  const int32_t m = -static_cast<int32_t>(c);
-  int32_t ia, ib;
-  std::memcpy(&ia, &a, 4);
-  std::memcpy(&ib, &b, 4);
-  const int32_t r = (ia & m) | (ib & ~m);
-  float out;
-  std::memcpy(&out, &r, 4);
-  return out;
-}
-
-// e^x with x clamped to [-87.3, 88.7]: exp_fast's reduction and polynomial (about 2 ulp) without
-// its branches, so loops that call it vectorise. Below the range it gives 1.2e-38 instead of 0,
-// above it 3.3e38 instead of inf; both are harmless where it is used (sigmoid, softmax).
-inline float exp_clamped(float x) {
-  x = select(x < -87.3f, -87.3f, x);
-  x = select(x > 88.7f, 88.7f, x);
-  const float n = __builtin_rintf(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
-  float p = 1.f / 5040.f;
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // n >= -126: 2^n is normal
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return p * scale;
-}
-
 inline float sigmoid(float z) { return 1.f / (1.f + exp_clamped(-z)); }
 
 LASP_SIMD void swiglu_span_forward(const float* a, const float* b, int64_t n, float* y) {
