@@ -1,10 +1,9 @@
 // The operations the model layers are written against (docs/training-plan.md, "To build" 1).
 // Tensors are plain row-major Float32Arrays with a shape; `cpuBackend` runs every op through the
-// native addon (off the JavaScript thread), except the few in missing-ops.ts. A CUDA backend
+// native addon (off the JavaScript thread). A CUDA backend
 // implements the same interface with device buffers behind `data`.
 import { kernels, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
 import { ops } from '../native/ops.js';
-import * as missing from './missing-ops.js';
 
 export interface Tensor {
   readonly shape: readonly number[];
@@ -70,7 +69,7 @@ export interface Backend {
   /** The attention kernel, o [T,H,dv]; the context feeds attentionBackward. */
   attention(spec: AttentionSpec): Promise<{ o: Float32Array; ctx: AttentionContext }>;
   attentionBackward(ctx: AttentionContext, dO: Float32Array): Promise<BackwardResult>;
-  /** Element-wise gate ops (missing-ops.ts until they are native). */
+  /** Element-wise gate ops. */
   logSigmoidScaled(z: Tensor, invTau: number): Promise<Tensor>;
   logSigmoidScaledBackward(z: Tensor, dg: Float32Array, invTau: number): Promise<Tensor>;
   sigmoid(z: Tensor): Promise<Tensor>;
@@ -139,14 +138,14 @@ export const cpuBackend: Backend = {
     return { o: r.o, ctx: { spec, saved: r.saved } };
   },
   attentionBackward: (ctx, dO) => kernels.backward(ctx.spec, dO, undefined, ctx.saved),
-  logSigmoidScaled: async (z, invTau) => tensor(z.shape, missing.logSigmoidScaled(z.data, invTau)),
-  logSigmoidScaledBackward: async (z, dg, invTau) => tensor(z.shape, missing.logSigmoidScaledBackward(z.data, dg, invTau)),
-  sigmoid: async (z) => tensor(z.shape, missing.sigmoid(z.data)),
-  sigmoidBackward: async (y, dy) => tensor(y.shape, missing.sigmoidBackward(y.data, dy)),
+  logSigmoidScaled: async (z, invTau) => tensor(z.shape, await ops.logSigmoidScaled(z.data, invTau)),
+  logSigmoidScaledBackward: async (z, dg, invTau) => tensor(z.shape, await ops.logSigmoidScaledBackward(z.data, dg, invTau)),
+  sigmoid: async (z) => tensor(z.shape, await ops.sigmoid(z.data)),
+  sigmoidBackward: async (y, dy) => tensor(y.shape, await ops.sigmoidBackward(y.data, dy)),
   async l2NormalizeRows(x, d, eps) {
     const rows = x.data.length / d;
-    const { y, inv } = missing.l2NormalizeRows(x.data, rows, d, eps);
+    const { y, inv } = await ops.l2NormalizeRows(x.data, rows, d, eps);
     return { y: tensor(x.shape, y), inv };
   },
-  l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, missing.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
+  l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, await ops.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
 };

@@ -165,6 +165,12 @@ export interface NativeAddon {
   // Model ops (native/src/model_ops.h); the facade is native/ops.ts.
   rmsNormForward(N: number, D: number, eps: number, x: F32, w: F32, y: F32, rstd: F32): Promise<void>;
   rmsNormBackward(N: number, D: number, x: F32, w: F32, rstd: F32, dy: F32, dx: F32, dw: F32): Promise<void>;
+  logSigmoidScaled(n: number, z: F32, invTau: number, g: F32): Promise<void>;
+  logSigmoidScaledBackward(n: number, z: F32, dg: F32, invTau: number, dz: F32): Promise<void>;
+  sigmoidForward(n: number, z: F32, y: F32): Promise<void>;
+  sigmoidBackward(n: number, y: F32, dy: F32, dz: F32): Promise<void>;
+  l2NormalizeRows(rows: number, d: number, x: F32, eps: number, y: F32, inv: F32): Promise<void>;
+  l2NormalizeRowsBackward(rows: number, d: number, y: F32, inv: F32, dy: F32, dx: F32): Promise<void>;
   swigluForward(n: number, a: F32, b: F32, y: F32): Promise<void>;
   swigluBackward(n: number, a: F32, b: F32, dy: F32, da: F32, db: F32): Promise<void>;
   embeddingForward(N: number, V: number, D: number, table: F32, ids: Int32Array, y: F32): Promise<void>;

@@ -131,6 +131,76 @@ async function rmsNormBackward(spec: RmsNormSpec, rstd: Float32Array, dy: Float3
   return { dx, dw };
 }
 
+function checkF32(name: string, x: unknown): Float32Array {
+  if (!(x instanceof Float32Array)) fail(`${name} must be a Float32Array, got ${describe(x)}`);
+  return x;
+}
+
+function checkFinite(name: string, x: unknown): number {
+  if (typeof x !== 'number' || !Number.isFinite(x)) fail(`${name} must be a finite number, got ${describe(x)}`);
+  return x;
+}
+
+/** g = logsigmoid(z) · invTau elementwise (log gates ≤ 0 from pre-activations). */
+async function logSigmoidScaled(z: Float32Array, invTau: number): Promise<Float32Array> {
+  checkF32('z', z);
+  checkFinite('invTau', invTau);
+  const g = output(z.length);
+  await addon().logSigmoidScaled(z.length, z, invTau, g);
+  return g;
+}
+
+/** dz = dg · invTau · sigmoid(−z): the backward of logSigmoidScaled. */
+async function logSigmoidScaledBackward(z: Float32Array, dg: Float32Array, invTau: number): Promise<Float32Array> {
+  checkF32('z', z);
+  checkArray('dg', dg, z.length, 'same length as z');
+  checkFinite('invTau', invTau);
+  const dz = output(z.length);
+  await addon().logSigmoidScaledBackward(z.length, z, dg, invTau, dz);
+  return dz;
+}
+
+/** y = sigmoid(z) elementwise. */
+async function sigmoid(z: Float32Array): Promise<Float32Array> {
+  checkF32('z', z);
+  const y = output(z.length);
+  await addon().sigmoidForward(z.length, z, y);
+  return y;
+}
+
+/** dz = dy · y (1 − y), given y = sigmoid(z). */
+async function sigmoidBackward(y: Float32Array, dy: Float32Array): Promise<Float32Array> {
+  checkF32('y', y);
+  checkArray('dy', dy, y.length, 'same length as y');
+  const dz = output(y.length);
+  await addon().sigmoidBackward(y.length, y, dy, dz);
+  return dz;
+}
+
+/** Row-wise L2 normalisation of x [rows, d]: y = x / sqrt(Σx² + eps); inv [rows] for the backward. */
+async function l2NormalizeRows(x: Float32Array, rows: number, d: number, eps = 1e-6): Promise<{ y: Float32Array; inv: Float32Array }> {
+  checkInt('rows', rows, 0);
+  checkInt('d', d, 1);
+  checkArray('x', x, rows * d, '[rows,d]');
+  if (checkFinite('eps', eps) < 0) fail(`eps must be >= 0, got ${eps}`);
+  const y = output(rows * d);
+  const inv = output(rows);
+  await addon().l2NormalizeRows(rows, d, x, eps, y, inv);
+  return { y, inv };
+}
+
+/** dx = inv · (dy − y (y·dy)) per row: the backward of l2NormalizeRows. */
+async function l2NormalizeRowsBackward(y: Float32Array, inv: Float32Array, dy: Float32Array, rows: number, d: number): Promise<Float32Array> {
+  checkInt('rows', rows, 0);
+  checkInt('d', d, 1);
+  checkArray('y', y, rows * d, '[rows,d]');
+  checkArray('inv', inv, rows, '[rows]');
+  checkArray('dy', dy, rows * d, '[rows,d]');
+  const dx = output(rows * d);
+  await addon().l2NormalizeRowsBackward(rows, d, y, inv, dy, dx);
+  return dx;
+}
+
 /** y = silu(a) ⊙ b elementwise (silu(z) = z·sigmoid(z)); a and b of the same length. */
 async function swiglu(a: Float32Array, b: Float32Array): Promise<Float32Array> {
   if (!(a instanceof Float32Array)) fail(`a must be a Float32Array, got ${describe(a)}`);
@@ -237,6 +307,12 @@ async function scaleInPlace(x: Float32Array, s: number): Promise<void> {
 export const ops = {
   rmsNorm,
   rmsNormBackward,
+  logSigmoidScaled,
+  logSigmoidScaledBackward,
+  sigmoid,
+  sigmoidBackward,
+  l2NormalizeRows,
+  l2NormalizeRowsBackward,
   swiglu,
   swigluBackward,
   embedding,

@@ -267,3 +267,81 @@ describe('argument checks name the argument', () => {
     );
   });
 });
+
+// ---- gate ops of the attention layer --------------------------------------------------------
+
+const logSigmoid64 = (z: number) => Math.min(z, 0) - Math.log1p(Math.exp(-Math.abs(z)));
+const sigmoid64 = (z: number) => 1 / (1 + Math.exp(-z));
+
+describe('gate ops: logSigmoidScaled, sigmoid, l2NormalizeRows', () => {
+  test('logSigmoidScaled and sigmoid match float64 (z up to ±60), backwards match finite differences', async () => {
+    const rng = rngFor('gate-ops');
+    const n = 1003;
+    const z = rng.f32(n, () => rng.uniform(-60, 60));
+    for (let i = 0; i < 40; i++) z[i] = rng.uniform(-3, 3);
+    const invTau = 1 / 16;
+    const g = await ops.logSigmoidScaled(z, invTau);
+    assertClose(
+      g,
+      Float64Array.from(z, (x) => logSigmoid64(x) * invTau),
+      1e-5,
+      'g',
+      'logSigmoidScaled',
+    );
+    const y = await ops.sigmoid(z);
+    assertClose(y, Float64Array.from(z, sigmoid64), 1e-5, 'y', 'sigmoid');
+    const dg = rng.normals(n);
+    const dz = await ops.logSigmoidScaledBackward(z, dg, invTau);
+    const z64 = toF64(z);
+    const idx = Array.from({ length: 60 }, (_, i) => i);
+    const fd = finiteDiff(
+      z64,
+      () =>
+        inner(
+          dg,
+          Array.from(z64, (x) => logSigmoid64(x) * invTau),
+        ),
+      idx,
+    );
+    assertClose(pick(dz, idx), fd, 1e-4, 'dz', 'logSigmoidScaled backward');
+    const dy = rng.normals(n);
+    const dzs = await ops.sigmoidBackward(y, dy);
+    const fds = finiteDiff(z64, () => inner(dy, Array.from(z64, sigmoid64)), idx);
+    assertClose(pick(dzs, idx), fds, 1e-4, 'dz', 'sigmoid backward');
+  });
+
+  test('l2NormalizeRows matches float64; its backward matches finite differences (d = 13, ragged)', async () => {
+    const rng = rngFor('l2-rows');
+    const rows = 7;
+    const d = 13;
+    const eps = 1e-6;
+    const x = rng.normals(rows * d);
+    const { y, inv } = await ops.l2NormalizeRows(x, rows, d, eps);
+    const norm64 = (xs: ArrayLike<number>) => {
+      const out = new Float64Array(rows * d);
+      for (let r = 0; r < rows; r++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) s += xs[r * d + j]! ** 2;
+        for (let j = 0; j < d; j++) out[r * d + j] = xs[r * d + j]! / Math.sqrt(s + eps);
+      }
+      return out;
+    };
+    assertClose(y, norm64(x), 1e-5, 'y', 'l2NormalizeRows');
+    const dy = rng.normals(rows * d);
+    const dx = await ops.l2NormalizeRowsBackward(y, inv, dy, rows, d);
+    const x64 = toF64(x);
+    assertClose(
+      dx,
+      finiteDiff(x64, () => inner(dy, norm64(x64))),
+      1e-4,
+      'dx',
+      'l2NormalizeRows backward',
+    );
+  });
+
+  test('gate ops reject bad arguments by name', async () => {
+    await assert.rejects(ops.logSigmoidScaled(new Float32Array(3), Number.NaN), /invTau must be a finite number/);
+    await assert.rejects(ops.sigmoidBackward(new Float32Array(3), new Float32Array(2)), /dy must have length 3/);
+    await assert.rejects(ops.l2NormalizeRows(new Float32Array(5), 2, 3), /x must have length 6/);
+  });
+});

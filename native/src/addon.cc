@@ -429,6 +429,67 @@ Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
   return a.run([=] { lasp::swiglu_forward(A, B, n, y); });
 }
 
+// logSigmoidScaled(n, z, invTau, g) / logSigmoidScaledBackward(n, z, dg, invTau, dz)
+Napi::Value LogSigmoidScaled(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  const float* z = a.f32("z", n);
+  const float inv_tau = static_cast<float>(a.number("invTau"));
+  float* g = a.f32("g", n);
+  return a.run([=] { lasp::log_sigmoid_scaled(z, n, inv_tau, g); });
+}
+
+Napi::Value LogSigmoidScaledBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  const float* z = a.f32("z", n);
+  const float* dg = a.f32("dg", n);
+  const float inv_tau = static_cast<float>(a.number("invTau"));
+  float* dz = a.f32("dz", n);
+  return a.run([=] { lasp::log_sigmoid_scaled_backward(z, dg, n, inv_tau, dz); });
+}
+
+// sigmoidForward(n, z, y) / sigmoidBackward(n, y, dy, dz)
+Napi::Value SigmoidForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  const float* z = a.f32("z", n);
+  float* y = a.f32("y", n);
+  return a.run([=] { lasp::sigmoid_forward(z, n, y); });
+}
+
+Napi::Value SigmoidBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t n = a.integer("n", 0, kMaxDim);
+  const float* y = a.f32("y", n);
+  const float* dy = a.f32("dy", n);
+  float* dz = a.f32("dz", n);
+  return a.run([=] { lasp::sigmoid_backward(y, dy, n, dz); });
+}
+
+// l2NormalizeRows(rows, d, x, eps, y, inv) / l2NormalizeRowsBackward(rows, d, y, inv, dy, dx)
+Napi::Value L2NormalizeRows(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t rows = a.integer("rows", 0, kMaxDim);
+  const int d = a.integer("d", 1, kMaxDim);
+  const float* x = a.f32("x", rows * d);
+  const float eps = static_cast<float>(a.number("eps"));
+  float* y = a.f32("y", rows * d);
+  float* inv = a.f32("inv", rows);
+  return a.run([=] { lasp::l2_normalize_rows(x, rows, d, eps, y, inv); });
+}
+
+Napi::Value L2NormalizeRowsBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int64_t rows = a.integer("rows", 0, kMaxDim);
+  const int d = a.integer("d", 1, kMaxDim);
+  const float* y = a.f32("y", rows * d);
+  const float* inv = a.f32("inv", rows);
+  const float* dy = a.f32("dy", rows * d);
+  float* dx = a.f32("dx", rows * d);
+  return a.run([=] { lasp::l2_normalize_rows_backward(y, inv, dy, rows, d, dx); });
+}
+
 // swigluBackward(n, a, b, dy, da, db)
 Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   Args a(info);
@@ -546,6 +607,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("rmsNormForward", Napi::Function::New(env, RmsNormForward));
   exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward));
+  exports.Set("logSigmoidScaled", Napi::Function::New(env, LogSigmoidScaled));
+  exports.Set("logSigmoidScaledBackward", Napi::Function::New(env, LogSigmoidScaledBackward));
+  exports.Set("sigmoidForward", Napi::Function::New(env, SigmoidForward));
+  exports.Set("sigmoidBackward", Napi::Function::New(env, SigmoidBackward));
+  exports.Set("l2NormalizeRows", Napi::Function::New(env, L2NormalizeRows));
+  exports.Set("l2NormalizeRowsBackward", Napi::Function::New(env, L2NormalizeRowsBackward));
   exports.Set("swigluForward", Napi::Function::New(env, SwigluForward));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
   exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));

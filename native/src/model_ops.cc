@@ -205,6 +205,71 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
   });
 }
 
+// Stable logsigmoid: min(z, 0) - log1p(e^{-|z|}) (log1p in double: one call per element).
+LASP_SIMD void log_sigmoid_span(const float* z, int64_t n, float inv_tau, float* g) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = exp_clamped(-std::fabs(z[i]));
+    g[i] = (select(z[i] < 0.f, z[i], 0.f) - std::log1p(e)) * inv_tau;
+  }
+}
+
+LASP_SIMD void log_sigmoid_backward_span(const float* z, const float* dg, int64_t n, float inv_tau, float* dz) {
+  for (int64_t i = 0; i < n; ++i) dz[i] = dg[i] * inv_tau * sigmoid(-z[i]);
+}
+
+LASP_SIMD void sigmoid_span(const float* z, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = sigmoid(z[i]);
+}
+
+LASP_SIMD void sigmoid_backward_span(const float* y, const float* dy, int64_t n, float* dz) {
+  for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * y[i] * (1.f - y[i]);
+}
+
+void log_sigmoid_scaled(const float* z, int64_t n, float inv_tau, float* g) {
+  for_blocks(n, kGrain, [&](int64_t lo, int64_t hi) { log_sigmoid_span(z + lo, hi - lo, inv_tau, g + lo); });
+}
+
+void log_sigmoid_scaled_backward(const float* z, const float* dg, int64_t n, float inv_tau, float* dz) {
+  for_blocks(n, kGrain,
+             [&](int64_t lo, int64_t hi) { log_sigmoid_backward_span(z + lo, dg + lo, hi - lo, inv_tau, dz + lo); });
+}
+
+void sigmoid_forward(const float* z, int64_t n, float* y) {
+  for_blocks(n, kGrain, [&](int64_t lo, int64_t hi) { sigmoid_span(z + lo, hi - lo, y + lo); });
+}
+
+void sigmoid_backward(const float* y, const float* dy, int64_t n, float* dz) {
+  for_blocks(n, kGrain, [&](int64_t lo, int64_t hi) { sigmoid_backward_span(y + lo, dy + lo, hi - lo, dz + lo); });
+}
+
+void l2_normalize_rows(const float* x, int64_t rows, int d, float eps, float* y, float* inv) {
+  for_blocks(rows, row_grain(d), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* xr = x + r * d;
+      double s = 0;
+      for (int j = 0; j < d; ++j) s += static_cast<double>(xr[j]) * xr[j];
+      const float iv = static_cast<float>(1.0 / std::sqrt(s + eps));
+      inv[r] = iv;
+      float* yr = y + r * d;
+      for (int j = 0; j < d; ++j) yr[j] = xr[j] * iv;
+    }
+  });
+}
+
+void l2_normalize_rows_backward(const float* y, const float* inv, const float* dy, int64_t rows, int d, float* dx) {
+  for_blocks(rows, row_grain(d), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* yr = y + r * d;
+      const float* gr = dy + r * d;
+      double dot = 0;
+      for (int j = 0; j < d; ++j) dot += static_cast<double>(yr[j]) * gr[j];
+      const float iv = inv[r], dt = static_cast<float>(dot);
+      float* out = dx + r * d;
+      for (int j = 0; j < d; ++j) out[j] = iv * (gr[j] - yr[j] * dt);
+    }
+  });
+}
+
 void swiglu_forward(const float* a, const float* b, int64_t n, float* y) {
   for_blocks(n, kGrain, [&](int64_t lo, int64_t hi) { swiglu_span_forward(a + lo, b + lo, hi - lo, y + lo); });
 }

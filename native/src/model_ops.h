@@ -19,6 +19,18 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
                       float* dw);
 
 // y = silu(a) ⊙ b elementwise over n values.
+// Gates of the attention layer: g = logsigmoid(z) * inv_tau and its backward dz = dg * inv_tau *
+// sigmoid(-z); beta = sigmoid(z) and dz = dy * y (1 - y).
+void log_sigmoid_scaled(const float* z, int64_t n, float inv_tau, float* g);
+void log_sigmoid_scaled_backward(const float* z, const float* dg, int64_t n, float inv_tau, float* dz);
+void sigmoid_forward(const float* z, int64_t n, float* y);
+void sigmoid_backward(const float* y, const float* dy, int64_t n, float* dz);
+
+// Row-wise L2 normalisation of x [rows, d]: y = x * inv, inv = 1/sqrt(sum x^2 + eps) per row;
+// backward dx = inv * (dy - y (y . dy)).
+void l2_normalize_rows(const float* x, int64_t rows, int d, float eps, float* y, float* inv);
+void l2_normalize_rows_backward(const float* y, const float* inv, const float* dy, int64_t rows, int d, float* dx);
+
 void swiglu_forward(const float* a, const float* b, int64_t n, float* y);
 void swiglu_backward(const float* a, const float* b, const float* dy, int64_t n, float* da, float* db);
 
