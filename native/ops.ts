@@ -190,7 +190,13 @@ async function l2NormalizeRows(x: Float32Array, rows: number, d: number, eps = 1
 }
 
 /** dx = inv · (dy − y (y·dy)) per row: the backward of l2NormalizeRows. */
-async function l2NormalizeRowsBackward(y: Float32Array, inv: Float32Array, dy: Float32Array, rows: number, d: number): Promise<Float32Array> {
+async function l2NormalizeRowsBackward(
+  y: Float32Array,
+  inv: Float32Array,
+  dy: Float32Array,
+  rows: number,
+  d: number,
+): Promise<Float32Array> {
   checkInt('rows', rows, 0);
   checkInt('d', d, 1);
   checkArray('y', y, rows * d, '[rows,d]');
