@@ -8,6 +8,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError } from 'commander';
+import { positiveInt } from '../cli/args.js';
 import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { fmt, formatTable } from './table.js';
@@ -180,14 +181,6 @@ function sizeList(value: string): number[] {
       throw new InvalidArgumentError(`--sizes must be a comma-separated list of sizes like 1k,64k,1m, got ${JSON.stringify(value)}`);
     return n;
   });
-}
-
-function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
 }
 
 /** Adds `lasp bench collectives [--workers W] [--sizes list] [--json]` to the `bench` command. */
