@@ -7,6 +7,7 @@ import { registerSpBench } from '../bench/sp.js';
 import { registerCollectivesBench } from '../bench/collectives.js';
 import { registerCoordinatorCommand } from '../coordinator/cli.js';
 import { registerWorkerCommand } from '../worker/cli.js';
+import { registerTrainCommand } from './train.js';
 
 const program = new Command();
 program.name('lasp').description('Sequence-parallel training of linear-attention models').showHelpAfterError();
@@ -31,6 +32,7 @@ registerSpBench(bench);
 registerCollectivesBench(bench);
 registerCoordinatorCommand(program);
 registerWorkerCommand(program);
+registerTrainCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`lasp: ${err instanceof Error ? err.message : String(err)}\n`);

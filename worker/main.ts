@@ -10,6 +10,7 @@ import { CoordinatorLink } from './heartbeat.js';
 import { PeerEndpoint, peerServerOptions } from './peer-endpoint.js';
 import './tasks.js'; // built-in tasks
 import './sp/sp-layer-task.js'; // sequence-parallel attention layer
+import '../train/train-task.js'; // training steps, evaluation, checkpoints
 
 /** The peer endpoint as the worker uses it (worker/peer-endpoint.ts's PeerEndpoint). */
 export interface WorkerPeer extends PeerService {

@@ -1,7 +1,7 @@
 // Generalised LASP-2 (DESIGN.md §3): one AllGather of block summaries forward and one of state
 // gradients backward per layer, whatever the sequence length. Works for all five kinds, causal
 // and non-causal (linear), uneven blocks and an optional initial state.
-import { kernels, summaryALength, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
+import { kernels, summaryALength, type AttentionSpec, type BackwardResult, type SavedForward } from '../../native/kernels.js';
 import type { CollectiveTag, Communicator } from '../collectives/communicator.js';
 import { f32Bytes, pack, unpack, bytesF32 } from './wire.js';
 
@@ -14,6 +14,8 @@ export interface SpContext {
    * where compute overlaps the collective, only the wait left after the compute.
    */
   timing?: { collectiveMs: number };
+  /** Appended to every op name, so several calls of one (step, layer) stay apart (e.g. "#3" for sequence 3). Default "". */
+  scope?: string;
 }
 
 /** What the forward keeps for the backward. */
@@ -31,7 +33,7 @@ export interface SpForwardResult {
 export type SpBackwardResult = BackwardResult & { dInitialState: Float32Array };
 
 export function tag(ctx: SpContext, op: string): CollectiveTag {
-  return { step: ctx.step, layer: ctx.layer, op };
+  return { step: ctx.step, layer: ctx.layer, op: ctx.scope ? op + ctx.scope : op };
 }
 
 async function timed<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
@@ -152,4 +154,104 @@ export async function lasp2Backward(
   const { e, dInitialState } = await kernels.suffixFold(shape, fwd.a, d, dFinalState);
   const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, e[comm.rank]);
   return { ...g, dInitialState };
+}
+
+/** Forward results of a batch of sequences, and what their backward needs. */
+export interface SpBatchForward {
+  results: SpForwardResult[];
+  /** Per sequence: the chunk states of its forward (non-separable kinds), for the backward. */
+  saved: (SavedForward | undefined)[];
+}
+
+/**
+ * Forward of one layer on this rank's block of B sequences (causal, no initial state) with ONE
+ * AllGather for the whole batch: every rank sends the B summaries of its blocks in one message,
+ * so a step costs one round trip per layer, not B. Same results as B calls of lasp2Forward.
+ */
+export async function lasp2ForwardBatch(ctx: SpContext, specs: AttentionSpec[]): Promise<SpBatchForward> {
+  const { comm } = ctx;
+  const first = specs[0];
+  if (!first) return { results: [], saved: [] };
+  for (const [b, s] of specs.entries()) {
+    if (s.causal === false) throw new Error('lasp2ForwardBatch: causal attention only (use lasp2Forward)');
+    if (s.kind !== first.kind || s.H !== first.H || s.dk !== first.dk || s.dv !== first.dv)
+      throw new Error(`lasp2ForwardBatch: sequence ${b} has another kind or shape than sequence 0`);
+  }
+  const shape = { kind: first.kind, H: first.H, dk: first.dk, dv: first.dv };
+  const n = stateSize(first);
+  const aLen = summaryALength(first.kind, first.H, first.dk);
+  const own: { a: Float32Array; u: Float32Array }[] = [];
+  for (const s of specs) own.push(await kernels.summary(s));
+  const message = pack(own.flatMap((x) => [x.a, x.u]));
+  const lengths = specs.flatMap(() => [aLen, n]);
+  let parts: Uint8Array[];
+  let local: Promise<Float32Array[]> | undefined;
+  if (separable(first)) {
+    // As in lasp2Forward: the zero-state forwards run while the summaries are in flight.
+    let gatherDone = 0;
+    let localDone = 0;
+    const gather = comm.allGather(tag(ctx, 'fwd.summary'), message).then((r) => ((gatherDone = performance.now()), r));
+    local = (async () => {
+      const os: Float32Array[] = [];
+      for (const s of specs) os.push((await kernels.forward(s)).o);
+      localDone = performance.now();
+      return os;
+    })();
+    [parts] = await Promise.all([gather, local]);
+    if (ctx.timing) ctx.timing.collectiveMs += Math.max(0, gatherDone - localDone);
+  } else {
+    parts = await timed(ctx, comm.allGather(tag(ctx, 'fwd.summary'), message));
+  }
+  const unpacked = parts.map((p, r) => unpack(p, lengths, `fwd.summary from rank ${r}`));
+  const localO = local ? await local : undefined;
+  const results: SpForwardResult[] = [];
+  const saved: (SavedForward | undefined)[] = [];
+  for (const [b, spec] of specs.entries()) {
+    const summaries = unpacked.map((x) => ({ a: x[2 * b] as Float32Array, u: x[2 * b + 1] as Float32Array }));
+    const states = await kernels.foldStates(shape, summaries);
+    const incoming = states[comm.rank] as Float32Array;
+    const finalState = states[comm.world] as Float32Array;
+    let o: Float32Array;
+    if (localO) {
+      o = localO[b] as Float32Array;
+      await kernels.addStateTerm(spec, incoming, o);
+      saved.push(undefined);
+    } else {
+      const f = await kernels.forward({ ...spec, initialState: incoming }, { saveForBackward: true });
+      o = f.o;
+      saved.push(f.saved);
+    }
+    results.push({ o, incoming, finalState, a: summaries.map((s) => s.a) });
+  }
+  return { results, saved };
+}
+
+/** Backward of lasp2ForwardBatch: ONE AllGather of the B state gradients. */
+export async function lasp2BackwardBatch(
+  ctx: SpContext,
+  specs: AttentionSpec[],
+  fwd: SpBatchForward,
+  dOs: Float32Array[],
+): Promise<SpBackwardResult[]> {
+  const { comm } = ctx;
+  const first = specs[0];
+  if (!first) return [];
+  if (fwd.results.length !== specs.length || dOs.length !== specs.length)
+    throw new Error(`lasp2BackwardBatch: ${specs.length} sequences, ${fwd.results.length} forward results, ${dOs.length} output gradients`);
+  const shape = { kind: first.kind, H: first.H, dk: first.dk, dv: first.dv };
+  const n = stateSize(first);
+  const own: Float32Array[] = [];
+  for (const [b, s] of specs.entries()) own.push(await kernels.stateGrad(s, dOs[b] as Float32Array));
+  const parts = await timed(ctx, comm.allGather(tag(ctx, 'bwd.stategrad'), pack(own)));
+  const lengths = specs.map(() => n);
+  const unpacked = parts.map((p, r) => unpack(p, lengths, `bwd.stategrad from rank ${r}`));
+  const out: SpBackwardResult[] = [];
+  for (const [b, spec] of specs.entries()) {
+    const f = fwd.results[b] as SpForwardResult;
+    const d = unpacked.map((x) => x[b] as Float32Array);
+    const { e, dInitialState } = await kernels.suffixFold(shape, f.a, d);
+    const g = await kernels.backward({ ...spec, initialState: f.incoming }, dOs[b] as Float32Array, e[comm.rank], fwd.saved[b]);
+    out.push({ ...g, dInitialState });
+  }
+  return out;
 }

@@ -1,0 +1,166 @@
+// The operations the model layers are written against (docs/training-plan.md, "To build" 1).
+// Tensors are plain row-major Float32Arrays with a shape; `cpuBackend` runs every op through the
+// native addon (off the JavaScript thread). A CUDA backend
+// implements the same interface with device buffers behind `data`.
+import { kernels, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
+import { ops } from '../native/ops.js';
+
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** A tensor over `data` (zero-filled when absent); the length must match the shape. */
+export function tensor(shape: readonly number[], data?: Float32Array): Tensor {
+  const n = numel(shape);
+  const d = data ?? new Float32Array(n);
+  if (d.length !== n) throw new Error(`lasp model: data of length ${d.length} does not fit shape [${shape.join(',')}]`);
+  return { shape: [...shape], data: d };
+}
+
+/** The same data under another shape of the same size. */
+export function reshape(t: Tensor, shape: readonly number[]): Tensor {
+  return tensor(shape, t.data);
+}
+
+/** [rows, cols] of a 2-D tensor. */
+export function dims2(t: Tensor): [number, number] {
+  if (t.shape.length !== 2) throw new Error(`lasp model: expected a 2-D tensor, got shape [${t.shape.join(',')}]`);
+  return [t.shape[0]!, t.shape[1]!];
+}
+
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** Default 1. */
+  alpha?: number;
+  /** Default 0; with beta ≠ 0 the product is accumulated into `out`. */
+  beta?: number;
+  /** Written (or accumulated into) in place; allocated when absent. */
+  out?: Float32Array;
+}
+
+/** What a forward attention call keeps for its backward (opaque to the layers). */
+export interface AttentionContext {
+  readonly specs: readonly AttentionSpec[];
+  /** Per sequence, the chunk states the CPU backend keeps (absent where not kept). */
+  readonly saved?: readonly (SavedForward | undefined)[];
+}
+
+export interface Backend {
+  /** op(a) · op(b) (2-D), alpha/beta as in GEMM. */
+  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Promise<Tensor>;
+  /** a + b into a new tensor. */
+  add(a: Tensor, b: Tensor): Promise<Tensor>;
+  /** dst += src in place. */
+  addInto(dst: Float32Array, src: Float32Array): Promise<void>;
+  rmsNorm(x: Tensor, w: Float32Array, eps: number): Promise<{ y: Tensor; rstd: Float32Array }>;
+  rmsNormBackward(x: Tensor, w: Float32Array, eps: number, rstd: Float32Array, dy: Tensor): Promise<{ dx: Tensor; dw: Float32Array }>;
+  swiglu(a: Tensor, b: Tensor): Promise<Tensor>;
+  swigluBackward(a: Tensor, b: Tensor, dy: Tensor): Promise<{ da: Tensor; db: Tensor }>;
+  /** Rows `ids` of table [V,D] → [N,D]. */
+  embedding(table: Float32Array, V: number, D: number, ids: Int32Array): Promise<Tensor>;
+  embeddingBackward(V: number, D: number, ids: Int32Array, dy: Tensor): Promise<Float32Array>;
+  /** Summed loss over counted rows; dlogits = (softmax − onehot)·scale. */
+  crossEntropy(logits: Tensor, targets: Int32Array, scale: number): Promise<{ loss: number; count: number; dlogits: Tensor }>;
+  /**
+   * The attention kernel on each of B sequences (under sequence parallelism: this rank's block of
+   * each), o [T,H,dv] per sequence; the context feeds attentionBackward. `layer` tags the
+   * collectives of a sequence-parallel backend (every rank makes the same calls in the same order).
+   */
+  attention(specs: AttentionSpec[], layer: number): Promise<{ o: Float32Array[]; ctx: AttentionContext }>;
+  attentionBackward(ctx: AttentionContext, dO: Float32Array[]): Promise<BackwardResult[]>;
+  /** Element-wise gate ops. */
+  logSigmoidScaled(z: Tensor, invTau: number): Promise<Tensor>;
+  logSigmoidScaledBackward(z: Tensor, dg: Float32Array, invTau: number): Promise<Tensor>;
+  sigmoid(z: Tensor): Promise<Tensor>;
+  sigmoidBackward(y: Tensor, dy: Float32Array): Promise<Tensor>;
+  /** Row-wise L2 normalisation of x viewed as [rows, d]. */
+  l2NormalizeRows(x: Tensor, d: number, eps: number): Promise<{ y: Tensor; inv: Float32Array }>;
+  l2NormalizeRowsBackward(y: Tensor, inv: Float32Array, dy: Float32Array, d: number): Promise<Tensor>;
+}
+
+export const cpuBackend: Backend = {
+  async matmul(a, b, opts = {}) {
+    const [ar, ac] = dims2(a);
+    const [br, bc] = dims2(b);
+    const [M, K] = opts.transA ? [ac, ar] : [ar, ac];
+    const [K2, N] = opts.transB ? [bc, br] : [br, bc];
+    if (K !== K2) throw new Error(`lasp model: matmul inner dimensions differ: ${K} vs ${K2}`);
+    const C = await kernels.gemm({
+      M,
+      N,
+      K,
+      A: a.data,
+      B: b.data,
+      transA: opts.transA ?? false,
+      transB: opts.transB ?? false,
+      alpha: opts.alpha ?? 1,
+      beta: opts.beta ?? 0,
+      ...(opts.out ? { C: opts.out } : {}),
+      multiThreaded: true,
+    });
+    return tensor([M, N], C);
+  },
+  async add(a, b) {
+    const out = a.data.slice();
+    await kernels.addInto(out, b.data);
+    return tensor(a.shape, out);
+  },
+  addInto: (dst, src) => kernels.addInto(dst, src),
+  async rmsNorm(x, w, eps) {
+    const [N, D] = dims2(x);
+    const { y, rstd } = await ops.rmsNorm({ N, D, x: x.data, w, eps });
+    return { y: tensor([N, D], y), rstd };
+  },
+  async rmsNormBackward(x, w, eps, rstd, dy) {
+    const [N, D] = dims2(x);
+    const { dx, dw } = await ops.rmsNormBackward({ N, D, x: x.data, w, eps }, rstd, dy.data);
+    return { dx: tensor([N, D], dx), dw };
+  },
+  async swiglu(a, b) {
+    return tensor(a.shape, await ops.swiglu(a.data, b.data));
+  },
+  async swigluBackward(a, b, dy) {
+    const { da, db } = await ops.swigluBackward(a.data, b.data, dy.data);
+    return { da: tensor(a.shape, da), db: tensor(b.shape, db) };
+  },
+  async embedding(table, V, D, ids) {
+    return tensor([ids.length, D], await ops.embedding({ V, D, ids, table }));
+  },
+  embeddingBackward: (V, D, ids, dy) => ops.embeddingBackward({ V, D, ids }, dy.data),
+  async crossEntropy(logits, targets, scale) {
+    const [N, V] = dims2(logits);
+    const r = await ops.crossEntropy({ N, V, logits: logits.data, targets, scale });
+    return { loss: r.loss, count: r.count, dlogits: tensor([N, V], r.dlogits) };
+  },
+  async attention(specs) {
+    const o: Float32Array[] = [];
+    const saved: (SavedForward | undefined)[] = [];
+    for (const spec of specs) {
+      const r = await kernels.forward(spec, { saveForBackward: true });
+      o.push(r.o);
+      saved.push(r.saved);
+    }
+    return { o, ctx: { specs, saved } };
+  },
+  async attentionBackward(ctx, dO) {
+    const out: BackwardResult[] = [];
+    for (const [b, spec] of ctx.specs.entries()) out.push(await kernels.backward(spec, dO[b]!, undefined, ctx.saved?.[b]));
+    return out;
+  },
+  logSigmoidScaled: async (z, invTau) => tensor(z.shape, await ops.logSigmoidScaled(z.data, invTau)),
+  logSigmoidScaledBackward: async (z, dg, invTau) => tensor(z.shape, await ops.logSigmoidScaledBackward(z.data, dg, invTau)),
+  sigmoid: async (z) => tensor(z.shape, await ops.sigmoid(z.data)),
+  sigmoidBackward: async (y, dy) => tensor(y.shape, await ops.sigmoidBackward(y.data, dy)),
+  async l2NormalizeRows(x, d, eps) {
+    const rows = x.data.length / d;
+    const { y, inv } = await ops.l2NormalizeRows(x.data, rows, d, eps);
+    return { y: tensor(x.shape, y), inv };
+  },
+  l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, await ops.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
+};

@@ -1,0 +1,166 @@
+// The linear-attention layer (DESIGN.md §4) for one kind:
+//   q = x W_q, k = x W_k (L2-normalised per head for delta kinds), v = x W_v        [T,H,dk|dv]
+//   g = logsigmoid(x W_g)/τ: per head (scalar_gate, gated_delta) or per (head, dk) (vector_gate)
+//   β = sigmoid(x W_β) per head (delta, gated_delta)
+//   o = attention kernel (identity feature map), per-head RMSNorm over dv, y = o W_o.
+// The kernel call goes through Backend.attention, which the sequence-parallel version replaces.
+import { reshape, type AttentionContext, type Backend, type Tensor } from '../backend.js';
+import type { AttentionSpec, BackwardResult, Kind } from '../../native/kernels.js';
+import type { ParamStore } from '../params.js';
+import { Linear, type LinearCache } from './linear.js';
+import { RmsNorm, type RmsNormCache } from './rms-norm.js';
+
+export interface AttentionConfig {
+  kind: Kind;
+  dModel: number;
+  heads: number;
+  dk: number;
+  dv: number;
+  /** Kernel chunk size. */
+  chunk: number;
+  /** Gate temperature τ. Default 16. */
+  tau?: number;
+  /** Per-head RMSNorm of the kernel output. Default true. */
+  outNorm?: boolean;
+  /** Layer index (tags the sequence-parallel collectives). Default 0. */
+  layer?: number;
+}
+
+export interface AttentionCache {
+  q: LinearCache;
+  k: LinearCache;
+  v: LinearCache;
+  g: LinearCache;
+  b: LinearCache;
+  o: LinearCache;
+  norm: RmsNormCache;
+  kUnit?: { y: Tensor; inv: Float32Array };
+  gPre?: Tensor;
+  beta?: Tensor;
+  ctx?: AttentionContext;
+}
+
+export function attentionCache(): AttentionCache {
+  return { q: {}, k: {}, v: {}, g: {}, b: {}, o: {}, norm: {} };
+}
+
+const gated = (k: Kind) => k === 'scalar_gate' || k === 'vector_gate' || k === 'gated_delta';
+const isDelta = (k: Kind) => k === 'delta' || k === 'gated_delta';
+const L2_EPS = 1e-6;
+
+export class Attention {
+  readonly wq: Linear;
+  readonly wk: Linear;
+  readonly wv: Linear;
+  readonly wg: Linear | undefined;
+  readonly wb: Linear | undefined;
+  readonly norm: RmsNorm | undefined;
+  readonly wo: Linear;
+  readonly invTau: number;
+
+  constructor(
+    private readonly be: Backend,
+    store: ParamStore,
+    name: string,
+    readonly cfg: AttentionConfig,
+  ) {
+    const { kind, dModel: D, heads: H, dk, dv } = cfg;
+    this.wq = new Linear(be, store, `${name}.w_q`, D, H * dk);
+    this.wk = new Linear(be, store, `${name}.w_k`, D, H * dk);
+    this.wv = new Linear(be, store, `${name}.w_v`, D, H * dv);
+    this.wg = gated(kind) ? new Linear(be, store, `${name}.w_g`, D, kind === 'vector_gate' ? H * dk : H) : undefined;
+    this.wb = isDelta(kind) ? new Linear(be, store, `${name}.w_beta`, D, H) : undefined;
+    this.norm = cfg.outNorm === false ? undefined : new RmsNorm(be, store, `${name}.out_norm`, dv);
+    this.wo = new Linear(be, store, `${name}.w_o`, H * dv, D);
+    this.invTau = 1 / (cfg.tau ?? 16);
+  }
+
+  /** x [B·T, D]: `sequences` = B sequences of T rows each, one after another. */
+  async forward(x: Tensor, cache: AttentionCache, sequences = 1): Promise<Tensor> {
+    const { kind, heads: H, dk, dv, chunk } = this.cfg;
+    const rows = x.shape[0]!;
+    const T = rows / sequences;
+    if (!Number.isInteger(T) || T < 1) throw new Error(`lasp model: ${rows} rows do not split into ${sequences} sequences`);
+    const q = await this.wq.forward(x, cache.q);
+    let k = await this.wk.forward(x, cache.k);
+    const v = await this.wv.forward(x, cache.v);
+    if (isDelta(kind)) {
+      cache.kUnit = await this.be.l2NormalizeRows(k, dk, L2_EPS);
+      k = cache.kUnit.y;
+    }
+    let g: Float32Array | undefined;
+    const gw = kind === 'vector_gate' ? H * dk : H;
+    if (this.wg) {
+      cache.gPre = await this.wg.forward(x, cache.g);
+      g = (await this.be.logSigmoidScaled(cache.gPre, this.invTau)).data;
+    }
+    if (this.wb) cache.beta = await this.be.sigmoid(await this.wb.forward(x, cache.b));
+    const specs: AttentionSpec[] = [];
+    for (let b = 0; b < sequences; b++) {
+      const seq = (a: Float32Array, w: number) => a.subarray(b * T * w, (b + 1) * T * w);
+      specs.push({
+        kind,
+        T,
+        H,
+        dk,
+        dv,
+        q: seq(q.data, H * dk),
+        k: seq(k.data, H * dk),
+        v: seq(v.data, H * dv),
+        ...(g ? { g: seq(g, gw) } : {}),
+        ...(cache.beta ? { beta: seq(cache.beta.data, H) } : {}),
+        chunkSize: chunk,
+      });
+    }
+    const r = await this.be.attention(specs, this.cfg.layer ?? 0);
+    cache.ctx = r.ctx;
+    const o = r.o.length === 1 ? r.o[0]! : new Float32Array(rows * H * dv);
+    if (r.o.length > 1) for (const [b, ob] of r.o.entries()) o.set(ob, b * T * H * dv);
+    let oh: Tensor = { shape: [rows * H, dv], data: o };
+    if (this.norm) oh = await this.norm.forward(oh, cache.norm);
+    return this.wo.forward(reshape(oh, [rows, H * dv]), cache.o);
+  }
+
+  async backward(dy: Tensor, cache: AttentionCache): Promise<Tensor> {
+    const { kind, heads: H, dk, dv } = this.cfg;
+    if (!cache.ctx) throw new Error('lasp model: Attention.backward without a forward cache');
+    const rows = dy.shape[0]!;
+    const B = cache.ctx.specs.length;
+    const T = rows / B;
+    let dO = reshape(await this.wo.backward(dy, cache.o), [rows * H, dv]);
+    if (this.norm) dO = await this.norm.backward(dO, cache.norm);
+    const dOs = Array.from({ length: B }, (_, b) => dO.data.subarray(b * T * H * dv, (b + 1) * T * H * dv));
+    const grads = await this.be.attentionBackward(cache.ctx, dOs);
+    const gw = kind === 'vector_gate' ? H * dk : H;
+    const cat = (name: string, width: number, part: (g: BackwardResult) => Float32Array | undefined): Float32Array => {
+      const parts = grads.map((g) => {
+        const p = part(g);
+        if (!p) throw new Error(`lasp model: attention gradient ${name} missing`);
+        return p;
+      });
+      if (parts.length === 1) return parts[0]!;
+      const out = new Float32Array(rows * width);
+      for (const [b, p] of parts.entries()) out.set(p, b * T * width);
+      return out;
+    };
+    const dq = cat('dq', H * dk, (g) => g.dq);
+    const dk_ = cat('dk', H * dk, (g) => g.dk);
+    const dv_ = cat('dv', H * dv, (g) => g.dv);
+    const dg = this.wg ? cat('dg', gw, (g) => g.dg) : undefined;
+    const dbeta = this.wb ? cat('dbeta', H, (g) => g.dbeta) : undefined;
+    const dx = await this.wq.backward({ shape: [rows, H * dk], data: dq }, cache.q);
+    let dkT: Tensor = { shape: [rows, H * dk], data: dk_ };
+    if (cache.kUnit) dkT = await this.be.l2NormalizeRowsBackward(cache.kUnit.y, cache.kUnit.inv, dk_, dk);
+    await this.wk.backward(dkT, cache.k, dx);
+    await this.wv.backward({ shape: [rows, H * dv], data: dv_ }, cache.v, dx);
+    if (this.wg && dg) {
+      if (!cache.gPre) throw new Error('lasp model: gate pre-activation missing');
+      await this.wg.backward(await this.be.logSigmoidScaledBackward(cache.gPre, dg, this.invTau), cache.g, dx);
+    }
+    if (this.wb && dbeta) {
+      if (!cache.beta) throw new Error('lasp model: beta missing');
+      await this.wb.backward(await this.be.sigmoidBackward(cache.beta, dbeta), cache.b, dx);
+    }
+    return dx;
+  }
+}
