@@ -3,7 +3,7 @@
 // native addon (off the JavaScript thread). A CUDA backend
 // implements the same interface with device buffers behind `data`.
 import { kernels, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
-import { ops } from '../native/ops.js';
+import { ops, type ShortConvSpec } from '../native/ops.js';
 
 export interface Tensor {
   readonly shape: readonly number[];
@@ -51,6 +51,18 @@ export interface AttentionContext {
   readonly saved?: readonly (SavedForward | undefined)[];
 }
 
+/** What a forward short convolution keeps for its backward (opaque to the layers). */
+export interface ConvContext {
+  readonly xs: readonly Tensor[];
+  readonly ws: readonly Float32Array[];
+  readonly K: number;
+  /** Sequences in the batch (the rows of each x are B sequences one after another). */
+  readonly B: number;
+  /** Per x: the rows before each sequence's first row [B,K−1,C], where they came from a previous rank. */
+  readonly halos?: readonly (Float32Array | undefined)[];
+  readonly layer: number;
+}
+
 export interface Backend {
   /** op(a) · op(b) (2-D), alpha/beta as in GEMM. */
   matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Promise<Tensor>;
@@ -74,6 +86,13 @@ export interface Backend {
    */
   attention(specs: AttentionSpec[], layer: number): Promise<{ o: Float32Array[]; ctx: AttentionContext }>;
   attentionBackward(ctx: AttentionContext, dO: Float32Array[]): Promise<BackwardResult[]>;
+  /**
+   * SiLU of a short causal depthwise convolution (kernel K, weights [K,C]) of each x [B·T, C_i],
+   * per sequence. A sequence-parallel backend fetches the K−1 rows before each block from the
+   * previous rank (and sends their gradient back in the backward).
+   */
+  shortConv(xs: Tensor[], ws: Float32Array[], K: number, sequences: number, layer: number): Promise<{ ys: Tensor[]; ctx: ConvContext }>;
+  shortConvBackward(ctx: ConvContext, dys: Tensor[]): Promise<{ dxs: Tensor[]; dws: Float32Array[] }>;
   /** Element-wise gate ops. */
   logSigmoidScaled(z: Tensor, invTau: number): Promise<Tensor>;
   logSigmoidScaledBackward(z: Tensor, dg: Float32Array, invTau: number): Promise<Tensor>;
@@ -153,6 +172,21 @@ export const cpuBackend: Backend = {
     for (const [b, spec] of ctx.specs.entries()) out.push(await kernels.backward(spec, dO[b]!, undefined, ctx.saved?.[b]));
     return out;
   },
+  async shortConv(xs, ws, K, sequences, layer) {
+    const ys: Tensor[] = [];
+    for (const [i, x] of xs.entries()) ys.push(tensor(x.shape, await ops.shortConv(convSpec(x, ws[i]!, K, sequences))));
+    return { ys, ctx: { xs, ws, K, B: sequences, layer } };
+  },
+  async shortConvBackward(ctx, dys) {
+    const dxs: Tensor[] = [];
+    const dws: Float32Array[] = [];
+    for (const [i, x] of ctx.xs.entries()) {
+      const g = await ops.shortConvBackward(convSpec(x, ctx.ws[i]!, ctx.K, ctx.B, ctx.halos?.[i]), dys[i]!.data);
+      dxs.push(tensor(x.shape, g.dx));
+      dws.push(g.dw);
+    }
+    return { dxs, dws };
+  },
   logSigmoidScaled: async (z, invTau) => tensor(z.shape, await ops.logSigmoidScaled(z.data, invTau)),
   logSigmoidScaledBackward: async (z, dg, invTau) => tensor(z.shape, await ops.logSigmoidScaledBackward(z.data, dg, invTau)),
   sigmoid: async (z) => tensor(z.shape, await ops.sigmoid(z.data)),
@@ -164,3 +198,9 @@ export const cpuBackend: Backend = {
   },
   l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, await ops.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
 };
+
+/** The ops.shortConv spec of x [B·T, C] (SiLU applied). */
+export function convSpec(x: Tensor, w: Float32Array, K: number, B: number, halo?: Float32Array): ShortConvSpec {
+  const [rows, C] = dims2(x);
+  return { B, T: rows / B, C, K, x: x.data, w, silu: true, ...(halo ? { halo } : {}) };
+}

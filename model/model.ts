@@ -28,6 +28,8 @@ export interface ModelConfig {
   outNorm?: boolean;
   /** RMSNorm eps. Default 1e-6. */
   normEps?: number;
+  /** Short causal convolution kernel size on q, k, v (0: none). Default 0. */
+  conv?: number;
 }
 
 interface Block {
@@ -105,6 +107,7 @@ export class Model {
         dv: cfg.dv,
         chunk: cfg.chunk,
         layer: i,
+        ...(cfg.conv !== undefined ? { conv: cfg.conv } : {}),
         ...(cfg.tau !== undefined ? { tau: cfg.tau } : {}),
         ...(cfg.outNorm !== undefined ? { outNorm: cfg.outNorm } : {}),
       }),

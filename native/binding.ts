@@ -173,6 +173,21 @@ export interface NativeAddon {
   l2NormalizeRowsBackward(rows: number, d: number, y: F32, inv: F32, dy: F32, dx: F32): Promise<void>;
   swigluForward(n: number, a: F32, b: F32, y: F32): Promise<void>;
   swigluBackward(n: number, a: F32, b: F32, dy: F32, da: F32, db: F32): Promise<void>;
+  shortConvForward(B: number, T: number, C: number, K: number, silu: boolean, x: F32, halo: F32 | null, w: F32, y: F32): Promise<void>;
+  shortConvBackward(
+    B: number,
+    T: number,
+    C: number,
+    K: number,
+    silu: boolean,
+    x: F32,
+    halo: F32 | null,
+    w: F32,
+    dy: F32,
+    dx: F32,
+    dw: F32,
+    dhalo: F32 | null,
+  ): Promise<void>;
   embeddingForward(N: number, V: number, D: number, table: F32, ids: Int32Array, y: F32): Promise<void>;
   embeddingBackward(N: number, V: number, D: number, ids: Int32Array, dy: F32, dTable: F32): Promise<void>;
   crossEntropy(

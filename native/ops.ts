@@ -227,6 +227,62 @@ async function swigluBackward(a: Float32Array, b: Float32Array, dy: Float32Array
   return { da, db };
 }
 
+/** A short causal depthwise convolution over B sequences of T rows of C channels (kernel K). */
+export interface ShortConvSpec {
+  /** Sequences. Default 1. */
+  B?: number;
+  /** Rows per sequence. */
+  T: number;
+  /** Channels. */
+  C: number;
+  /** Kernel size (1..64). */
+  K: number;
+  /** Input [B,T,C]. */
+  x: Float32Array;
+  /** Weights [K,C]: w[j,c] multiplies x[t−j,c]. */
+  w: Float32Array;
+  /** Rows −(K−1)..−1 of each sequence [B,K−1,C] (oldest first); zeros when absent. */
+  halo?: Float32Array;
+  /** Apply SiLU to the convolution. Default false. */
+  silu?: boolean;
+}
+
+function checkShortConv(spec: ShortConvSpec) {
+  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
+  const B = checkInt('B', spec.B ?? 1, 1);
+  const T = checkInt('T', spec.T, 1);
+  const C = checkInt('C', spec.C, 1);
+  const K = checkInt('K', spec.K, 1, 64);
+  const x = checkArray('x', spec.x, B * T * C, '[B,T,C]');
+  const w = checkArray('w', spec.w, K * C, '[K,C]');
+  const halo = spec.halo === undefined ? null : checkArray('halo', spec.halo, B * (K - 1) * C, '[B,K-1,C]');
+  const silu = spec.silu ?? false;
+  if (typeof silu !== 'boolean') fail(`silu must be a boolean, got ${describe(silu)}`);
+  return { B, T, C, K, x, w, halo, silu };
+}
+
+/** y[b,t,c] = act(Σ_j w[j,c] · x[b,t−j,c]), act = SiLU or identity; rows before t = 0 from `halo` or zero. */
+async function shortConv(spec: ShortConvSpec): Promise<Float32Array> {
+  const { B, T, C, K, x, w, halo, silu } = checkShortConv(spec);
+  const y = output(B * T * C);
+  await addon().shortConvForward(B, T, C, K, silu, x, halo, w, y);
+  return y;
+}
+
+/** Gradients of <dy, shortConv(spec)>: dx [B,T,C], dw [K,C], and dhalo [B,K−1,C] when the spec has a halo. */
+async function shortConvBackward(
+  spec: ShortConvSpec,
+  dy: Float32Array,
+): Promise<{ dx: Float32Array; dw: Float32Array; dhalo?: Float32Array }> {
+  const { B, T, C, K, x, w, halo, silu } = checkShortConv(spec);
+  checkArray('dy', dy, B * T * C, '[B,T,C]');
+  const dx = output(B * T * C);
+  const dw = output(K * C);
+  const dhalo = halo ? output(B * (K - 1) * C) : null;
+  await addon().shortConvBackward(B, T, C, K, silu, x, halo, w, dy, dx, dw, dhalo);
+  return dhalo ? { dx, dw, dhalo } : { dx, dw };
+}
+
 function checkEmbedding(spec: EmbeddingSpec) {
   if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
   const V = checkInt('V', spec.V, 1);
@@ -311,6 +367,8 @@ async function scaleInPlace(x: Float32Array, s: number): Promise<void> {
 }
 
 export const ops = {
+  shortConv,
+  shortConvBackward,
   rmsNorm,
   rmsNormBackward,
   logSigmoidScaled,

@@ -13,6 +13,7 @@ import { startLocalCluster, type LocalCluster } from '../cluster/local-cluster.j
 import { KINDS } from '../native/kernels.js';
 import { ConfigErrors, learningRate, parseTrainConfig } from '../train/config.js';
 import { runTraining } from '../train/driver.js';
+import { relMaxErr } from './helpers/check.js';
 import { caseSeed } from './helpers/rng.js';
 import { writeCorpus } from './helpers/text-corpus.js';
 
@@ -119,6 +120,33 @@ test('same seed: W=1 and W=3 (uneven blocks) per-step losses agree within 1e-3 o
     );
     assert.ok(worst < 1e-3, `${kind}: W=1 vs W=3 losses differ by ${worst} (relative) at step ${at}`);
     assert.ok(one.losses[29]! < one.losses[0]! - 0.3, `${kind}: loss ${one.losses[0]} -> ${one.losses[29]} did not fall`);
+  }
+});
+
+/** Rank 0's gradient of the next step's mean loss after the AllReduce, for a group of `workers`. */
+async function gradientOf(kind: string, workers: number): Promise<{ loss: number; grads: Float32Array }> {
+  const group = await cluster.formGroup(`grads-${kind}-${workers}`, workers);
+  try {
+    await cluster.runTask(group, 'train.start', { config: textConfig(kind, workers, 1) });
+    const replies = await cluster.runTask(group, 'train.gradients', {});
+    await cluster.runTask(group, 'train.stop', {});
+    const r0 = replies.find((r) => r.rank === 0)!;
+    return { loss: (r0.result as { loss: number }).loss, grads: r0.tensors.find((t) => t.name === 'grads')!.data };
+  } finally {
+    await cluster.releaseGroup(group);
+  }
+}
+
+// Bound 1e-4 of the largest gradient element: float32 sums in another order give ~1e-6; a lost
+// term (a halo row's gradient not sent back, a missing state contribution) is O(1e-2) or more.
+test('same seed: the whole-model gradient of W=3 (conv halos, LASP-2, AllReduce) equals W=1, every kind', async () => {
+  for (const kind of KINDS) {
+    const one = await gradientOf(kind, 1);
+    const three = await gradientOf(kind, 3);
+    const e = relMaxErr(three.grads, one.grads);
+    process.stdout.write(`# ${kind}: W=3 vs W=1 gradient rel max err ${e.err.toExponential(2)} over ${one.grads.length} parameters\n`);
+    assert.ok(Math.abs(one.loss - three.loss) <= 1e-6 * Math.abs(one.loss), `${kind}: loss ${one.loss} vs ${three.loss}`);
+    assert.ok(e.err < 1e-4, `${kind}: gradient rel max err ${e.err} at ${e.at}: ${three.grads[e.at]} vs ${one.grads[e.at]}`);
   }
 });
 

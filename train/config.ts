@@ -31,6 +31,8 @@ export interface ModelSection {
   tau: number;
   /** Per-head RMSNorm of the attention output. Default true. */
   outNorm: boolean;
+  /** Kernel size of the short causal convolution (+ SiLU) on q, k, v; 0 for none. Default 4. */
+  conv: number;
 }
 
 export interface TrainingSection {
@@ -90,7 +92,22 @@ export interface TrainConfig {
 export const DEFAULT_DATA = { type: 'mqar', seqLen: 128, vocabSize: 64, numKvPairs: 8, seed: 1 } as const;
 
 const SECTIONS = ['model', 'data', 'training', 'cluster', 'checkpoint'] as const;
-const MODEL_FIELDS = ['vocab', 'dModel', 'layers', 'heads', 'dk', 'dv', 'headDim', 'ffn', 'kind', 'kinds', 'chunk', 'tau', 'outNorm'];
+const MODEL_FIELDS = [
+  'vocab',
+  'dModel',
+  'layers',
+  'heads',
+  'dk',
+  'dv',
+  'headDim',
+  'ffn',
+  'kind',
+  'kinds',
+  'chunk',
+  'tau',
+  'outNorm',
+  'conv',
+];
 const TRAINING_FIELDS = [
   'steps',
   'batchSize',
@@ -215,6 +232,7 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
   const chunk = get(m, 'model', 'chunk', 64, int(1, 4096));
   const tau = get(m, 'model', 'tau', 16, num(0, 1e6, true));
   const outNorm = get(m, 'model', 'outNorm', true, checkBool);
+  const conv = get(m, 'model', 'conv', 4, int(0, 64));
 
   // training
   const t = section('training', TRAINING_FIELDS);
@@ -247,6 +265,13 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
     errors.push(
       new ConfigError('cluster.workers', `cluster.workers must be at most data.seqLen = ${seqLen} (one block each), got ${workers}`),
     );
+  if (conv > 1 && workers <= seqLen && Math.floor(seqLen / workers) < conv - 1)
+    errors.push(
+      new ConfigError(
+        'model.conv',
+        `model.conv = ${conv} needs blocks of at least ${conv - 1} tokens, but data.seqLen = ${seqLen} over ${workers} workers gives ${Math.floor(seqLen / workers)}`,
+      ),
+    );
   const cluster: ClusterSection = { workers };
   const threads = get(c, 'cluster', 'threadsPerWorker', undefined as number | undefined, int(1, 1024));
   if (threads !== undefined) cluster.threadsPerWorker = threads;
@@ -262,7 +287,7 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
 
   if (errors.length > 0 || !data) throw new ConfigErrors(errors);
   return {
-    model: { vocab, dModel, layers, heads, dk, dv, ffn, kinds, chunk, tau, outNorm },
+    model: { vocab, dModel, layers, heads, dk, dv, ffn, kinds, chunk, tau, outNorm, conv },
     data: { ...data, seqLen },
     training,
     cluster,

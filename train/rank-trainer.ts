@@ -56,6 +56,7 @@ export function modelConfigOf(cfg: TrainConfig): ModelConfig {
     chunk: m.chunk,
     tau: m.tau,
     outNorm: m.outNorm,
+    conv: m.conv,
   };
 }
 
@@ -127,13 +128,13 @@ export class RankTrainer {
     return sums;
   }
 
-  /** Runs the next step on this rank. */
-  async trainStep(): Promise<StepRecord> {
-    const t0 = performance.now();
-    this.timing.collectiveMs = 0;
-    const { training: tc } = this.cfg;
-    const s = this.step + 1;
-    const B = tc.batchSize;
+  /**
+   * Forward + backward of the step after the current one on this rank's blocks, then the
+   * AllGather of (loss sum, count) and the AllReduce of the gradients, scaled to the gradient of
+   * the mean loss: every rank ends with the whole batch's gradient in model.params.grads.
+   */
+  async computeGradients(s: number): Promise<{ lossSum: number; count: number }> {
+    const B = this.cfg.training.batchSize;
     const P = this.model.params;
     const { inputs, targets } = await this.batch(this.source, (s - 1) * B, B);
     this.sp.step = s;
@@ -146,6 +147,17 @@ export class RankTrainer {
     await this.comm.allReduceSum({ step: s, layer: 0, op: 'grad.allreduce' }, P.grads);
     this.timing.collectiveMs += performance.now() - c0;
     if (count > 0) await ops.scaleInPlace(P.grads, 1 / count);
+    return { lossSum, count };
+  }
+
+  /** Runs the next step on this rank. */
+  async trainStep(): Promise<StepRecord> {
+    const t0 = performance.now();
+    this.timing.collectiveMs = 0;
+    const { training: tc } = this.cfg;
+    const s = this.step + 1;
+    const P = this.model.params;
+    const { lossSum, count } = await this.computeGradients(s);
     const gradNorm = await ops.gradNorm([P.grads]);
     if (tc.gradClip > 0 && gradNorm > tc.gradClip) await ops.scaleInPlace(P.grads, tc.gradClip / gradNorm);
     const lr = learningRate(tc, s);
@@ -158,7 +170,7 @@ export class RankTrainer {
       step: s,
       loss: count > 0 ? lossSum / count : NaN,
       targets: count,
-      tokens: B * this.cfg.data.seqLen,
+      tokens: tc.batchSize * this.cfg.data.seqLen,
       lr,
       gradNorm,
       ms: performance.now() - t0,

@@ -2,6 +2,7 @@
 // coordinator's RunTask:
 //   "train.start"      {config, resumeFrom?}  build this rank's replica (seeded, or from a checkpoint)
 //   "train.steps"      {count}                run `count` steps; returns their StepRecords
+//   "train.gradients"  {}                     the next step's gradient, no update (exactness checks)
 //   "train.eval"       {sequences?}           held-out loss / recall accuracy
 //   "train.checkpoint" {dir, keep}            rank 0 writes a checkpoint of the current step
 //   "train.stop"       {}                     drop the replica
@@ -51,6 +52,17 @@ registerTask('train.steps', async (ctx) => {
     steps.push(await trainer.trainStep());
   }
   return { result: { steps } };
+});
+
+/** The next step's gradient of the mean loss (after the AllReduce), without updating: for exactness checks. */
+registerTask('train.gradients', async (ctx) => {
+  const trainer = trainerFor(ctx);
+  const { lossSum, count } = await trainer.computeGradients(trainer.step + 1);
+  const grads = trainer.model.params.grads;
+  return {
+    result: { step: trainer.step + 1, loss: count > 0 ? lossSum / count : NaN },
+    tensors: ctx.comm.rank === 0 ? [{ name: 'grads', shape: [grads.length], data: grads }] : [],
+  };
 });
 
 registerTask('train.eval', async (ctx) => {

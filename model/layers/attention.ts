@@ -4,9 +4,9 @@
 //   β = sigmoid(x W_β) per head (delta, gated_delta)
 //   o = attention kernel (identity feature map), per-head RMSNorm over dv, y = o W_o.
 // The kernel call goes through Backend.attention, which the sequence-parallel version replaces.
-import { reshape, type AttentionContext, type Backend, type Tensor } from '../backend.js';
+import { reshape, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../backend.js';
 import type { AttentionSpec, BackwardResult, Kind } from '../../native/kernels.js';
-import type { ParamStore } from '../params.js';
+import type { Param, ParamStore } from '../params.js';
 import { Linear, type LinearCache } from './linear.js';
 import { RmsNorm, type RmsNormCache } from './rms-norm.js';
 
@@ -24,6 +24,8 @@ export interface AttentionConfig {
   outNorm?: boolean;
   /** Layer index (tags the sequence-parallel collectives). Default 0. */
   layer?: number;
+  /** Kernel size of the short causal convolution (+ SiLU) on q, k and v; 0 for none. Default 0. */
+  conv?: number;
 }
 
 export interface AttentionCache {
@@ -38,6 +40,7 @@ export interface AttentionCache {
   gPre?: Tensor;
   beta?: Tensor;
   ctx?: AttentionContext;
+  conv?: ConvContext;
 }
 
 export function attentionCache(): AttentionCache {
@@ -57,6 +60,8 @@ export class Attention {
   readonly norm: RmsNorm | undefined;
   readonly wo: Linear;
   readonly invTau: number;
+  /** Short-convolution weights of q, k, v ([K, width] each), when cfg.conv > 0. */
+  readonly conv: Param[] | undefined;
 
   constructor(
     private readonly be: Backend,
@@ -73,6 +78,15 @@ export class Attention {
     this.norm = cfg.outNorm === false ? undefined : new RmsNorm(be, store, `${name}.out_norm`, dv);
     this.wo = new Linear(be, store, `${name}.w_o`, H * dv, D);
     this.invTau = 1 / (cfg.tau ?? 16);
+    const K = cfg.conv ?? 0;
+    this.conv =
+      K > 0
+        ? [
+            store.add(`${name}.conv_q`, [K, H * dk], { dist: 'normal', scale: 1 / Math.sqrt(K) }),
+            store.add(`${name}.conv_k`, [K, H * dk], { dist: 'normal', scale: 1 / Math.sqrt(K) }),
+            store.add(`${name}.conv_v`, [K, H * dv], { dist: 'normal', scale: 1 / Math.sqrt(K) }),
+          ]
+        : undefined;
   }
 
   /** x [B·T, D]: `sequences` = B sequences of T rows each, one after another. */
@@ -81,9 +95,20 @@ export class Attention {
     const rows = x.shape[0]!;
     const T = rows / sequences;
     if (!Number.isInteger(T) || T < 1) throw new Error(`lasp model: ${rows} rows do not split into ${sequences} sequences`);
-    const q = await this.wq.forward(x, cache.q);
+    let q = await this.wq.forward(x, cache.q);
     let k = await this.wk.forward(x, cache.k);
-    const v = await this.wv.forward(x, cache.v);
+    let v = await this.wv.forward(x, cache.v);
+    if (this.conv) {
+      const c = await this.be.shortConv(
+        [q, k, v],
+        this.conv.map((p) => p.value),
+        this.cfg.conv!,
+        sequences,
+        this.cfg.layer ?? 0,
+      );
+      cache.conv = c.ctx;
+      [q, k, v] = c.ys as [Tensor, Tensor, Tensor];
+    }
     if (isDelta(kind)) {
       cache.kUnit = await this.be.l2NormalizeRows(k, dk, L2_EPS);
       k = cache.kUnit.y;
@@ -148,11 +173,19 @@ export class Attention {
     const dv_ = cat('dv', H * dv, (g) => g.dv);
     const dg = this.wg ? cat('dg', gw, (g) => g.dg) : undefined;
     const dbeta = this.wb ? cat('dbeta', H, (g) => g.dbeta) : undefined;
-    const dx = await this.wq.backward({ shape: [rows, H * dk], data: dq }, cache.q);
+    let dqT: Tensor = { shape: [rows, H * dk], data: dq };
     let dkT: Tensor = { shape: [rows, H * dk], data: dk_ };
+    let dvT: Tensor = { shape: [rows, H * dv], data: dv_ };
     if (cache.kUnit) dkT = await this.be.l2NormalizeRowsBackward(cache.kUnit.y, cache.kUnit.inv, dk_, dk);
+    if (this.conv) {
+      if (!cache.conv) throw new Error('lasp model: convolution context missing');
+      const g = await this.be.shortConvBackward(cache.conv, [dqT, dkT, dvT]);
+      for (const [i, p] of this.conv.entries()) await this.be.addInto(p.grad, g.dws[i]!);
+      [dqT, dkT, dvT] = g.dxs as [Tensor, Tensor, Tensor];
+    }
+    const dx = await this.wq.backward(dqT, cache.q);
     await this.wk.backward(dkT, cache.k, dx);
-    await this.wv.backward({ shape: [rows, H * dv], data: dv_ }, cache.v, dx);
+    await this.wv.backward(dvT, cache.v, dx);
     if (this.wg && dg) {
       if (!cache.gPre) throw new Error('lasp model: gate pre-activation missing');
       await this.wg.backward(await this.be.logSigmoidScaledBackward(cache.gPre, dg, this.invTau), cache.g, dx);

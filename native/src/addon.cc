@@ -18,6 +18,7 @@
 #include "linear_attention.h"
 #include "model_ops.h"
 #include "random.h"
+#include "short_conv.h"
 #include "softmax_attention.h"
 #include "threadpool.h"
 #include "vecmath.h"
@@ -490,6 +491,37 @@ Napi::Value L2NormalizeRowsBackward(const Napi::CallbackInfo& info) {
   return a.run([=] { lasp::l2_normalize_rows_backward(y, inv, dy, rows, d, dx); });
 }
 
+// shortConvForward(B, T, C, K, silu, x, halo|null, w, y)
+Napi::Value ShortConvForward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int B = a.integer("B", 1, kMaxDim);
+  const int64_t T = a.integer("T", 1, kMaxDim);
+  const int C = a.integer("C", 1, kMaxDim), K = a.integer("K", 1, 64);
+  const bool silu = a.boolean("silu");
+  const float* x = a.f32("x", B * T * C);
+  const float* halo = a.f32("halo", static_cast<int64_t>(B) * (K - 1) * C, true);
+  const float* w = a.f32("w", static_cast<int64_t>(K) * C);
+  float* y = a.f32("y", B * T * C);
+  return a.run([=] { lasp::short_conv_forward(x, halo, w, B, T, C, K, silu, y); });
+}
+
+// shortConvBackward(B, T, C, K, silu, x, halo|null, w, dy, dx, dw, dhalo|null)
+Napi::Value ShortConvBackward(const Napi::CallbackInfo& info) {
+  Args a(info);
+  const int B = a.integer("B", 1, kMaxDim);
+  const int64_t T = a.integer("T", 1, kMaxDim);
+  const int C = a.integer("C", 1, kMaxDim), K = a.integer("K", 1, 64);
+  const bool silu = a.boolean("silu");
+  const float* x = a.f32("x", B * T * C);
+  const float* halo = a.f32("halo", static_cast<int64_t>(B) * (K - 1) * C, true);
+  const float* w = a.f32("w", static_cast<int64_t>(K) * C);
+  const float* dy = a.f32("dy", B * T * C);
+  float* dx = a.f32("dx", B * T * C);
+  float* dw = a.f32("dw", static_cast<int64_t>(K) * C);
+  float* dhalo = a.f32("dhalo", static_cast<int64_t>(B) * (K - 1) * C, true);
+  return a.run([=] { lasp::short_conv_backward(x, halo, w, dy, B, T, C, K, silu, dx, dw, dhalo); });
+}
+
 // swigluBackward(n, a, b, dy, da, db)
 Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   Args a(info);
@@ -615,6 +647,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("l2NormalizeRowsBackward", Napi::Function::New(env, L2NormalizeRowsBackward));
   exports.Set("swigluForward", Napi::Function::New(env, SwigluForward));
   exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
+  exports.Set("shortConvForward", Napi::Function::New(env, ShortConvForward));
+  exports.Set("shortConvBackward", Napi::Function::New(env, ShortConvBackward));
   exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
   exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
