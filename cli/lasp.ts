@@ -5,6 +5,7 @@ import { intList, positiveInt } from './args.js';
 import { printKernelBench, runKernelBench } from '../bench/kernels.js';
 import { registerSpBench } from '../bench/sp.js';
 import { registerCollectivesBench } from '../bench/collectives.js';
+import { registerTrainBench } from '../bench/train.js';
 import { registerCoordinatorCommand } from '../coordinator/cli.js';
 import { registerWorkerCommand } from '../worker/cli.js';
 import { registerTrainCommand } from './train.js';
@@ -30,6 +31,7 @@ bench
 
 registerSpBench(bench);
 registerCollectivesBench(bench);
+registerTrainBench(bench);
 registerCoordinatorCommand(program);
 registerWorkerCommand(program);
 registerTrainCommand(program);

@@ -36,11 +36,11 @@ export interface ModelSection {
 }
 
 export interface TrainingSection {
-  /** Optimizer steps. Default 300. */
+  /** Optimizer steps. Default 200. */
   steps: number;
-  /** Sequences per step (each split into one block per worker). Default 16. */
+  /** Sequences per step (each split into one block per worker). Default 32. */
   batchSize: number;
-  /** Peak learning rate. Default 3e-3. */
+  /** Peak learning rate. Default 1e-2. */
   lr: number;
   /** Learning rate at the end of the cosine decay. Default lr / 10. */
   minLr: number;
@@ -58,7 +58,7 @@ export interface TrainingSection {
   gradClip: number;
   /** Seed of the initial weights. Default 0. */
   seed: number;
-  /** Evaluate on held-out sequences every N steps (0: only at the end). Default 0. */
+  /** Evaluate on held-out sequences every N steps (0: only at the end). Default 50. */
   evalEvery: number;
   /** Held-out sequences per evaluation. Default 64. */
   evalSequences: number;
@@ -236,9 +236,9 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
 
   // training
   const t = section('training', TRAINING_FIELDS);
-  const steps = get(t, 'training', 'steps', 300, int(1, 1e9));
-  const batchSize = get(t, 'training', 'batchSize', 16, int(1, 1 << 20));
-  const lr = get(t, 'training', 'lr', 3e-3, num(0, 10));
+  const steps = get(t, 'training', 'steps', 200, int(1, 1e9));
+  const batchSize = get(t, 'training', 'batchSize', 32, int(1, 1 << 20));
+  const lr = get(t, 'training', 'lr', 1e-2, num(0, 10));
   const minLr = get(t, 'training', 'minLr', lr / 10, num(0, 10));
   if (minLr > lr) errors.push(new ConfigError('training.minLr', `training.minLr must be at most training.lr = ${lr}, got ${minLr}`));
   const warmupSteps = get(t, 'training', 'warmupSteps', Math.min(20, Math.floor(steps / 10)), int(0, 1e9));
@@ -254,7 +254,7 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
     eps: get(t, 'training', 'eps', 1e-8, num(0, 1, true)),
     gradClip: get(t, 'training', 'gradClip', 1, num(0, 1e9)),
     seed: get(t, 'training', 'seed', 0, int(0, MAX_SEED)),
-    evalEvery: get(t, 'training', 'evalEvery', 0, int(0, 1e9)),
+    evalEvery: get(t, 'training', 'evalEvery', 50, int(0, 1e9)),
     evalSequences: get(t, 'training', 'evalSequences', 64, int(1, 1 << 20)),
   };
 

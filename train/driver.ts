@@ -52,6 +52,10 @@ export interface RunTrainingOptions {
   writeFiles?: boolean;
   /** Copy worker log lines to stderr. Default false. */
   verbose?: boolean;
+  /** Save a checkpoint when the run ends. Default true. */
+  finalCheckpoint?: boolean;
+  /** Evaluate when the run ends. Default true. */
+  finalEval?: boolean;
 }
 
 export interface TrainSummary {
@@ -193,8 +197,8 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
         if (writeFiles) await writeLossCurve(curvePath, points, { title: 'training loss', evalPoints });
       }
     }
-    if (!stoppedEarly || step > startStep) await evaluate();
-    if (step > startStep || !lastCheckpoint) await saveCheckpoint();
+    if ((opts.finalEval ?? true) && (!stoppedEarly || step > startStep)) await evaluate();
+    if ((opts.finalCheckpoint ?? true) && step > startStep) await saveCheckpoint();
     if (writeFiles) await writeLossCurve(curvePath, points, { title: `training loss (${config.model.kinds.join(', ')})`, evalPoints });
     const summary: TrainSummary = {
       startStep,
