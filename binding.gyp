@@ -12,7 +12,8 @@
         "native/src/block_summary.cc",
         "native/src/softmax_attention.cc",
         "native/src/model_ops.cc",
-        "native/src/short_conv.cc"
+        "native/src/short_conv.cc",
+        "native/src/buffer_pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

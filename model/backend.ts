@@ -2,7 +2,7 @@
 // Tensors are plain row-major Float32Arrays with a shape; `cpuBackend` runs every op through the
 // native addon (off the JavaScript thread). A CUDA backend
 // implements the same interface with device buffers behind `data`.
-import { kernels, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
+import { kernels, zeros, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
 import { ops, type ShortConvSpec } from '../native/ops.js';
 
 export interface Tensor {
@@ -17,7 +17,7 @@ export function numel(shape: readonly number[]): number {
 /** A tensor over `data` (zero-filled when absent); the length must match the shape. */
 export function tensor(shape: readonly number[], data?: Float32Array): Tensor {
   const n = numel(shape);
-  const d = data ?? new Float32Array(n);
+  const d = data ?? zeros(n);
   if (d.length !== n) throw new Error(`lasp model: data of length ${d.length} does not fit shape [${shape.join(',')}]`);
   return { shape: [...shape], data: d };
 }

@@ -19,6 +19,9 @@ type F32OrNull = Float32Array | null;
 export interface NativeAddon {
   info(): { isa: string; threads: number };
   addInto(dst: F32, src: F32): Promise<void>;
+  /** A Float32Array over a pooled block (contents unspecified); the block returns to the pool at GC. */
+  allocF32(n: number): F32;
+  poolStats(): { idleBytes: number; liveBytes: number; hits: number; misses: number; capBytes: number };
   fillRandom(out: F32, seed: number, offset: number, dist: 0 | 1, a: number, b: number): Promise<void>;
   laForward(
     kind: number,

@@ -5,7 +5,7 @@
 //   o = attention kernel (identity feature map), per-head RMSNorm over dv, y = o W_o.
 // The kernel call goes through Backend.attention, which the sequence-parallel version replaces.
 import { reshape, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../backend.js';
-import type { AttentionSpec, BackwardResult, Kind } from '../../native/kernels.js';
+import { output, type AttentionSpec, type BackwardResult, type Kind } from '../../native/kernels.js';
 import type { Param, ParamStore } from '../params.js';
 import { Linear, type LinearCache } from './linear.js';
 import { RmsNorm, type RmsNormCache } from './rms-norm.js';
@@ -139,7 +139,7 @@ export class Attention {
     }
     const r = await this.be.attention(specs, this.cfg.layer ?? 0);
     cache.ctx = r.ctx;
-    const o = r.o.length === 1 ? r.o[0]! : new Float32Array(rows * H * dv);
+    const o = r.o.length === 1 ? r.o[0]! : output(rows * H * dv);
     if (r.o.length > 1) for (const [b, ob] of r.o.entries()) o.set(ob, b * T * H * dv);
     let oh: Tensor = { shape: [rows * H, dv], data: o };
     if (this.norm) oh = await this.norm.forward(oh, cache.norm);
@@ -164,7 +164,7 @@ export class Attention {
         return p;
       });
       if (parts.length === 1) return parts[0]!;
-      const out = new Float32Array(rows * width);
+      const out = output(rows * width);
       for (const [b, p] of parts.entries()) out.set(p, b * T * width);
       return out;
     };

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "buffer_pool.h"
 #include "gemm.h"
 #include "linear_attention.h"
 #include "model_ops.h"
@@ -623,7 +624,57 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// allocF32(n): a Float32Array of n elements (contents unspecified) over a pooled block that
+// returns to the pool when the array is garbage-collected (buffer_pool.h).
+Napi::Value AllocF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "lasp kernels: allocF32: n must be a number").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= static_cast<double>(kMaxDim) && d == std::floor(d))) {
+    Napi::RangeError::New(env, "lasp kernels: allocF32: n must be an integer in [0, " + std::to_string(kMaxDim) + "]")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t n = static_cast<size_t>(d), bytes = n * sizeof(float);
+  void* p = lasp::pool_take(bytes);
+  if (!p) {
+    Napi::Error::New(env, "lasp kernels: allocF32: out of memory allocating " + std::to_string(bytes) + " bytes")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // Counted as external memory, so that V8 collects dropped arrays (returning their blocks) at the
+  // pace they are allocated rather than by the small size of the array objects.
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
+  auto ab = Napi::ArrayBuffer::New(
+      env, p, bytes,
+      [](Napi::Env e, void* data, size_t* hint) {
+        Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(*hint));
+        lasp::pool_give(data, *hint);
+        delete hint;
+      },
+      new size_t(bytes));
+  return Napi::Float32Array::New(env, n, ab, 0);
+}
+
+// poolStats(): {idleBytes, liveBytes, hits, misses, capBytes}
+Napi::Value PoolStatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const lasp::PoolStats s = lasp::pool_stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("idleBytes", Napi::Number::New(env, static_cast<double>(s.idle_bytes)));
+  o.Set("liveBytes", Napi::Number::New(env, static_cast<double>(s.live_bytes)));
+  o.Set("hits", Napi::Number::New(env, static_cast<double>(s.hits)));
+  o.Set("misses", Napi::Number::New(env, static_cast<double>(s.misses)));
+  o.Set("capBytes", Napi::Number::New(env, static_cast<double>(s.cap_bytes)));
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("allocF32", Napi::Function::New(env, AllocF32));
+  exports.Set("poolStats", Napi::Function::New(env, PoolStatsJs));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("laForward", Napi::Function::New(env, LaForward));
   exports.Set("laBackward", Napi::Function::New(env, LaBackward));

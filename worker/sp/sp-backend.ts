@@ -3,7 +3,7 @@
 // forward, one of state gradients backward, per layer and sequence). The model code is unchanged:
 // it calls Backend.attention on its block, and this backend makes the collective calls.
 import { convSpec, cpuBackend, dims2, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../../model/backend.js';
-import { kernels, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
+import { kernels, output, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
 import { ops } from '../../native/ops.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { pack, unpack } from './wire.js';
@@ -138,7 +138,7 @@ function lastRows(x: Float32Array, B: number, T: number, C: number, h: number): 
 }
 
 function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  const out = output(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {
     out.set(p, o);

@@ -1,5 +1,6 @@
 // Float32 tensors on the wire: little-endian bytes, row-major (DESIGN.md §1). Several tensors
 // of known lengths travel as one message, back to back.
+import { output } from '../../native/kernels.js';
 import { bytesF32, f32Bytes } from '../tensor-bytes.js';
 
 export { bytesF32, f32Bytes };
@@ -7,7 +8,7 @@ export { bytesF32, f32Bytes };
 /** Concatenates tensors into one message. */
 export function pack(parts: Float32Array[]): Uint8Array {
   const n = parts.reduce((s, p) => s + p.length, 0);
-  const out = new Float32Array(n);
+  const out = output(n);
   let o = 0;
   for (const p of parts) {
     out.set(p, o);
