@@ -15,6 +15,8 @@ export interface LocalClusterOptions {
   threadsPerWorker?: number;
   /** Extra environment for the workers (on top of this process's). Default none. */
   env?: Record<string, string>;
+  /** Node.js options for the worker processes (e.g. --cpu-prof, --inspect). Default: LASP_WORKER_NODE_OPTIONS split on spaces, else none. */
+  execArgv?: string[];
   /** Copy the workers' log lines, prefixed "[w<index>]", to this process's stderr. Default false. */
   verbose?: boolean;
   /** Coordinator heartbeat interval. Default 2000 ms. */
@@ -120,7 +122,8 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
 function spawnWorker(index: number, entry: string, coordinator: string, threads: number, opts: LocalClusterOptions): LocalWorker {
   const id = `local-${index}`;
   const args = [entry, '--coordinator', coordinator, '--id', id, '--threads', String(threads), '--exit-with-stdin'];
-  const child = spawn(process.execPath, args, {
+  const execArgv = opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== '');
+  const child = spawn(process.execPath, [...execArgv, ...args], {
     env: { ...process.env, ...opts.env, LASP_THREADS: String(threads) },
     stdio: ['pipe', 'pipe', 'pipe'],
   });

@@ -2,7 +2,7 @@
 // Tensors are plain row-major Float32Arrays with a shape; `cpuBackend` runs every op through the
 // native addon (off the JavaScript thread). A CUDA backend
 // implements the same interface with device buffers behind `data`.
-import { kernels, zeros, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
+import { kernels, output, zeros, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
 import { ops, type ShortConvSpec } from '../native/ops.js';
 
 export interface Tensor {
@@ -126,7 +126,8 @@ export const cpuBackend: Backend = {
     return tensor([M, N], C);
   },
   async add(a, b) {
-    const out = a.data.slice();
+    const out = output(a.data.length);
+    out.set(a.data);
     await kernels.addInto(out, b.data);
     return tensor(a.shape, out);
   },

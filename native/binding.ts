@@ -21,6 +21,8 @@ export interface NativeAddon {
   addInto(dst: F32, src: F32): Promise<void>;
   /** A Float32Array over a pooled block (contents unspecified); the block returns to the pool at GC. */
   allocF32(n: number): F32;
+  /** Detaches a pooled array's buffer now (its block returns to the pool). */
+  releaseF32(a: F32): void;
   poolStats(): { idleBytes: number; liveBytes: number; hits: number; misses: number; capBytes: number };
   fillRandom(out: F32, seed: number, offset: number, dist: 0 | 1, a: number, b: number): Promise<void>;
   laForward(

@@ -1,6 +1,7 @@
 // The typed, validated facade over the native kernels. Every entry point checks its arguments
 // (names the argument, the expected value and what arrived) before any native code runs, then
 // runs the kernel off the JavaScript thread and resolves with freshly allocated outputs.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { addon, KIND_CODES } from './binding.js';
 
 /** The linear-attention families of DESIGN.md §2. */
@@ -95,7 +96,29 @@ const MAX_DIM = 1 << 30;
  * costs ~3 µs per KiB to first touch on this VM (a 50 MB output: ~150 ms against ~2 ms).
  */
 export function output(n: number): Float32Array {
-  return addon().allocF32(n);
+  const a = addon().allocF32(n);
+  scopes.getStore()?.push(a);
+  return a;
+}
+
+const scopes = new AsyncLocalStorage<Float32Array[]>();
+
+/**
+ * Runs `fn`, then hands every output allocated inside it (in its async context) back to the pool
+ * at once, instead of waiting for garbage collection: V8 counts pooled blocks as external memory,
+ * and left to the collector a training step's hundreds of megabytes of activations forced several
+ * full collections per step (a quarter of a worker's time). Only for work whose outputs are all
+ * dead at the end (a training step: activations and gradients, with the gradients summed into the
+ * parameter store); an array used after its scope has length 0.
+ */
+export async function withOutputScope<T>(fn: () => Promise<T>): Promise<T> {
+  const list: Float32Array[] = [];
+  try {
+    return await scopes.run(list, fn);
+  } finally {
+    const release = addon().releaseF32;
+    for (const a of list) release(a);
+  }
 }
 
 /** A zero-filled pooled Float32Array (for accumulators). */
@@ -554,7 +577,8 @@ async function gemm(args: GemmArgs): Promise<Float32Array> {
   if (!Number.isFinite(beta)) fail(`beta must be finite, got ${beta}`);
   const A = checkArray('A', args.A, M * K, ta ? '[K,M]' : '[M,K]');
   const B = checkArray('B', args.B, K * N, tb ? '[N,K]' : '[K,N]');
-  const C = args.C === undefined ? new Float32Array(M * N) : checkArray('C', args.C, M * N, '[M,N]');
+  // With beta = 0 and K > 0 the kernel writes every element of C without reading it.
+  const C = args.C === undefined ? (beta === 0 && K > 0 ? output(M * N) : zeros(M * N)) : checkArray('C', args.C, M * N, '[M,N]');
   await addon().gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N, args.multiThreaded ?? true);
   return C;
 }

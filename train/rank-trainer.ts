@@ -5,6 +5,7 @@
 //   scale by 1 / (targets of the whole batch), clip by the global norm, AdamW.
 // Every rank ends the step with bit-identical weights (the AllReduce hands every rank the same
 // sums), so rank 0 alone writes checkpoints and every rank can resume from one.
+import { withOutputScope } from '../native/kernels.js';
 import { ops } from '../native/ops.js';
 import { Model, type ModelConfig } from '../model/model.js';
 import type { Communicator } from '../worker/collectives/communicator.js';
@@ -140,8 +141,12 @@ export class RankTrainer {
     this.sp.step = s;
     this.sp.phase = '';
     P.zeroGrads();
-    const fwd = await this.model.forward({ inputs, targets, sequences: B }, { scale: 1 });
-    await this.model.backward(fwd.cache);
+    // Every activation and intermediate gradient of the step goes back to the pool at its end.
+    const fwd = await withOutputScope(async () => {
+      const f = await this.model.forward({ inputs, targets, sequences: B }, { scale: 1 });
+      await this.model.backward(f.cache);
+      return { lossSum: f.lossSum, count: f.count };
+    });
     const c0 = performance.now();
     const [lossSum, count] = (await this.sumOverRanks(s, 'loss', [fwd.lossSum, fwd.count])) as [number, number];
     await this.comm.allReduceSum({ step: s, layer: 0, op: 'grad.allreduce' }, P.grads);
@@ -191,7 +196,7 @@ export class RankTrainer {
       const { inputs, targets } = await this.batch(this.evalSource, first, n);
       this.sp.step = this.step;
       this.sp.phase = `eval${pass}.${i}`;
-      const r = await this.model.forward({ inputs, targets, sequences: n }, { scale: 1, predict });
+      const r = await withOutputScope(() => this.model.forward({ inputs, targets, sequences: n }, { scale: 1, predict }));
       lossSum += r.lossSum;
       count += r.count;
       if (r.predictions) for (let j = 0; j < targets.length; j++) if (targets[j]! >= 0 && r.predictions[j] === targets[j]) correct++;

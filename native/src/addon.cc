@@ -645,18 +645,27 @@ Napi::Value AllocF32(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  // Counted as external memory, so that V8 collects dropped arrays (returning their blocks) at the
-  // pace they are allocated rather than by the small size of the array objects.
-  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
   auto ab = Napi::ArrayBuffer::New(
       env, p, bytes,
-      [](Napi::Env e, void* data, size_t* hint) {
-        Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(*hint));
+      [](Napi::Env, void* data, size_t* hint) {
         lasp::pool_give(data, *hint);
         delete hint;
       },
       new size_t(bytes));
   return Napi::Float32Array::New(env, n, ab, 0);
+}
+
+// releaseF32(array): detaches the array's buffer now, so its block returns to the pool without
+// waiting for a garbage collection; every view of it then has length 0.
+Napi::Value ReleaseF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "lasp kernels: releaseF32: expected a Float32Array").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::ArrayBuffer ab = info[0].As<Napi::TypedArray>().ArrayBuffer();
+  if (!ab.IsDetached()) ab.Detach();
+  return env.Undefined();
 }
 
 // poolStats(): {idleBytes, liveBytes, hits, misses, capBytes}
@@ -675,6 +684,7 @@ Napi::Value PoolStatsJs(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocF32", Napi::Function::New(env, AllocF32));
   exports.Set("poolStats", Napi::Function::New(env, PoolStatsJs));
+  exports.Set("releaseF32", Napi::Function::New(env, ReleaseF32));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("laForward", Napi::Function::New(env, LaForward));
   exports.Set("laBackward", Napi::Function::New(env, LaBackward));
