@@ -36,13 +36,21 @@ export interface TrainEvents {
   log?(message: string): void;
 }
 
+/** What the driver needs from a cluster: a local one (cluster/local-cluster.ts) or the coordinator of a service. */
+export interface GroupRunner {
+  /** A group of exactly `world` workers for `jobId`. */
+  formGroup(jobId: string, world: number): Promise<Group>;
+  runTask(group: Group, type: string, config: unknown, opts?: { timeoutMs?: number }): Promise<TaskReply[]>;
+  releaseGroup(group: Group): Promise<void>;
+}
+
 export interface RunTrainingOptions {
   /** Continue from the newest valid checkpoint in config.checkpoint.dir. Default false. */
   resume?: boolean;
   /** On resume, take training.steps from the checkpoint's config or from `config`. Default "config". */
   resumeSteps?: 'config' | 'checkpoint';
-  /** Use this cluster (its workers must number at least cluster.workers) instead of starting one. Default: start one. */
-  cluster?: LocalCluster;
+  /** Run on these workers (at least cluster.workers of them) instead of starting a local cluster. Default: start one. */
+  cluster?: GroupRunner;
   events?: TrainEvents;
   /** Stops the run after the current step (a checkpoint is written). Default none. */
   signal?: AbortSignal;
@@ -104,13 +112,14 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
     config = mergeResumeConfig(found.checkpoint.header.config, config, opts.resumeSteps);
   }
   await mkdir(dir, { recursive: true });
-  const cluster =
-    opts.cluster ??
-    (await startLocalCluster({
-      workers: config.cluster.workers,
-      ...(config.cluster.threadsPerWorker ? { threadsPerWorker: config.cluster.threadsPerWorker } : {}),
-      verbose: opts.verbose ?? false,
-    }));
+  const local: LocalCluster | undefined = opts.cluster
+    ? undefined
+    : await startLocalCluster({
+        workers: config.cluster.workers,
+        ...(config.cluster.threadsPerWorker ? { threadsPerWorker: config.cluster.threadsPerWorker } : {}),
+        verbose: opts.verbose ?? false,
+      });
+  const cluster: GroupRunner = opts.cluster ?? local!;
   const jobId = opts.jobId ?? `train-${process.pid}-${Date.now()}`;
   let group: Group | undefined;
   let metrics: MetricsLog | undefined;
@@ -222,6 +231,6 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
       await cluster.runTask(group, 'train.stop', {}).catch(() => {});
       await cluster.releaseGroup(group).catch(() => {});
     }
-    if (!opts.cluster) await cluster.stop();
+    await local?.stop();
   }
 }

@@ -1,0 +1,356 @@
+// The coordinator's job service: training jobs in a BullMQ queue on Redis, run on groups of the
+// coordinator's workers.
+//
+// - submit: the config is validated (train/config.ts) before anything is queued; the job's
+//   checkpoint directory is <dataDir>/jobs/<id> and, unless the config sets it, a checkpoint is
+//   written every 50 steps, so an interrupted job continues from its last checkpoint.
+// - A BullMQ Worker in this process takes jobs at once (high concurrency); each then waits in the
+//   allocation queue below until enough workers are free. Waiting jobs get workers strictly by
+//   priority (higher first), then by submission time; the head of the line is never overtaken.
+// - Progress (phase, step, loss, tokens/s, ETA) goes to job.updateProgress; every step's
+//   {step, loss, tokensPerSec} to a Redis hash per job (a re-run step overwrites its entry).
+// - Cancel: a running job gets an abort signal (BullMQ cancelJob) and stops after the current
+//   step, releasing its workers; a job not picked up yet is marked, and fails as cancelled when it
+//   is. Cancelled jobs are failed BullMQ jobs with the reason "cancelled", never retried.
+// - A coordinator that dies mid-job leaves the job's lock to expire; the next coordinator's stalled
+//   check puts it back in the queue and it resumes from its checkpoint (restarts counts these).
+// Nothing here blocks the event loop: the training steps run in the worker processes, and this
+// process only awaits their RunTask replies, so BullMQ lock renewal and heartbeats keep flowing.
+import { join } from 'node:path';
+import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import { parseTrainConfig, type TrainConfig } from '../train/config.js';
+import { runTraining, type GroupRunner } from '../train/driver.js';
+import type { Coordinator } from './coordinator.js';
+import type { Group } from './rendezvous.js';
+import type { JobProgress, JobService, JobState, JobView, MetricPoint, SubmitOptions, WorkerView } from './job-types.js';
+
+export interface JobServiceOptions {
+  /** redis://host:port[/db]. */
+  redisUrl: string;
+  /** Where job checkpoints and metrics files go (<dataDir>/jobs/<id>). */
+  dataDir: string;
+  /** BullMQ queue name. Default "lasp-jobs". */
+  queueName?: string;
+  /** Jobs this coordinator runs at once (most wait for workers). Default 64. */
+  concurrency?: number;
+  /** BullMQ lock duration: how long after a coordinator dies its jobs are taken up again. Default 30000 ms. */
+  lockDurationMs?: number;
+  /** How often stalled jobs are looked for. Default 15000 ms. */
+  stalledIntervalMs?: number;
+  /** Checkpoint interval of jobs whose config does not set checkpoint.every. Default 50. */
+  defaultCheckpointEvery?: number;
+  log?: (line: string) => void;
+}
+
+interface JobData {
+  config: TrainConfig;
+  /** Higher runs first (the user's value; BullMQ's priority is derived from it). */
+  priority: number;
+  submittedAt: number;
+}
+
+const PRIORITY_BASE = 1_000_000;
+const CANCELLED = 'cancelled';
+
+function emptyProgress(steps: number): JobProgress {
+  return { phase: 'queued', step: 0, steps, loss: null, tokensPerSec: null, etaSeconds: null, workers: [] };
+}
+
+/** Waiting jobs get workers in order: priority (higher first), then submission time. */
+class Allocation {
+  private readonly waiting: { id: string; priority: number; at: number; world: number; wake: () => void }[] = [];
+
+  constructor(private readonly free: () => number) {}
+
+  /** Resolves when `world` workers are free and this job is first in line; rejects on abort. */
+  async acquire(id: string, priority: number, at: number, world: number, signal: AbortSignal, onWait: () => void): Promise<void> {
+    const entry = { id, priority, at, world, wake: () => {} };
+    this.waiting.push(entry);
+    this.waiting.sort((a, b) => b.priority - a.priority || a.at - b.at);
+    try {
+      let announced = false;
+      for (;;) {
+        if (signal.aborted) throw new Error(CANCELLED);
+        if (this.waiting[0] === entry && this.free() >= world) return;
+        if (!announced) {
+          announced = true;
+          onWait();
+        }
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 250);
+          entry.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          signal.addEventListener('abort', entry.wake, { once: true });
+        });
+      }
+    } finally {
+      const i = this.waiting.indexOf(entry);
+      if (i >= 0) this.waiting.splice(i, 1);
+      this.poke();
+    }
+  }
+
+  /** Something changed (workers freed, a job left the line). */
+  poke(): void {
+    for (const w of this.waiting) w.wake();
+  }
+}
+
+export class BullJobService implements JobService {
+  private readonly queue: Queue<JobData>;
+  private readonly worker: Worker<JobData>;
+  private readonly redis: Redis;
+  private readonly allocation: Allocation;
+  private readonly log: (line: string) => void;
+  private readonly keyPrefix: string;
+
+  private constructor(
+    private readonly coordinator: Coordinator,
+    private readonly opts: JobServiceOptions,
+  ) {
+    this.log = opts.log ?? (() => {});
+    const name = opts.queueName ?? 'lasp-jobs';
+    this.keyPrefix = `lasp:${name}`;
+    const connection: ConnectionOptions = { url: opts.redisUrl, maxRetriesPerRequest: null } as ConnectionOptions;
+    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: false });
+    this.queue = new Queue<JobData>(name, { connection });
+    this.allocation = new Allocation(() => this.coordinator.registry.available().length);
+    this.worker = new Worker<JobData>(name, (job, _token, signal) => this.process(job, signal), {
+      connection,
+      concurrency: opts.concurrency ?? 64,
+      lockDuration: opts.lockDurationMs ?? 30_000,
+      stalledInterval: opts.stalledIntervalMs ?? 15_000,
+      maxStalledCount: 100,
+      autorun: true,
+    });
+    this.worker.on('error', (err) => this.log(`job queue: ${err.message}`));
+    this.worker.on('failed', (job, err) => job && this.log(`job ${job.id} failed: ${err.message}`));
+    this.worker.on('completed', (job) => this.log(`job ${job.id} completed`));
+  }
+
+  static async start(coordinator: Coordinator, opts: JobServiceOptions): Promise<BullJobService> {
+    const s = new BullJobService(coordinator, opts);
+    await Promise.all([s.queue.waitUntilReady(), s.worker.waitUntilReady()]);
+    return s;
+  }
+
+  async close(): Promise<void> {
+    await this.worker.close(true).catch(() => {});
+    await this.queue.close().catch(() => {});
+    this.redis.disconnect();
+  }
+
+  private metricsKey(id: string): string {
+    return `${this.keyPrefix}:metrics:${id}`;
+  }
+
+  private cancelKey(id: string): string {
+    return `${this.keyPrefix}:cancel:${id}`;
+  }
+
+  async submit(raw: unknown, opts: SubmitOptions = {}): Promise<JobView> {
+    const priority = opts.priority ?? 0;
+    if (!Number.isInteger(priority) || priority < -999_999 || priority > 999_999)
+      throw new RangeError(`priority must be an integer in [-999999, 999999], got ${JSON.stringify(opts.priority)}`);
+    const attempts = opts.attempts ?? 3;
+    if (!Number.isInteger(attempts) || attempts < 1 || attempts > 100)
+      throw new RangeError(`attempts must be an integer in [1, 100], got ${JSON.stringify(opts.attempts)}`);
+    const config = parseTrainConfig(raw); // throws ConfigErrors naming every bad field
+    const ck = (raw as { checkpoint?: { every?: unknown } } | null)?.checkpoint;
+    if (ck?.every === undefined) config.checkpoint.every = this.opts.defaultCheckpointEvery ?? 50;
+    const data: JobData = { config, priority, submittedAt: Date.now() };
+    const job = await this.queue.add('train', data, {
+      priority: PRIORITY_BASE - priority,
+      attempts,
+      backoff: { type: 'exponential', delay: 1000 },
+      removeOnComplete: false,
+      removeOnFail: false,
+    });
+    await job.updateProgress(emptyProgress(config.training.steps));
+    this.log(`job ${job.id} queued (${config.cluster.workers} workers, ${config.training.steps} steps, priority ${priority})`);
+    return (await this.get(job.id!))!;
+  }
+
+  private async process(job: Job<JobData>, signal: AbortSignal | undefined): Promise<unknown> {
+    const id = job.id!;
+    const ctl = new AbortController();
+    signal?.addEventListener('abort', () => ctl.abort(signal.reason), { once: true });
+    if (await this.redis.exists(this.cancelKey(id))) throw new UnrecoverableError(CANCELLED);
+    const poll = setInterval(() => {
+      this.redis.exists(this.cancelKey(id)).then(
+        (n) => n && ctl.abort(CANCELLED),
+        () => {},
+      );
+    }, 500);
+    const cfg: TrainConfig = {
+      ...job.data.config,
+      checkpoint: { ...job.data.config.checkpoint, dir: join(this.opts.dataDir, 'jobs', id) },
+    };
+    const steps = cfg.training.steps;
+    let progress: JobProgress = { ...emptyProgress(steps), ...((job.progress as Partial<JobProgress>) ?? {}), phase: 'queued' };
+    const setProgress = (p: Partial<JobProgress>) => {
+      progress = { ...progress, ...p };
+      return job.updateProgress(progress).catch(() => {});
+    };
+    const runner: GroupRunner = {
+      formGroup: async (jobId, world) => {
+        await this.allocation.acquire(id, job.data.priority, job.data.submittedAt, world, ctl.signal, () => {
+          void setProgress({ phase: 'waiting-for-workers' });
+        });
+        const g = await this.coordinator.formGroup(jobId, { min: world, max: world });
+        await setProgress({ phase: 'running', workers: g.members.map((m) => m.workerId) });
+        return g;
+      },
+      runTask: (g: Group, type, config, o) => this.coordinator.runTask(g, type, config, o),
+      releaseGroup: async (g: Group) => {
+        await this.coordinator.releaseGroup(g);
+        this.allocation.poke();
+      },
+    };
+    const fs = await import('node:fs/promises');
+    const resume = await fs
+      .readdir(cfg.checkpoint.dir)
+      .then((f) => f.some((x) => x.endsWith('.lasp')))
+      .catch(() => false);
+    const recent: { t: number; step: number }[] = [];
+    try {
+      const summary = await runTraining(cfg, {
+        cluster: runner,
+        jobId: `job-${id}`,
+        resume,
+        resumeSteps: 'config',
+        signal: ctl.signal,
+        events: {
+          start: (e) => {
+            if (e.resumedFrom) this.log(`job ${id}: resuming from ${e.resumedFrom} (step ${e.startStep})`);
+          },
+          step: (e) => {
+            const point: MetricPoint = { step: e.step, loss: e.loss, tokensPerSec: e.tokensPerSec };
+            void this.redis.hset(this.metricsKey(id), String(e.step), JSON.stringify(point)).catch(() => {});
+            recent.push({ t: performance.now(), step: e.step });
+            if (recent.length > 20) recent.shift();
+            const first = recent[0]!;
+            const rate = recent.length > 1 ? (e.step - first.step) / ((performance.now() - first.t) / 1000) : 1000 / e.wallMs;
+            void setProgress({
+              step: e.step,
+              loss: e.loss,
+              tokensPerSec: e.tokensPerSec,
+              etaSeconds: rate > 0 ? (steps - e.step) / rate : null,
+            });
+          },
+          log: (m) => this.log(`job ${id}: ${m}`),
+        },
+      });
+      if (summary.stoppedEarly) throw new UnrecoverableError(CANCELLED);
+      await setProgress({ phase: 'done', etaSeconds: 0 });
+      return summary;
+    } catch (err) {
+      if (ctl.signal.aborted) throw new UnrecoverableError(CANCELLED);
+      throw err;
+    } finally {
+      clearInterval(poll);
+    }
+  }
+
+  private async view(job: Job<JobData>, withMetrics: boolean): Promise<JobView> {
+    const id = job.id!;
+    const bull = await job.getState();
+    const cancelled = (await this.redis.exists(this.cancelKey(id))) > 0;
+    let state: JobState;
+    const p = { ...emptyProgress(job.data.config.training.steps), ...((job.progress as Partial<JobProgress>) ?? {}) };
+    if (bull === 'completed') state = 'completed';
+    else if (bull === 'failed') state = job.failedReason === CANCELLED ? 'cancelled' : 'failed';
+    else if (cancelled && bull !== 'active') state = 'cancelled';
+    else if (bull === 'active') state = p.phase === 'running' || p.phase === 'done' ? 'active' : 'waiting';
+    else state = 'waiting';
+    let metrics: MetricPoint[] = [];
+    if (withMetrics) {
+      const h = await this.redis.hgetall(this.metricsKey(id));
+      metrics = Object.values(h)
+        .map((s) => JSON.parse(s) as MetricPoint)
+        .sort((a, b) => a.step - b.step);
+    }
+    return {
+      id,
+      state,
+      priority: job.data.priority,
+      createdAt: new Date(job.timestamp).toISOString(),
+      startedAt: job.processedOn ? new Date(job.processedOn).toISOString() : null,
+      finishedAt: job.finishedOn ? new Date(job.finishedOn).toISOString() : null,
+      progress: p,
+      restarts: job.stalledCounter + Math.max(0, job.attemptsStarted - 1),
+      attemptsMade: job.attemptsMade,
+      attempts: job.opts.attempts ?? 1,
+      metrics,
+      result: job.returnvalue ?? null,
+      failedReason: job.failedReason ?? null,
+      config: job.data.config,
+    };
+  }
+
+  async get(id: string): Promise<JobView | undefined> {
+    const job = await Job.fromId<JobData>(this.queue, id);
+    return job ? this.view(job, true) : undefined;
+  }
+
+  async list(opts: { state?: JobState; limit?: number } = {}): Promise<JobView[]> {
+    const limit = opts.limit ?? 100;
+    const jobs = await this.queue.getJobs(['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'], 0, -1, false);
+    jobs.sort((a, b) => b.timestamp - a.timestamp || Number(b.id) - Number(a.id));
+    const out: JobView[] = [];
+    for (const j of jobs) {
+      if (!j) continue;
+      const v = await this.view(j, false);
+      if (!opts.state || v.state === opts.state) out.push(v);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  async cancel(id: string): Promise<JobView | undefined> {
+    const job = await Job.fromId<JobData>(this.queue, id);
+    if (!job) return undefined;
+    const state = await job.getState();
+    if (state !== 'completed' && state !== 'failed') {
+      await this.redis.set(this.cancelKey(id), '1');
+      this.worker.cancelJob(id, CANCELLED);
+      if (state === 'waiting' || state === 'prioritized' || state === 'delayed') {
+        // Not picked up yet: leave it marked (the view says cancelled, the processor refuses it).
+        this.log(`job ${id} cancelled while queued`);
+      } else this.log(`job ${id} cancelled while running`);
+    }
+    return (await this.get(id))!;
+  }
+
+  workers(): WorkerView[] {
+    return this.coordinator.registry.list().map((w) => ({
+      id: w.id,
+      state: w.state,
+      pid: w.pid,
+      host: w.host,
+      address: w.address,
+      device: w.device,
+      threads: w.threads,
+      lastHeartbeat: new Date(w.lastHeartbeat).toISOString(),
+      job: w.job ?? null,
+      rank: w.rank ?? null,
+    }));
+  }
+
+  async health(): Promise<{ ok: boolean; redis: boolean; workers: { idle: number; busy: number; dead: number } }> {
+    const redis = await this.redis.ping().then(
+      (r) => r === 'PONG',
+      () => false,
+    );
+    const workers = { idle: 0, busy: 0, dead: 0 };
+    for (const w of this.coordinator.registry.list()) {
+      if (w.state === 'idle') workers.idle++;
+      else if (w.state === 'busy') workers.busy++;
+      else workers.dead++;
+    }
+    return { ok: redis, redis, workers };
+  }
+}
