@@ -6,9 +6,11 @@ import { printKernelBench, runKernelBench } from '../bench/kernels.js';
 import { registerSpBench } from '../bench/sp.js';
 import { registerCollectivesBench } from '../bench/collectives.js';
 import { registerTrainBench } from '../bench/train.js';
+import { registerApiBench } from '../bench/api.js';
 import { registerCoordinatorCommand } from '../coordinator/cli.js';
 import { registerWorkerCommand } from '../worker/cli.js';
 import { registerTrainCommand } from './train.js';
+import { registerJobCommands } from './jobs.js';
 
 const program = new Command();
 program.name('lasp').description('Sequence-parallel training of linear-attention models').showHelpAfterError();
@@ -32,9 +34,11 @@ bench
 registerSpBench(bench);
 registerCollectivesBench(bench);
 registerTrainBench(bench);
+registerApiBench(bench);
 registerCoordinatorCommand(program);
 registerWorkerCommand(program);
 registerTrainCommand(program);
+registerJobCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`lasp: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -68,6 +68,8 @@ class Allocation {
     const entry = { id, priority, at, world, wake: () => {} };
     this.waiting.push(entry);
     this.waiting.sort((a, b) => b.priority - a.priority || a.at - b.at);
+    const onAbort = () => entry.wake();
+    signal.addEventListener('abort', onAbort, { once: true });
     try {
       let announced = false;
       for (;;) {
@@ -83,10 +85,10 @@ class Allocation {
             clearTimeout(t);
             resolve();
           };
-          signal.addEventListener('abort', entry.wake, { once: true });
         });
       }
     } finally {
+      signal.removeEventListener('abort', onAbort);
       const i = this.waiting.indexOf(entry);
       if (i >= 0) this.waiting.splice(i, 1);
       this.poke();
@@ -116,6 +118,7 @@ export class BullJobService implements JobService {
     this.keyPrefix = `lasp:${name}`;
     const connection: ConnectionOptions = { url: opts.redisUrl, maxRetriesPerRequest: null } as ConnectionOptions;
     this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 3, lazyConnect: false });
+    this.redis.on('error', (err: Error) => this.log(`redis: ${err.message}`));
     this.queue = new Queue<JobData>(name, { connection });
     this.allocation = new Allocation(() => this.coordinator.registry.available().length);
     this.worker = new Worker<JobData>(name, (job, _token, signal) => this.process(job, signal), {
@@ -244,11 +247,17 @@ export class BullJobService implements JobService {
           log: (m) => this.log(`job ${id}: ${m}`),
         },
       });
-      if (summary.stoppedEarly) throw new UnrecoverableError(CANCELLED);
+      if (summary.stoppedEarly) {
+        await setProgress({ phase: 'done', etaSeconds: null });
+        throw new UnrecoverableError(CANCELLED);
+      }
       await setProgress({ phase: 'done', etaSeconds: 0 });
-      return summary;
+      return { ...summary, losses: undefined }; // the per-step losses are in the metrics
     } catch (err) {
-      if (ctl.signal.aborted) throw new UnrecoverableError(CANCELLED);
+      if (ctl.signal.aborted) {
+        await setProgress({ phase: 'done', etaSeconds: null });
+        throw new UnrecoverableError(CANCELLED);
+      }
       throw err;
     } finally {
       clearInterval(poll);

@@ -1,5 +1,5 @@
-// A private redis-server for integration tests: REDIS_URL when set, else a fresh server on a free
-// port with no persistence, stopped (and its data gone) when the test file ends.
+// A private redis-server for tests and benchmarks: REDIS_URL when set, else a fresh server on a free
+// port with no persistence, stopped (and its data gone) by stop().
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
