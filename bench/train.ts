@@ -138,6 +138,8 @@ export interface MqarBenchOptions {
   batchSize: number;
   lr: number;
   seed: number;
+  /** Short convolution size on q/k/v (0: none). */
+  conv: number;
 }
 
 export interface MqarBenchResult {
@@ -157,7 +159,7 @@ export async function runMqarBench(o: MqarBenchOptions, log: (s: string) => void
   let reached: MqarBenchResult['reached'] = null;
   await withTempDir(async (dir) => {
     const cfg = parseTrainConfig({
-      model: { kind: o.kind },
+      model: { kind: o.kind, conv: o.conv },
       data: { type: 'mqar', seqLen: o.seqLen, vocabSize: 64, numKvPairs: o.pairs, seed: 1 },
       training: { steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, evalEvery: o.evalEvery, evalSequences: 128 },
       cluster: { workers: o.workers },
@@ -222,13 +224,14 @@ export function registerTrainBench(bench: Command): void {
     .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'), 32)
     .option('--lr <x>', 'peak learning rate', (v: string) => Number(v), 1e-2)
     .option('--seed <S>', 'weights seed', (v: string) => Number(v), 0)
+    .option('--conv <K>', 'short convolution size on q/k/v (0: none)', (v: string) => Number(v), 4)
     .option('--json', 'print one JSON object')
     .action(async (o: MqarBenchOptions & { json?: boolean }) => {
       const r = await runMqarBench(o, (s) => process.stderr.write(`${s}\n`));
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else {
         process.stdout.write(
-          `MQAR ${o.pairs} pairs in ${o.seqLen} tokens (vocab 64), ${o.kind}, ${r.parameters.toLocaleString('en-US')} parameters, W=${o.workers}, batch ${o.batchSize}, lr ${o.lr}\n`,
+          `MQAR ${o.pairs} pairs in ${o.seqLen} tokens (vocab 64), ${o.kind}, conv ${o.conv}, ${r.parameters.toLocaleString('en-US')} parameters, W=${o.workers}, batch ${o.batchSize}, lr ${o.lr}\n`,
         );
         process.stdout.write(
           formatTable(

@@ -5,13 +5,12 @@
 // `lasp submit [job.json] [flags]` builds the job config like `lasp train` (the file, then the flags
 // on top) but sends it raw: the coordinator validates it and fills in the defaults. Paths in it
 // (data files, checkpoint.dir) are read by the coordinator and its workers, not here.
-import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { JOB_STATES, type JobState, type JobView, type MetricPoint, type WorkerView } from '../coordinator/job-types.js';
-import { DEFAULT_DATA } from '../train/config.js';
 import { formatDuration, formatRate } from '../train/progress.js';
 import { positiveInt } from './args.js';
+import { integer, jobConfigFromFlags, nonNegativeInt, positiveNumber, type JobConfigFlags, type Json } from './job-flags.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:7780';
 /** A request that takes longer than this fails (the server answers 503 after 30 s itself). */
@@ -19,24 +18,6 @@ const REQUEST_TIMEOUT_MS = 60_000;
 /** While following a job, the API may be unreachable this long (a coordinator restart) before giving up. */
 const UNREACHABLE_GRACE_MS = 60_000;
 const TERMINAL: readonly JobState[] = ['completed', 'failed', 'cancelled'];
-
-type Json = Record<string, unknown>;
-
-/** The flags of `lasp submit` that shape the job config (those of `lasp train`). */
-export interface JobConfigFlags {
-  workers?: number;
-  steps?: number;
-  seed?: number;
-  seqLen?: number;
-  kind?: string;
-  data?: string;
-  batchSize?: number;
-  lr?: number;
-  evalEvery?: number;
-  checkpointEvery?: number;
-  checkpointDir?: string;
-  threadsPerWorker?: number;
-}
 
 interface ApiFlags {
   api?: string;
@@ -52,94 +33,6 @@ interface SubmitFlags extends JobConfigFlags, ApiFlags {
 
 // ---------------------------------------------------------------------------------------------
 // Flag parsers and the job config
-
-function nonNegativeInt(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0)
-      throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
-
-function integer(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isInteger(n))
-      throw new InvalidArgumentError(`${flag} must be an integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
-
-function positiveNumber(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${flag} must be a positive number, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
-
-/** "mqar", "bytes:<file>" or "tokens:<file>" → a data section (as `lasp train --data`). */
-function dataFlag(value: string): Json {
-  if (value === 'mqar') return { type: 'mqar' };
-  const m = /^(bytes|tokens):(.+)$/.exec(value);
-  if (!m) throw new InvalidArgumentError(`--data must be mqar, bytes:<file> or tokens:<file>, got ${JSON.stringify(value)}`);
-  return { type: m[1], path: m[2] };
-}
-
-const section = (o: Json, name: string): Json => {
-  const s = o[name];
-  if (s === undefined) return (o[name] = {});
-  if (typeof s !== 'object' || s === null || Array.isArray(s)) return {}; // the server reports it
-  return s as Json;
-};
-
-/**
- * The raw job config: the file (if any), then the flags on top, merged as `lasp train` merges them
- * (--seq-len alone selects the default MQAR data; --kind replaces model.kinds). Not validated and no
- * defaults filled in: the coordinator does that.
- */
-export async function jobConfigFromFlags(file: string | undefined, f: JobConfigFlags): Promise<Json> {
-  let raw: Json = {};
-  if (file !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (e) {
-      throw new Error(`cannot read the job config ${file}: ${(e as Error).message}`);
-    }
-    try {
-      raw = JSON.parse(text) as Json;
-    } catch (e) {
-      throw new Error(`the job config ${file} is not valid JSON: ${(e as Error).message}`);
-    }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`the job config ${file} must hold a JSON object`);
-  }
-  if (f.data !== undefined) {
-    const d = dataFlag(f.data);
-    const old = raw.data as Json | undefined;
-    raw.data = old && old.type === d.type ? { ...old, ...d } : d;
-  }
-  if (f.seqLen !== undefined) {
-    if (raw.data === undefined) raw.data = { ...DEFAULT_DATA, seqLen: f.seqLen };
-    else section(raw, 'data').seqLen = f.seqLen;
-  }
-  if (f.kind !== undefined) {
-    const m = section(raw, 'model');
-    delete m.kinds;
-    m.kind = f.kind;
-  }
-  if (f.steps !== undefined) section(raw, 'training').steps = f.steps;
-  if (f.seed !== undefined) section(raw, 'training').seed = f.seed;
-  if (f.batchSize !== undefined) section(raw, 'training').batchSize = f.batchSize;
-  if (f.lr !== undefined) section(raw, 'training').lr = f.lr;
-  if (f.evalEvery !== undefined) section(raw, 'training').evalEvery = f.evalEvery;
-  if (f.workers !== undefined) section(raw, 'cluster').workers = f.workers;
-  if (f.threadsPerWorker !== undefined) section(raw, 'cluster').threadsPerWorker = f.threadsPerWorker;
-  if (f.checkpointEvery !== undefined) section(raw, 'checkpoint').every = f.checkpointEvery;
-  if (f.checkpointDir !== undefined) section(raw, 'checkpoint').dir = f.checkpointDir;
-  return raw;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The API client

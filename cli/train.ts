@@ -1,65 +1,20 @@
 // `lasp train`: a whole local cluster (coordinator + W worker processes on loopback, no Redis)
 // training a model with every sequence split between the workers. Defaults train a small
 // gated_delta model on multi-query associative recall in about a minute.
-import { readFile } from 'node:fs/promises';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { KINDS } from '../native/kernels.js';
 import { parseTrainConfig, tokensPerStep, type TrainConfig } from '../train/config.js';
 import { runTraining, type StepEvent, type TrainSummary } from '../train/driver.js';
 import { formatDuration, formatRate, ProgressBar } from '../train/progress.js';
 import { positiveInt } from './args.js';
+import { jobConfigFromFlags, nonNegativeInt, positiveNumber, type JobConfigFlags, type Json } from './job-flags.js';
 
-interface TrainFlags {
+interface TrainFlags extends JobConfigFlags {
   config?: string;
-  workers?: number;
-  steps?: number;
-  seed?: number;
-  seqLen?: number;
-  kind?: string;
-  data?: string;
-  batchSize?: number;
-  lr?: number;
-  checkpointEvery?: number;
-  checkpointDir?: string;
   resume?: boolean;
-  evalEvery?: number;
-  threadsPerWorker?: number;
   json?: boolean;
   verbose?: boolean;
 }
-
-function nonNegativeInt(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0)
-      throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
-
-function positiveNumber(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${flag} must be a positive number, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
-
-/** "mqar", "bytes:<file>" or "tokens:<file>" → a data section (other data fields come from the config file). */
-function dataFlag(value: string): Record<string, unknown> {
-  if (value === 'mqar') return { type: 'mqar' };
-  const m = /^(bytes|tokens):(.+)$/.exec(value);
-  if (!m) throw new InvalidArgumentError(`--data must be mqar, bytes:<file> or tokens:<file>, got ${JSON.stringify(value)}`);
-  return { type: m[1], path: m[2] };
-}
-
-type Json = Record<string, unknown>;
-const section = (o: Json, name: string): Json => {
-  const s = o[name];
-  if (s === undefined) return (o[name] = {});
-  if (typeof s !== 'object' || s === null || Array.isArray(s)) return {}; // parseTrainConfig reports it
-  return s as Json;
-};
 
 /** The job config: the file (if any), then the flags on top; validated with every default filled in. */
 export async function configFromFlags(f: TrainFlags): Promise<TrainConfig> {
@@ -67,44 +22,7 @@ export async function configFromFlags(f: TrainFlags): Promise<TrainConfig> {
 }
 
 async function rawConfigFromFlags(f: TrainFlags): Promise<{ config: TrainConfig; raw: Json }> {
-  let raw: Json = {};
-  if (f.config) {
-    let text: string;
-    try {
-      text = await readFile(f.config, 'utf8');
-    } catch (e) {
-      throw new Error(`--config: cannot read ${f.config}: ${(e as Error).message}`);
-    }
-    try {
-      raw = JSON.parse(text) as Json;
-    } catch (e) {
-      throw new Error(`--config: ${f.config} is not valid JSON: ${(e as Error).message}`);
-    }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`--config: ${f.config} must hold a JSON object`);
-  }
-  if (f.data !== undefined) {
-    const d = dataFlag(f.data);
-    const old = raw.data as Json | undefined;
-    raw.data = old && old.type === d.type ? { ...old, ...d } : d;
-  }
-  if (f.seqLen !== undefined) {
-    if (raw.data === undefined) raw.data = { type: 'mqar', seqLen: f.seqLen, vocabSize: 64, numKvPairs: 8, seed: 1 };
-    else section(raw, 'data').seqLen = f.seqLen;
-  }
-  if (f.kind !== undefined) {
-    const m = section(raw, 'model');
-    delete m.kinds;
-    m.kind = f.kind;
-  }
-  if (f.steps !== undefined) section(raw, 'training').steps = f.steps;
-  if (f.seed !== undefined) section(raw, 'training').seed = f.seed;
-  if (f.batchSize !== undefined) section(raw, 'training').batchSize = f.batchSize;
-  if (f.lr !== undefined) section(raw, 'training').lr = f.lr;
-  if (f.evalEvery !== undefined) section(raw, 'training').evalEvery = f.evalEvery;
-  if (f.workers !== undefined) section(raw, 'cluster').workers = f.workers;
-  if (f.threadsPerWorker !== undefined) section(raw, 'cluster').threadsPerWorker = f.threadsPerWorker;
-  if (f.checkpointEvery !== undefined) section(raw, 'checkpoint').every = f.checkpointEvery;
-  if (f.checkpointDir !== undefined) section(raw, 'checkpoint').dir = f.checkpointDir;
+  const raw = await jobConfigFromFlags(f.config, f);
   return { config: parseTrainConfig(raw), raw };
 }
 

@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { startHttpApi, type HttpApi } from '../coordinator/http-api.js';
 import type { JobService, JobState, JobView, MetricPoint, SubmitOptions, WorkerView } from '../coordinator/job-types.js';
 import { parseTrainConfig } from '../train/config.js';
-import { apiBase, formatJob, formatJobList, formatPoint, formatWorkers, jobConfigFromFlags } from '../cli/jobs.js';
+import { apiBase, formatJob, formatJobList, formatPoint, formatWorkers } from '../cli/jobs.js';
+import { jobConfigFromFlags } from '../cli/job-flags.js';
 import { waitUntil } from './helpers/control-wait.js';
 
 class MemoryJobService implements JobService {

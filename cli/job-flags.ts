@@ -1,0 +1,111 @@
+// The job-config flags shared by `lasp train` and `lasp submit`, their parsers, and how they are
+// merged over a config file (the file first, then the flags on top).
+import { readFile } from 'node:fs/promises';
+import { InvalidArgumentError } from 'commander';
+import { DEFAULT_DATA } from '../train/config.js';
+
+export type Json = Record<string, unknown>;
+
+/** The flags that shape a job config (`lasp train` and `lasp submit`). */
+export interface JobConfigFlags {
+  workers?: number;
+  steps?: number;
+  seed?: number;
+  seqLen?: number;
+  kind?: string;
+  data?: string;
+  batchSize?: number;
+  lr?: number;
+  evalEvery?: number;
+  checkpointEvery?: number;
+  checkpointDir?: string;
+  threadsPerWorker?: number;
+}
+
+export function nonNegativeInt(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0)
+      throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+export function integer(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isInteger(n))
+      throw new InvalidArgumentError(`${flag} must be an integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+export function positiveNumber(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${flag} must be a positive number, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
+/** "mqar", "bytes:<file>" or "tokens:<file>" → a data section (as `lasp train --data`). */
+export function dataFlag(value: string): Json {
+  if (value === 'mqar') return { type: 'mqar' };
+  const m = /^(bytes|tokens):(.+)$/.exec(value);
+  if (!m) throw new InvalidArgumentError(`--data must be mqar, bytes:<file> or tokens:<file>, got ${JSON.stringify(value)}`);
+  return { type: m[1], path: m[2] };
+}
+
+export const section = (o: Json, name: string): Json => {
+  const s = o[name];
+  if (s === undefined) return (o[name] = {});
+  if (typeof s !== 'object' || s === null || Array.isArray(s)) return {}; // the server reports it
+  return s as Json;
+};
+
+/**
+ * The raw job config: the file (if any), then the flags on top, merged as `lasp train` merges them
+ * (--seq-len alone selects the default MQAR data; --kind replaces model.kinds). Not validated and no
+ * defaults filled in: the coordinator does that.
+ */
+export async function jobConfigFromFlags(file: string | undefined, f: JobConfigFlags): Promise<Json> {
+  let raw: Json = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      throw new Error(`cannot read the job config ${file}: ${(e as Error).message}`);
+    }
+    try {
+      raw = JSON.parse(text) as Json;
+    } catch (e) {
+      throw new Error(`the job config ${file} is not valid JSON: ${(e as Error).message}`);
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`the job config ${file} must hold a JSON object`);
+  }
+  if (f.data !== undefined) {
+    const d = dataFlag(f.data);
+    const old = raw.data as Json | undefined;
+    raw.data = old && old.type === d.type ? { ...old, ...d } : d;
+  }
+  if (f.seqLen !== undefined) {
+    if (raw.data === undefined) raw.data = { ...DEFAULT_DATA, seqLen: f.seqLen };
+    else section(raw, 'data').seqLen = f.seqLen;
+  }
+  if (f.kind !== undefined) {
+    const m = section(raw, 'model');
+    delete m.kinds;
+    m.kind = f.kind;
+  }
+  if (f.steps !== undefined) section(raw, 'training').steps = f.steps;
+  if (f.seed !== undefined) section(raw, 'training').seed = f.seed;
+  if (f.batchSize !== undefined) section(raw, 'training').batchSize = f.batchSize;
+  if (f.lr !== undefined) section(raw, 'training').lr = f.lr;
+  if (f.evalEvery !== undefined) section(raw, 'training').evalEvery = f.evalEvery;
+  if (f.workers !== undefined) section(raw, 'cluster').workers = f.workers;
+  if (f.threadsPerWorker !== undefined) section(raw, 'cluster').threadsPerWorker = f.threadsPerWorker;
+  if (f.checkpointEvery !== undefined) section(raw, 'checkpoint').every = f.checkpointEvery;
+  if (f.checkpointDir !== undefined) section(raw, 'checkpoint').dir = f.checkpointDir;
+  return raw;
+}
