@@ -9,6 +9,7 @@
 //   DELETE /v1/jobs/:id    → 200 JobView after cancelling (a job that had already ended comes back as it was) | 404
 //   GET    /v1/workers     → 200 WorkerView[]
 //   GET    /healthz        → 200 {ok: true, redis, workers} | 503 the same with ok: false
+//   GET    /               → the web page (text/html): workers, jobs, the selected job's loss curve
 //
 // The submission body is always an object with the job config under "config" (a job config on its
 // own is refused, naming the unexpected field): "priority" is an integer in [-999999, 999999], higher
@@ -27,6 +28,7 @@
 // There is no authentication: listen on loopback (the default) unless the network is trusted.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { WEB_PAGE } from './web-page.js';
 import { JOB_STATES, type JobService, type JobState, type SubmitOptions } from './job-types.js';
 
 export interface HttpApiOptions {
@@ -371,6 +373,16 @@ export async function startHttpApi(service: JobService, opts: HttpApiOptions = {
     const url = new URL(req.url ?? '/', 'http://api.invalid');
     let path = url.pathname;
     if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
+    if (path === '/' && (method === 'GET' || method === 'HEAD')) {
+      // The web page (coordinator/web-page.ts): the one response that is not JSON.
+      res.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'content-length': String(Buffer.byteLength(WEB_PAGE)),
+        'cache-control': 'no-store',
+      });
+      res.end(method === 'HEAD' ? undefined : WEB_PAGE);
+      return;
+    }
     try {
       for (const route of routes) {
         const m = route.pattern.exec(path);

@@ -313,7 +313,7 @@ test('GET /v1/jobs/:id with metrics (metricsAfter for polling), 404 for an unkno
 });
 
 test('unknown routes 404, wrong methods 405 with Allow, HEAD on GET routes', async () => {
-  for (const path of ['/', '/v1', '/v1/jobs/1/metrics', '/v2/jobs']) {
+  for (const path of ['/v1', '/v1/jobs/1/metrics', '/v2/jobs']) {
     const r = await call('GET', path);
     assert.equal(r.status, 404, path);
     assert.match(r.body.error!, /no route GET/);
