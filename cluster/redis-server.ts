@@ -22,11 +22,20 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startRedis(): Promise<TestRedis> {
-  if (process.env.REDIS_URL) return { url: process.env.REDIS_URL, stop: async () => {} };
-  const port = await freePort();
+export interface StartRedisOptions {
+  /** A command the server runs under, e.g. ['ip', 'netns', 'exec', 'ns1']; REDIS_URL is then ignored. Default none. */
+  wrap?: string[];
+  /** Port. Default: a free one of this network namespace. */
+  port?: number;
+}
+
+export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
+  if (process.env.REDIS_URL && !opts.wrap) return { url: process.env.REDIS_URL, stop: async () => {} };
+  const port = opts.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), 'lasp-redis-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const [cmd, ...pre] = opts.wrap ? [...opts.wrap, 'redis-server'] : ['redis-server'];
+  const child = spawn(cmd!, [...pre, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
