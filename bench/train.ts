@@ -99,7 +99,7 @@ export async function runTrainBench(o: TrainBenchOptions, log: (s: string) => vo
         commFraction: coll / ms,
         parameters,
       };
-      log(`T=${T} W=${W}: ${fmt(row.tokensPerSec)} tokens/s`);
+      log(`T=${T} W=${W}: ${Math.round(row.tokensPerSec)} tokens/s`);
       rows.push(row);
     }
   return rows;
@@ -116,8 +116,8 @@ export function printTrainBench(rows: TrainBenchRow[], kind: Kind): string {
         r.workers,
         r.batchSize,
         r.tokensPerStep,
-        fmt(r.msPerStep, 4),
-        fmt(r.tokensPerSec, 4),
+        Math.round(r.msPerStep),
+        Math.round(r.tokensPerSec).toLocaleString('en-US'),
         fmt(r.usPerToken, 3),
         fmt(r.collectiveMs, 3),
         `${(100 * r.commFraction).toFixed(1)}%`,
