@@ -169,6 +169,44 @@ test('two jobs when only one fits: the second waits, then runs', async () => {
   assert.equal(both[1]!.metrics.length, 4);
 });
 
+test('jobs run side by side as far as free workers allow, and waiting jobs get workers by priority', async () => {
+  const one = (steps: number) => job(steps, { cluster: { workers: 1 } });
+  // Two one-worker jobs run at the same time on the two workers.
+  const a = (await api<View>('POST', '/v1/jobs', { config: one(100_000) })).body;
+  const b = (await api<View>('POST', '/v1/jobs', { config: one(100_000) })).body;
+  await until('both running', async () => {
+    const [x, y] = [await view(a.id), await view(b.id)];
+    return x.state === 'active' && y.state === 'active' && x.progress.step > 0 && y.progress.step > 0 ? true : undefined;
+  });
+  // With both workers busy, a low-priority job and then a high-priority one wait; when one worker
+  // frees up, the high-priority job gets it although it came later.
+  const low = (await api<View>('POST', '/v1/jobs', { config: one(3), priority: -5 })).body;
+  const high = (await api<View>('POST', '/v1/jobs', { config: one(3), priority: 7 })).body;
+  await until('both queued jobs waiting for workers', async () => {
+    const [x, y] = [await view(low.id), await view(high.id)];
+    return x.progress.phase === 'waiting-for-workers' && y.progress.phase === 'waiting-for-workers' ? true : undefined;
+  });
+  assert.equal((await api('DELETE', `/v1/jobs/${a.id}`)).status, 200);
+  const first = await until('one of them running', async () => {
+    const [x, y] = [await view(low.id), await view(high.id)];
+    if (y.state === 'active' || y.state === 'completed') return 'high';
+    if (x.state === 'active' || x.state === 'completed') return 'low';
+    return undefined;
+  });
+  assert.equal(first, 'high');
+  assert.equal(
+    (await view(low.id)).state,
+    'waiting',
+    'the low-priority job still waits: one worker is free, and the high-priority job holds it',
+  );
+  assert.equal((await api('DELETE', `/v1/jobs/${b.id}`)).status, 200);
+  for (const id of [high.id, low.id])
+    assert.equal(
+      (await until(`job ${id} done`, async () => ((v) => (terminal(v.state) ? v : undefined))(await view(id)))).state,
+      'completed',
+    );
+});
+
 test('cancel while running: the job ends cancelled and its workers are free again', async () => {
   const a = (await api<View>('POST', '/v1/jobs', { config: job(100_000) })).body;
   await until('two steps', async () => ((await view(a.id)).progress.step >= 2 ? true : undefined));
