@@ -1,0 +1,101 @@
+// Failure recovery with real processes: a worker SIGKILLed in the middle of a job. The job's
+// attempt fails (its collectives and RunTask calls error out instead of waiting), BullMQ retries
+// it after a back-off, and the retry forms a new group from the live workers and resumes from the
+// last checkpoint: the job completes with a restart, and every step's loss equals that of an
+// uninterrupted run with the same seed.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
+import { startRedis, type TestRedis } from '../cluster/redis-server.js';
+import { BullJobService } from '../coordinator/job-service.js';
+import type { JobView } from '../coordinator/job-types.js';
+
+const workerEntry = fileURLToPath(new URL('../worker/entry.js', import.meta.url));
+let redis: TestRedis;
+let dir: string;
+let cluster: LocalCluster;
+let service: BullJobService;
+const extra: ChildProcess[] = [];
+
+before(async () => {
+  redis = await startRedis();
+  dir = await mkdtemp(join(tmpdir(), 'lasp-chaos-'));
+  cluster = await startLocalCluster({ workers: 2, threadsPerWorker: 1, heartbeatIntervalMs: 500 });
+  // A third worker, outside the launcher, that the test may kill.
+  const child = spawn(
+    process.execPath,
+    [workerEntry, '--coordinator', cluster.coordinator.address, '--id', 'victim', '--threads', '1', '--exit-with-stdin'],
+    {
+      stdio: ['pipe', 'ignore', 'ignore'],
+    },
+  );
+  extra.push(child);
+  for (let i = 0; i < 100 && cluster.coordinator.registry.get('victim')?.state !== 'idle'; i++)
+    await new Promise((r) => setTimeout(r, 100));
+  service = await BullJobService.start(cluster.coordinator, { redisUrl: redis.url, dataDir: dir, queueName: `chaos-${process.pid}` });
+});
+
+after(async () => {
+  for (const c of extra) c.kill('SIGKILL');
+  await service?.close();
+  await cluster?.stop();
+  await redis?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const config = {
+  model: { dModel: 16, layers: 2, heads: 2, ffn: 32, kinds: ['gated_delta', 'scalar_gate'] },
+  data: { type: 'mqar', seqLen: 48, vocabSize: 16, numKvPairs: 2 },
+  training: { steps: 30, batchSize: 4, evalSequences: 2, seed: 5 },
+  cluster: { workers: 2 },
+  checkpoint: { every: 5 },
+};
+
+async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = (await service.get(id))!;
+    if (v.state === 'completed' || v.state === 'failed' || v.state === 'cancelled') return v;
+    if (Date.now() > end) throw new Error(`job ${id} did not finish: ${JSON.stringify({ ...v, metrics: v.metrics.length })}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test('a worker SIGKILLed mid-job: the job restarts on live workers from its checkpoint, with the uninterrupted losses', async () => {
+  const reference = await finished((await service.submit(config)).id);
+  assert.equal(reference.state, 'completed');
+
+  // Make sure the victim is in the group: hold one of the launcher's workers with a one-worker job.
+  const hold = await service.submit({ ...config, training: { ...config.training, steps: 1_000_000 }, cluster: { workers: 1 } });
+  for (let i = 0; i < 200 && (await service.get(hold.id))!.progress.phase !== 'running'; i++) await new Promise((r) => setTimeout(r, 100));
+  const job = await service.submit(config);
+  for (let i = 0; i < 600; i++) {
+    const v = (await service.get(job.id))!;
+    if (v.progress.step >= 12) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const running = (await service.get(job.id))!;
+  assert.ok(running.progress.workers.includes('victim'), `the victim is in the group: ${running.progress.workers.join(', ')}`);
+  extra[0]!.kill('SIGKILL');
+  await service.cancel(hold.id); // frees a worker for the retry
+  const done = await finished(job.id);
+  assert.equal(done.state, 'completed', `${done.failedReason}`);
+  assert.ok(done.restarts >= 1, `restarts ${done.restarts}`);
+  assert.ok(!done.progress.workers.includes('victim'));
+  assert.deepEqual(
+    done.metrics.map((m) => m.step),
+    reference.metrics.map((m) => m.step),
+  );
+  let worst = 0;
+  for (const [i, m] of done.metrics.entries())
+    worst = Math.max(worst, Math.abs(m.loss - reference.metrics[i]!.loss) / Math.abs(reference.metrics[i]!.loss));
+  process.stdout.write(
+    `# restarts ${done.restarts}; largest relative loss difference to the uninterrupted run ${worst.toExponential(2)}\n`,
+  );
+  assert.ok(worst <= 1e-3, `losses differ from the uninterrupted run by ${worst}`);
+});
