@@ -26,17 +26,6 @@ before(async () => {
   redis = await startRedis();
   dir = await mkdtemp(join(tmpdir(), 'lasp-chaos-'));
   cluster = await startLocalCluster({ workers: 2, threadsPerWorker: 1, heartbeatIntervalMs: 500 });
-  // A third worker, outside the launcher, that the test may kill.
-  const child = spawn(
-    process.execPath,
-    [workerEntry, '--coordinator', cluster.coordinator.address, '--id', 'victim', '--threads', '1', '--exit-with-stdin'],
-    {
-      stdio: ['pipe', 'ignore', 'ignore'],
-    },
-  );
-  extra.push(child);
-  for (let i = 0; i < 100 && cluster.coordinator.registry.get('victim')?.state !== 'idle'; i++)
-    await new Promise((r) => setTimeout(r, 100));
   service = await BullJobService.start(cluster.coordinator, { redisUrl: redis.url, dataDir: dir, queueName: `chaos-${process.pid}` });
 });
 
@@ -56,6 +45,22 @@ const config = {
   checkpoint: { every: 5 },
 };
 
+/** A third worker, outside the launcher, that a test may kill or stop. */
+async function startVictim(id: string): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [workerEntry, '--coordinator', cluster.coordinator.address, '--id', id, '--threads', '1', '--exit-with-stdin'],
+    {
+      stdio: ['pipe', 'ignore', 'ignore'],
+    },
+  );
+  extra.push(child);
+  for (let i = 0; i < 100 && cluster.coordinator.registry.get(id)?.state !== 'idle'; i++) await new Promise((r) => setTimeout(r, 100));
+  return child;
+}
+
+let reference: JobView | undefined;
+
 async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
   const end = Date.now() + timeoutMs;
   for (;;) {
@@ -66,9 +71,11 @@ async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
   }
 }
 
-test('a worker SIGKILLed mid-job: the job restarts on live workers from its checkpoint, with the uninterrupted losses', async () => {
-  const reference = await finished((await service.submit(config)).id);
+async function chaos(signal: 'SIGKILL' | 'SIGSTOP'): Promise<void> {
+  reference ??= await finished((await service.submit(config)).id);
   assert.equal(reference.state, 'completed');
+  const victimId = `victim-${signal}`;
+  const victim = await startVictim(victimId);
 
   // Make sure the victim is in the group: hold one of the launcher's workers with a one-worker job.
   const hold = await service.submit({ ...config, training: { ...config.training, steps: 1_000_000 }, cluster: { workers: 1 } });
@@ -80,13 +87,14 @@ test('a worker SIGKILLed mid-job: the job restarts on live workers from its chec
     await new Promise((r) => setTimeout(r, 100));
   }
   const running = (await service.get(job.id))!;
-  assert.ok(running.progress.workers.includes('victim'), `the victim is in the group: ${running.progress.workers.join(', ')}`);
-  extra[0]!.kill('SIGKILL');
+  assert.ok(running.progress.workers.includes(victimId), `the victim is in the group: ${running.progress.workers.join(', ')}`);
+  const t0 = Date.now();
+  victim.kill(signal);
   await service.cancel(hold.id); // frees a worker for the retry
   const done = await finished(job.id);
   assert.equal(done.state, 'completed', `${done.failedReason}`);
   assert.ok(done.restarts >= 1, `restarts ${done.restarts}`);
-  assert.ok(!done.progress.workers.includes('victim'));
+  assert.ok(!done.progress.workers.includes(victimId));
   assert.deepEqual(
     done.metrics.map((m) => m.step),
     reference.metrics.map((m) => m.step),
@@ -95,7 +103,13 @@ test('a worker SIGKILLed mid-job: the job restarts on live workers from its chec
   for (const [i, m] of done.metrics.entries())
     worst = Math.max(worst, Math.abs(m.loss - reference.metrics[i]!.loss) / Math.abs(reference.metrics[i]!.loss));
   process.stdout.write(
-    `# restarts ${done.restarts}; largest relative loss difference to the uninterrupted run ${worst.toExponential(2)}\n`,
+    `# ${signal}: restarts ${done.restarts}; finished ${((Date.now() - t0) / 1000).toFixed(1)} s after the signal; largest relative loss difference to the uninterrupted run ${worst.toExponential(2)}\n`,
   );
   assert.ok(worst <= 1e-3, `losses differ from the uninterrupted run by ${worst}`);
-});
+  if (signal === 'SIGSTOP') victim.kill('SIGKILL');
+}
+
+test('a worker SIGKILLed mid-job: the job restarts on live workers from its checkpoint, with the uninterrupted losses', () =>
+  chaos('SIGKILL'));
+test('a worker hung (SIGSTOP) mid-job: detected, and the job restarts on live workers with the uninterrupted losses', () =>
+  chaos('SIGSTOP'));
