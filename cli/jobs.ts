@@ -21,6 +21,7 @@ const TERMINAL: readonly JobState[] = ['completed', 'failed', 'cancelled'];
 
 interface ApiFlags {
   api?: string;
+  token?: string;
   json?: boolean;
 }
 
@@ -106,17 +107,28 @@ function errorMessage(status: number, body: unknown): string {
   return msg;
 }
 
+/** --token, else $LASP_TOKEN, else none. */
+export function tokenOf(flag: string | undefined): string | undefined {
+  const t = flag ?? process.env.LASP_TOKEN;
+  return t === undefined || t === '' ? undefined : t;
+}
+
 export class ApiClient {
-  constructor(readonly base: string) {}
+  constructor(
+    readonly base: string,
+    private readonly token?: string,
+  ) {}
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = `${this.base}${path}`;
     let status: number;
     let text: string;
     try {
-      const init: RequestInit = { method, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) };
+      const headers: Record<string, string> = {};
+      if (this.token) headers.authorization = `Bearer ${this.token}`;
+      const init: RequestInit = { method, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), headers };
       if (body !== undefined) {
-        init.headers = { 'content-type': 'application/json' };
+        headers['content-type'] = 'application/json';
         init.body = JSON.stringify(body);
       }
       const res = await fetch(url, init);
@@ -304,12 +316,13 @@ const json = (v: unknown) => out(JSON.stringify(v));
 function common(cmd: Command): Command {
   return cmd
     .option('--api <url>', `the coordinator's HTTP API (default: $LASP_API, else ${DEFAULT_API})`)
+    .option('--token <secret>', 'bearer token of the API (default: $LASP_TOKEN)')
     .option('--json', "print the API's JSON");
 }
 
 async function submitCommand(file: string | undefined, f: SubmitFlags): Promise<void> {
   quietOnEpipe();
-  const api = new ApiClient(apiBase(f.api));
+  const api = new ApiClient(apiBase(f.api), tokenOf(f.token));
   const config = await jobConfigFromFlags(file, f);
   const body: Json = { config };
   if (f.priority !== undefined) body.priority = f.priority;
@@ -355,7 +368,7 @@ export function registerJobCommands(program: Command): void {
   ).action((file: string | undefined, f: SubmitFlags) => submitCommand(file, f));
 
   common(program.command('status <id>').description("a job's state, progress and attempts")).action(async (id: string, f: ApiFlags) => {
-    const job = await new ApiClient(apiBase(f.api)).job(id);
+    const job = await new ApiClient(apiBase(f.api), tokenOf(f.token)).job(id);
     if (f.json) json(job);
     else out(formatJob(job));
   });
@@ -371,14 +384,14 @@ export function registerJobCommands(program: Command): void {
     if (f.state !== undefined) q.set('state', f.state);
     if (f.limit !== undefined) q.set('limit', String(f.limit));
     const qs = q.toString();
-    const jobs = await new ApiClient(apiBase(f.api)).request<JobView[]>('GET', `/v1/jobs${qs ? `?${qs}` : ''}`);
+    const jobs = await new ApiClient(apiBase(f.api), tokenOf(f.token)).request<JobView[]>('GET', `/v1/jobs${qs ? `?${qs}` : ''}`);
     if (f.json) json(jobs);
     else out(formatJobList(jobs));
   });
 
   common(program.command('cancel <id>').description('cancel a waiting or running job (its workers stop within a step)')).action(
     async (id: string, f: ApiFlags) => {
-      const job = await new ApiClient(apiBase(f.api)).request<JobView>('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
+      const job = await new ApiClient(apiBase(f.api), tokenOf(f.token)).request<JobView>('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
       if (f.json) json(job);
       else if (job.state === 'cancelled') out(`job ${job.id} cancelled`);
       else if (TERMINAL.includes(job.state)) out(`job ${job.id} had already ended (${job.state}): nothing to cancel`);
@@ -395,7 +408,7 @@ export function registerJobCommands(program: Command): void {
       .option('--interval-ms <ms>', 'how often to poll', positiveInt('--interval-ms'), 1000),
   ).action(async (id: string, f: ApiFlags & { intervalMs: number }) => {
     quietOnEpipe();
-    const api = new ApiClient(apiBase(f.api));
+    const api = new ApiClient(apiBase(f.api), tokenOf(f.token));
     const end = await follow(api, id, {
       intervalMs: f.intervalMs,
       point: (p) => (f.json ? json({ step: p.step, loss: p.loss, tokensPerSec: p.tokensPerSec }) : out(formatPoint(p))),
@@ -405,7 +418,7 @@ export function registerJobCommands(program: Command): void {
   });
 
   common(program.command('workers').description('the workers registered with the coordinator')).action(async (f: ApiFlags) => {
-    const workers = await new ApiClient(apiBase(f.api)).request<WorkerView[]>('GET', '/v1/workers');
+    const workers = await new ApiClient(apiBase(f.api), tokenOf(f.token)).request<WorkerView[]>('GET', '/v1/workers');
     if (f.json) json(workers);
     else out(formatWorkers(workers));
   });

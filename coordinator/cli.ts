@@ -14,6 +14,7 @@ interface CoordinatorCliOptions {
   httpPort: number;
   dataDir: string;
   queue: string;
+  token?: string;
   lockDurationMs: number;
   stalledIntervalMs: number;
 }
@@ -39,6 +40,7 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--redis <url>', 'run the job service on this Redis (BullMQ queue), e.g. redis://127.0.0.1:6379 (default: $REDIS_URL)')
     .option('--http-host <addr>', 'address of the HTTP API', '127.0.0.1')
     .option('--http-port <n>', 'port of the HTTP API (0 = any free port)', int('--http-port', 0), 7780)
+    .option('--token <secret>', 'bearer token the HTTP API requires on /v1 routes (default: $LASP_TOKEN; none: no authentication)')
     .option('--queue <name>', 'BullMQ queue name (default: $LASP_QUEUE or lasp-jobs)', process.env.LASP_QUEUE ?? 'lasp-jobs')
     .option('--data-dir <dir>', 'job checkpoints and metrics go to <dir>/jobs/<id>', 'lasp-data')
     .option(
@@ -72,7 +74,9 @@ export function registerCoordinatorCommand(program: Command): void {
           stalledIntervalMs: o.stalledIntervalMs,
           log,
         });
-        api = await startHttpApi(service, { host: o.httpHost, port: o.httpPort });
+        const token = o.token ?? (process.env.LASP_TOKEN || undefined);
+        api = await startHttpApi(service, { host: o.httpHost, port: o.httpPort, ...(token ? { token } : {}) });
+        if (!token) log('HTTP API without authentication (no --token or LASP_TOKEN): keep it on a trusted network');
         log(`job service on ${redisUrl}; HTTP API listening on ${api.url}`);
       } else log('no --redis: job service and HTTP API off (workers and rendezvous only)');
       let signalled = false;

@@ -9,7 +9,11 @@
 //   DELETE /v1/jobs/:id    → 200 JobView after cancelling (a job that had already ended comes back as it was) | 404
 //   GET    /v1/workers     → 200 WorkerView[]
 //   GET    /healthz        → 200 {ok: true, redis, workers} | 503 the same with ok: false
+//   GET    /readyz         → 200 when Redis answers and a live worker is registered, else 503
+//   GET    /metrics        → Prometheus text format (workers by state, jobs by state, steps, restarts)
 //   GET    /               → the web page (text/html): workers, jobs, the selected job's loss curve
+// With a token (HttpApiOptions.token), /v1 routes need `Authorization: Bearer <token>` (401 without;
+// the page takes it from its URL: /#token=<token>).
 //
 // The submission body is always an object with the job config under "config" (a job config on its
 // own is refused, naming the unexpected field): "priority" is an integer in [-999999, 999999], higher
@@ -26,6 +30,7 @@
 // (logged with their stack); 503 the job service did not answer within timeoutMs.
 //
 // There is no authentication: listen on loopback (the default) unless the network is trusted.
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { WEB_PAGE } from './web-page.js';
@@ -42,6 +47,11 @@ export interface HttpApiOptions {
   timeoutMs?: number;
   /** Receives one line per unexpected error (with its stack). Default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Bearer token: when set, every /v1 route answers 401 without `Authorization: Bearer <token>`;
+   * /, /healthz, /readyz and /metrics stay open. Default none (no authentication).
+   */
+  token?: string;
 }
 
 export interface HttpApi {
@@ -257,6 +267,16 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** Constant-time comparison of the bearer token (the secret is never logged). */
+function authorized(req: IncomingMessage, token: string): boolean {
+  const h = req.headers.authorization ?? '';
+  const m = /^Bearer (.+)$/.exec(h);
+  if (!m) return false;
+  const a = Buffer.from(m[1]!);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return;
   let text: string;
@@ -353,6 +373,21 @@ export async function startHttpApi(service: JobService, opts: HttpApiOptions = {
       },
     },
     {
+      pattern: /^\/readyz$/,
+      methods: {
+        GET: async ({ query }) => {
+          checkQuery(query, []);
+          try {
+            const h = await call(service.health(), 'readiness check');
+            const ready = h.redis && h.workers.idle + h.workers.busy > 0;
+            return { status: ready ? 200 : 503, body: { ready, ...h } };
+          } catch (e) {
+            return { status: 503, body: { ready: false, error: (e as Error).message } };
+          }
+        },
+      },
+    },
+    {
       pattern: /^\/healthz$/,
       methods: {
         GET: async ({ query }) => {
@@ -373,6 +408,30 @@ export async function startHttpApi(service: JobService, opts: HttpApiOptions = {
     const url = new URL(req.url ?? '/', 'http://api.invalid');
     let path = url.pathname;
     if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
+    if (path === '/metrics' && (method === 'GET' || method === 'HEAD')) {
+      try {
+        const text = service.metricsText ? await call(service.metricsText(), 'metrics') : '';
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
+        res.end(method === 'HEAD' ? undefined : text);
+      } catch (e) {
+        send(res, 503, { error: `metrics unavailable: ${(e as Error).message}` });
+      }
+      return;
+    }
+    if (opts.token !== undefined && path.startsWith('/v1') && !authorized(req, opts.token)) {
+      log(
+        `HTTP API: 401 for ${method} ${path} from ${req.socket.remoteAddress ?? '?'} (${req.headers.authorization ? 'wrong' : 'no'} bearer token)`,
+      );
+      send(
+        res,
+        401,
+        { error: 'missing or wrong bearer token: send Authorization: Bearer <token> (lasp --token or LASP_TOKEN)' },
+        {
+          'www-authenticate': 'Bearer',
+        },
+      );
+      return;
+    }
     if (path === '/' && (method === 'GET' || method === 'HEAD')) {
       // The web page (coordinator/web-page.ts): the one response that is not JSON.
       res.writeHead(200, {

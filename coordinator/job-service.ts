@@ -19,6 +19,7 @@
 import { join } from 'node:path';
 import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import { Redis } from 'ioredis';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { parseTrainConfig, type TrainConfig } from '../train/config.js';
 import { runTraining, type GroupRunner } from '../train/driver.js';
 import type { Coordinator } from './coordinator.js';
@@ -108,6 +109,29 @@ export class BullJobService implements JobService {
   private readonly allocation: Allocation;
   private readonly log: (line: string) => void;
   private readonly keyPrefix: string;
+  private readonly registry = new Registry();
+  private readonly stepsTotal = new Counter({
+    name: 'lasp_job_steps_total',
+    help: 'Training steps completed by jobs of this coordinator',
+    registers: [this.registry],
+  });
+  private readonly restartsTotal = new Counter({
+    name: 'lasp_job_restarts_total',
+    help: 'Jobs resumed from a checkpoint after an interruption',
+    registers: [this.registry],
+  });
+  private readonly tokensPerSec = new Gauge({
+    name: 'lasp_job_tokens_per_second',
+    help: 'Tokens per second of the last step, by job',
+    labelNames: ['job'],
+    registers: [this.registry],
+  });
+  private readonly collectiveSec = new Gauge({
+    name: 'lasp_job_collective_seconds',
+    help: 'Time rank 0 waited in collectives in the last step, by job',
+    labelNames: ['job'],
+    registers: [this.registry],
+  });
 
   private constructor(
     private readonly coordinator: Coordinator,
@@ -121,6 +145,41 @@ export class BullJobService implements JobService {
     this.redis.on('error', (err: Error) => this.log(`redis: ${err.message}`));
     this.queue = new Queue<JobData>(name, { connection });
     this.allocation = new Allocation(() => this.coordinator.registry.available().length);
+    const registry = coordinator.registry;
+    const queue = () => this.queue;
+    new Gauge({
+      name: 'lasp_workers',
+      help: 'Registered workers by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const s of ['idle', 'busy', 'draining', 'dead']) this.set({ state: s }, 0);
+        for (const w of registry.list()) this.inc({ state: w.state });
+      },
+    });
+    new Gauge({
+      name: 'lasp_worker_heartbeat_age_seconds',
+      help: 'Seconds since the last heartbeat, by worker',
+      labelNames: ['worker'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const w of registry.list()) this.set({ worker: w.id }, (now - w.lastHeartbeat) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'lasp_queue_jobs',
+      help: 'Jobs in the BullMQ queue by BullMQ state (cancelled jobs count as failed)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      async collect() {
+        const counts = await queue().getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed');
+        this.reset();
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
     this.worker = new Worker<JobData>(name, (job, _token, signal) => this.process(job, signal), {
       connection,
       concurrency: opts.concurrency ?? 64,
@@ -228,10 +287,16 @@ export class BullJobService implements JobService {
         signal: ctl.signal,
         events: {
           start: (e) => {
-            if (e.resumedFrom) this.log(`job ${id}: resuming from ${e.resumedFrom} (step ${e.startStep})`);
+            if (e.resumedFrom) {
+              this.restartsTotal.inc();
+              this.log(`job ${id}: resuming from ${e.resumedFrom} (step ${e.startStep})`);
+            }
           },
           step: (e) => {
             const point: MetricPoint = { step: e.step, loss: e.loss, tokensPerSec: e.tokensPerSec };
+            this.stepsTotal.inc();
+            this.tokensPerSec.set({ job: id }, e.tokensPerSec);
+            this.collectiveSec.set({ job: id }, e.collectiveMs / 1000);
             void this.redis.hset(this.metricsKey(id), String(e.step), JSON.stringify(point)).catch(() => {});
             recent.push({ t: performance.now(), step: e.step });
             if (recent.length > 20) recent.shift();
@@ -347,6 +412,10 @@ export class BullJobService implements JobService {
       job: w.job ?? null,
       rank: w.rank ?? null,
     }));
+  }
+
+  metricsText(): Promise<string> {
+    return this.registry.metrics();
   }
 
   async health(): Promise<{ ok: boolean; redis: boolean; workers: { idle: number; busy: number; dead: number } }> {

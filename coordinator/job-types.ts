@@ -83,6 +83,8 @@ export interface JobService {
   /** Cancels a waiting or running job (a running job's workers stop within a step and are released). Undefined if unknown. */
   cancel(id: string): Promise<JobView | undefined>;
   workers(): WorkerView[];
+  /** Prometheus text exposition of the service's metrics (GET /metrics). Optional. */
+  metricsText?(): Promise<string>;
   /** Liveness of the parts the service depends on. */
   health(): Promise<{ ok: boolean; redis: boolean; workers: { idle: number; busy: number; dead: number } }>;
 }

@@ -35,8 +35,9 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&
 const num = (x, d) => (x === null || x === undefined || !isFinite(x) ? '–' : Number(x).toFixed(d));
 const rate = (x) => (x === null || x === undefined ? '–' : x >= 1e6 ? (x / 1e6).toFixed(2) + 'M' : x >= 1e3 ? (x / 1e3).toFixed(1) + 'K' : x.toFixed(0));
 const dur = (s) => (s === null || s === undefined ? '–' : s < 60 ? Math.round(s) + 's' : Math.floor(s / 60) + 'm' + String(Math.round(s % 60)).padStart(2, '0') + 's');
+const token = new URLSearchParams(location.hash.slice(1)).get('token');
 async function get(path) {
-  const r = await fetch(path, { cache: 'no-store' });
+  const r = await fetch(path, { cache: 'no-store', headers: token ? { authorization: 'Bearer ' + token } : {} });
   if (!r.ok) throw new Error(path + ': ' + r.status);
   return r.json();
 }
