@@ -5,7 +5,7 @@
 // uninterrupted run with the same seed.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -26,7 +26,12 @@ before(async () => {
   redis = await startRedis();
   dir = await mkdtemp(join(tmpdir(), 'lasp-chaos-'));
   cluster = await startLocalCluster({ workers: 2, threadsPerWorker: 1, heartbeatIntervalMs: 500 });
-  service = await BullJobService.start(cluster.coordinator, { redisUrl: redis.url, dataDir: dir, queueName: `chaos-${process.pid}` });
+  service = await BullJobService.start(cluster.coordinator, {
+    redisUrl: redis.url,
+    dataDir: dir,
+    queueName: `chaos-${process.pid}`,
+    log: (l) => serviceLog.push(l),
+  });
 });
 
 after(async () => {
@@ -60,6 +65,7 @@ async function startVictim(id: string): Promise<ChildProcess> {
 }
 
 let reference: JobView | undefined;
+const serviceLog: string[] = [];
 
 async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
   const end = Date.now() + timeoutMs;
@@ -71,7 +77,7 @@ async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
   }
 }
 
-async function chaos(signal: 'SIGKILL' | 'SIGSTOP'): Promise<void> {
+async function chaos(signal: 'SIGKILL' | 'SIGSTOP', corruptNewest = false): Promise<void> {
   reference ??= await finished((await service.submit(config)).id);
   assert.equal(reference.state, 'completed');
   const victimId = `victim-${signal}`;
@@ -90,6 +96,22 @@ async function chaos(signal: 'SIGKILL' | 'SIGSTOP'): Promise<void> {
   assert.ok(running.progress.workers.includes(victimId), `the victim is in the group: ${running.progress.workers.join(', ')}`);
   const t0 = Date.now();
   victim.kill(signal);
+  let corrupted: number | undefined;
+  if (corruptNewest) {
+    // The newest checkpoint of the job is damaged (a flipped byte in its data): the retry must
+    // notice (checksum) and resume from the one before.
+    const ckDir = join(dir, 'jobs', job.id);
+    const files = (await readdir(ckDir)).filter((f) => /^ckpt-\d+\.lasp$/.test(f)).sort();
+    const newest = files.at(-1)!;
+    corrupted = Number(/\d+/.exec(newest)![0]);
+    const fh = await open(join(ckDir, newest), 'r+');
+    const { size } = await fh.stat();
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, size - 100);
+    b[0] = b[0]! ^ 0xff;
+    await fh.write(b, 0, 1, size - 100);
+    await fh.close();
+  }
   await service.cancel(hold.id); // frees a worker for the retry
   const done = await finished(job.id);
   assert.equal(done.state, 'completed', `${done.failedReason}`);
@@ -107,9 +129,19 @@ async function chaos(signal: 'SIGKILL' | 'SIGSTOP'): Promise<void> {
   );
   assert.ok(worst <= 1e-3, `losses differ from the uninterrupted run by ${worst}`);
   if (signal === 'SIGSTOP') victim.kill('SIGKILL');
+  if (corrupted !== undefined) {
+    assert.ok(
+      serviceLog.some((l) => l.includes(`job ${job.id}: skipping checkpoint of step ${corrupted}`)),
+      `the corrupt checkpoint of step ${corrupted} was skipped:\n${serviceLog.join('\n')}`,
+    );
+    const resumed = serviceLog.find((l) => l.startsWith(`job ${job.id}: resuming from`));
+    assert.ok(resumed && !resumed.includes(`step ${corrupted})`), resumed);
+  }
 }
 
 test('a worker SIGKILLed mid-job: the job restarts on live workers from its checkpoint, with the uninterrupted losses', () =>
   chaos('SIGKILL'));
 test('a worker hung (SIGSTOP) mid-job: detected, and the job restarts on live workers with the uninterrupted losses', () =>
   chaos('SIGSTOP'));
+test('the newest checkpoint corrupted as well: the retry skips it and resumes from the one before, with the uninterrupted losses', () =>
+  chaos('SIGKILL', true));
