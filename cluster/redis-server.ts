@@ -8,7 +8,11 @@ import { join } from 'node:path';
 
 export interface TestRedis {
   url: string;
-  stop(): Promise<void>;
+  port: number;
+  /** The server's data directory. */
+  dir: string;
+  /** Stops the server; its data directory is removed unless keepData. */
+  stop(opts?: { keepData?: boolean }): Promise<void>;
 }
 
 function freePort(): Promise<number> {
@@ -27,13 +31,21 @@ export interface StartRedisOptions {
   wrap?: string[];
   /** Port. Default: a free one of this network namespace. */
   port?: number;
+  /** Append-only file with fsync on every write, so a restarted server has every job. Default false. */
+  persist?: boolean;
+  /** Data directory (e.g. of a stopped server, to restart it). Default: a new temporary one. */
+  dir?: string;
 }
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
-  if (process.env.REDIS_URL && !opts.wrap) return { url: process.env.REDIS_URL, stop: async () => {} };
+  if (process.env.REDIS_URL && !opts.wrap && !opts.persist) {
+    const u = new URL(process.env.REDIS_URL);
+    return { url: process.env.REDIS_URL, port: Number(u.port || 6379), dir: '', stop: async () => {} };
+  }
   const port = opts.port ?? (await freePort());
-  const dir = await mkdtemp(join(tmpdir(), 'lasp-redis-'));
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'lasp-redis-')));
+  const aof = opts.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...aof, '--dir', dir];
   const [cmd, ...pre] = opts.wrap ? [...opts.wrap, 'redis-server'] : ['redis-server'];
   const child = spawn(cmd!, [...pre, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -60,12 +72,14 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   child.removeAllListeners('exit');
   return {
     url: `redis://127.0.0.1:${port}`,
-    stop: async () => {
+    port,
+    dir,
+    stop: async (o = {}) => {
       if (child.exitCode === null) {
         child.kill('SIGTERM');
         await new Promise((r) => child.once('exit', r));
       }
-      await rm(dir, { recursive: true, force: true });
+      if (!o.keepData) await rm(dir, { recursive: true, force: true });
     },
   };
 }
