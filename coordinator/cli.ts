@@ -40,7 +40,10 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--redis <url>', 'run the job service on this Redis (BullMQ queue), e.g. redis://127.0.0.1:6379 (default: $REDIS_URL)')
     .option('--http-host <addr>', 'address of the HTTP API', '127.0.0.1')
     .option('--http-port <n>', 'port of the HTTP API (0 = any free port)', int('--http-port', 0), 7780)
-    .option('--token <secret>', 'bearer token the HTTP API requires on /v1 routes (default: $LASP_TOKEN; none: no authentication)')
+    .option(
+      '--token <secret>',
+      'cluster token: workers must present it (gRPC), and the HTTP API requires it as a bearer token on /v1 routes (default: $LASP_TOKEN; none: no authentication)',
+    )
     .option('--queue <name>', 'BullMQ queue name (default: $LASP_QUEUE or lasp-jobs)', process.env.LASP_QUEUE ?? 'lasp-jobs')
     .option('--data-dir <dir>', 'job checkpoints and metrics go to <dir>/jobs/<id>', 'lasp-data')
     .option(
@@ -52,7 +55,9 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--stalled-interval-ms <ms>', 'how often jobs of dead coordinators are looked for', int('--stalled-interval-ms', 1000), 15000)
     .action(async (o: CoordinatorCliOptions) => {
       const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+      const clusterToken = o.token ?? (process.env.LASP_TOKEN || undefined);
       const coordinator = await Coordinator.start({
+        ...(clusterToken ? { token: clusterToken } : {}),
         host: o.host,
         port: o.port,
         heartbeatIntervalMs: o.heartbeatIntervalMs,

@@ -1,6 +1,7 @@
 // The coordinator as an in-process object (also what `lasp coordinator` runs): a gRPC server with
 // the Coordinator and Health services, the worker registry, the heartbeat monitor and rendezvous.
 import * as grpc from '@grpc/grpc-js';
+import { tokenServerInterceptor } from '../cluster/cluster-token.js';
 import { protos } from '../proto/load.js';
 import { bindServer, shutdownServer } from './grpc-call.js';
 import { coordinatorHandlers } from './coordinator-service.js';
@@ -21,13 +22,15 @@ export interface CoordinatorOptions {
   missesAllowed?: number;
   /** Deadline of Assign and Abort calls to workers. Default 5000 ms. */
   controlTimeoutMs?: number;
+  /** Cluster token: required on Register/Heartbeat (UNAUTHENTICATED without it) and sent to workers. Default none. */
+  token?: string;
   /** Receives one line per notable event (registrations, deaths). Default: discard. */
   log?: (line: string) => void;
 }
 
 export class Coordinator {
   readonly registry = new WorkerRegistry();
-  private readonly server = new grpc.Server();
+  private readonly server: grpc.Server;
   private readonly health = new HealthService(['lasp.v1.Coordinator']);
   private readonly monitor: HeartbeatMonitor;
   private readonly rendezvous: Rendezvous;
@@ -38,6 +41,7 @@ export class Coordinator {
 
   private constructor(private readonly opts: CoordinatorOptions) {
     this.log = opts.log ?? (() => {});
+    this.server = new grpc.Server(opts.token === undefined ? {} : { interceptors: [tokenServerInterceptor(opts.token, this.log)] });
     this.monitor = new HeartbeatMonitor(this.registry, {
       heartbeatIntervalMs: opts.heartbeatIntervalMs,
       missesAllowed: opts.missesAllowed,
@@ -113,7 +117,7 @@ export class Coordinator {
     let c = this.clients.get(workerId);
     if (!c || c.address !== w.address) {
       c?.close();
-      c = new WorkerClient(w.id, w.address);
+      c = new WorkerClient(w.id, w.address, this.opts.token);
       this.clients.set(workerId, c);
     }
     return c;

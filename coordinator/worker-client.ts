@@ -1,6 +1,7 @@
 // The coordinator's client for one worker's WorkerControl service. Every call has a deadline and
 // fails with an RpcError naming the worker.
 import * as grpc from '@grpc/grpc-js';
+import { withToken } from '../cluster/cluster-token.js';
 import { protos } from '../proto/load.js';
 import type { WorkerControlClient } from '../proto/generated/lasp/v1/WorkerControl.js';
 import type { AbortReply__Output } from '../proto/generated/lasp/v1/AbortReply.js';
@@ -24,13 +25,15 @@ export class WorkerClient {
   constructor(
     readonly workerId: string,
     readonly address: string,
+    token?: string,
   ) {
     const Ctor = protos().worker.lasp.v1.WorkerControl;
     // Task replies may carry large tensors.
-    this.client = new Ctor(address, grpc.credentials.createInsecure(), {
-      ...CLIENT_CHANNEL_OPTIONS,
-      'grpc.max_receive_message_length': 1 << 30,
-    });
+    this.client = new Ctor(
+      address,
+      grpc.credentials.createInsecure(),
+      withToken({ ...CLIENT_CHANNEL_OPTIONS, 'grpc.max_receive_message_length': 1 << 30 }, token),
+    );
     this.label = `worker ${workerId} (${address})`;
   }
 

@@ -35,7 +35,12 @@ export function workerCommand(): Command {
     .option('--threads <n>', 'compute threads (sets LASP_THREADS; default: LASP_THREADS or all CPUs)', nonNegativeInt('--threads'))
     .option('--id <id>', 'stable worker id (default: <hostname>-<pid>)')
     .option('--device <dev>', '"cpu" or "cuda:N"', 'cpu')
-    .addOption(new Option('--token <token>', 'cluster token for peer messages').env('LASP_CLUSTER_TOKEN'))
+    .addOption(
+      new Option(
+        '--token <token>',
+        'cluster token: required on calls to this worker, sent on its calls (default: $LASP_TOKEN, else $LASP_CLUSTER_TOKEN)',
+      ).env('LASP_TOKEN'),
+    )
     .addOption(new Option('--exit-with-stdin', 'exit when stdin closes (used by launchers so workers die with their parent)').hideHelp())
     .option('--quiet', 'no log lines on stderr')
     .action(async (o: WorkerCliOptions) => {

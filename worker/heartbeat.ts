@@ -3,6 +3,7 @@
 // for; register again when a heartbeat comes back known=false (the coordinator restarted or
 // declared this worker dead).
 import * as grpc from '@grpc/grpc-js';
+import { withToken } from '../cluster/cluster-token.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { protos } from '../proto/load.js';
 import type { CoordinatorClient } from '../proto/generated/lasp/v1/Coordinator.js';
@@ -15,6 +16,8 @@ import type { WorkerStatus } from './control-service.js';
 export interface CoordinatorLinkOptions {
   /** host:port of the coordinator. */
   coordinator: string;
+  /** Cluster token sent on every call. Default none. */
+  token?: string;
   /** What this worker registers as. */
   registration: Required<Pick<RegisterRequest, 'workerId' | 'address' | 'host' | 'pid' | 'device' | 'threads'>>;
   /** Current state for heartbeats. */
@@ -45,7 +48,7 @@ export class CoordinatorLink {
 
   constructor(private readonly opts: CoordinatorLinkOptions) {
     const Ctor = protos().coordinator.lasp.v1.Coordinator;
-    this.client = new Ctor(opts.coordinator, grpc.credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+    this.client = new Ctor(opts.coordinator, grpc.credentials.createInsecure(), withToken(CLIENT_CHANNEL_OPTIONS, opts.token));
     this.label = `coordinator ${opts.coordinator}`;
     this.log = opts.log ?? (() => {});
     this.registered = new Promise((resolve) => (this.registeredOnce = resolve));

@@ -1,6 +1,7 @@
 // The worker process: one gRPC server hosting WorkerControl, Peer (collectives) and Health; a link
 // to the coordinator (register + heartbeats). Start it with startWorker().
 import * as grpc from '@grpc/grpc-js';
+import { tokenServerInterceptor } from '../cluster/cluster-token.js';
 import { availableParallelism, hostname } from 'node:os';
 import { protos } from '../proto/load.js';
 import { bindServer, shutdownServer } from '../coordinator/grpc-call.js';
@@ -39,7 +40,7 @@ export interface WorkerOptions {
   pieceBytes?: number;
   /** Deadline of every collective op. Default: the peer endpoint's (30000 ms). */
   collectiveTimeoutMs?: number;
-  /** Shared cluster token checked on peer messages. Default: none (or LASP_CLUSTER_TOKEN). */
+  /** Cluster token: required on this worker's gRPC calls and sent on its own. Default: LASP_TOKEN, else LASP_CLUSTER_TOKEN, else none. */
   token?: string;
   /** Receives log lines. Default: discard. */
   log?: (line: string) => void;
@@ -67,6 +68,7 @@ export class WorkerProcess {
     const log = opts.log ?? (() => {});
     const host = opts.host ?? '127.0.0.1';
     const id = opts.id ?? `${hostname()}-${process.pid}`;
+    const token = opts.token ?? (process.env.LASP_TOKEN || process.env.LASP_CLUSTER_TOKEN || undefined);
     const threads = opts.threads ?? (Number(process.env.LASP_THREADS) || availableParallelism());
     const peer =
       opts.peer ??
@@ -74,10 +76,13 @@ export class WorkerProcess {
         maxMessageBytes: opts.maxMessageBytes,
         pieceBytes: opts.pieceBytes,
         timeoutMs: opts.collectiveTimeoutMs,
-        token: opts.token ?? process.env.LASP_CLUSTER_TOKEN,
+        token,
       });
     const control = new ControlService(peer, (line) => log(`worker ${id}: ${line}`));
-    const server = new grpc.Server(peerServerOptions(opts.pieceBytes));
+    const server = new grpc.Server({
+      ...peerServerOptions(opts.pieceBytes),
+      ...(token !== undefined ? { interceptors: [tokenServerInterceptor(token, (line) => log(`worker ${id}: ${line}`))] } : {}),
+    });
     server.addService(protos().worker.lasp.v1.WorkerControl.service, control.handlers());
     peer.addTo(server);
     const health = new HealthService(['lasp.v1.WorkerControl', 'lasp.v1.Peer']);
@@ -92,6 +97,7 @@ export class WorkerProcess {
     const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
     const link = new CoordinatorLink({
       coordinator: opts.coordinator,
+      ...(token !== undefined ? { token } : {}),
       registration: { workerId: id, address, host, pid: process.pid, device: opts.device ?? 'cpu', threads },
       status: () => control.status(),
       log: (line) => log(`worker ${id}: ${line}`),
