@@ -14,6 +14,9 @@ import { checkInt, checkObject, checkString } from './data/validate.js';
 
 let current: { jobId: string; generation: number; trainer: RankTrainer } | undefined;
 
+/** What this worker's training tasks did, for its /metrics. */
+export const trainStats = { steps: 0, lastTokensPerSec: 0, lastCollectiveMs: 0, lastStepMs: 0 };
+
 function trainerFor(ctx: TaskContext): RankTrainer {
   const { jobId, generation } = ctx.assignment;
   if (!current || current.jobId !== jobId || current.generation !== generation) {
@@ -49,7 +52,12 @@ registerTask('train.steps', async (ctx) => {
   const steps = [];
   for (let i = 0; i < count; i++) {
     if (ctx.signal.aborted) throw new Error(`train.steps aborted: ${String(ctx.signal.reason)}`);
-    steps.push(await trainer.trainStep());
+    const rec = await trainer.trainStep();
+    steps.push(rec);
+    trainStats.steps++;
+    trainStats.lastStepMs = rec.ms;
+    trainStats.lastCollectiveMs = rec.collectiveMs;
+    trainStats.lastTokensPerSec = (rec.tokens * 1000) / rec.ms;
   }
   return { result: { steps } };
 });

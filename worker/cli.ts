@@ -1,4 +1,5 @@
 // `lasp worker`: runs one worker process until SIGTERM/SIGINT.
+import { startWorkerHttp } from './http-probes.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startWorker, stopOnSignals } from './main.js';
 
@@ -13,6 +14,8 @@ interface WorkerCliOptions {
   token?: string;
   exitWithStdin?: boolean;
   quiet?: boolean;
+  httpPort?: number;
+  httpHost?: string;
 }
 
 function nonNegativeInt(name: string) {
@@ -43,6 +46,12 @@ export function workerCommand(): Command {
     )
     .addOption(new Option('--exit-with-stdin', 'exit when stdin closes (used by launchers so workers die with their parent)').hideHelp())
     .option('--quiet', 'no log lines on stderr')
+    .option(
+      '--http-port <n>',
+      'serve /healthz, /readyz and /metrics on this port (0 = any free port; default: off)',
+      nonNegativeInt('--http-port'),
+    )
+    .option('--http-host <addr>', 'address of the HTTP probes (default: --bind-host, else --host)')
     .action(async (o: WorkerCliOptions) => {
       if (o.threads !== undefined && o.threads > 0) process.env.LASP_THREADS = String(o.threads);
       const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
@@ -58,6 +67,10 @@ export function workerCommand(): Command {
         log,
       });
       log(`worker ${worker.id} listening on ${worker.address}, coordinator ${o.coordinator}`);
+      if (o.httpPort !== undefined) {
+        const http = await startWorkerHttp(worker, { host: o.httpHost ?? o.bindHost ?? o.host, port: o.httpPort });
+        log(`worker ${worker.id}: HTTP probes on ${http.url} (/healthz, /readyz, /metrics)`);
+      }
       stopOnSignals(worker, log);
       if (o.exitWithStdin) {
         process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));

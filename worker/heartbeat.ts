@@ -44,6 +44,8 @@ export class CoordinatorLink {
   readonly registered: Promise<void>;
   /** Number of successful registrations so far (> 1 after re-registering). */
   registrations = 0;
+  /** ms since the epoch of the last register or heartbeat the coordinator answered; 0 before the first. */
+  lastContact = 0;
   draining = false;
 
   constructor(private readonly opts: CoordinatorLinkOptions) {
@@ -86,6 +88,7 @@ export class CoordinatorLink {
         try {
           await this.register();
           lastBeat = Date.now();
+          this.lastContact = lastBeat;
           needRegister = false;
           backoff = this.opts.initialBackoffMs ?? 100;
           lastError = '';
@@ -102,6 +105,7 @@ export class CoordinatorLink {
       lastBeat = Date.now();
       try {
         const known = await this.heartbeat(this.intervalMs);
+        this.lastContact = Date.now();
         if (lastError) this.log(`${this.label} answers again`);
         lastError = '';
         if (!known) {
