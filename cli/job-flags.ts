@@ -13,6 +13,8 @@ export interface JobConfigFlags {
   seed?: number;
   seqLen?: number;
   kind?: string;
+  /** One kind per layer, comma-separated (sets model.layers and model.kinds). */
+  layers?: string;
   data?: string;
   batchSize?: number;
   lr?: number;
@@ -65,7 +67,8 @@ export const section = (o: Json, name: string): Json => {
 
 /**
  * The raw job config: the file (if any), then the flags on top, merged as `lasp train` merges them
- * (--seq-len alone selects the default MQAR data; --kind replaces model.kinds). Not validated and no
+ * (--seq-len alone selects the default MQAR data; --kind replaces model.kinds; --layers sets
+ * model.kinds and model.layers). Not validated and no
  * defaults filled in: the coordinator does that.
  */
 export async function jobConfigFromFlags(file: string | undefined, f: JobConfigFlags): Promise<Json> {
@@ -92,6 +95,17 @@ export async function jobConfigFromFlags(file: string | undefined, f: JobConfigF
   if (f.seqLen !== undefined) {
     if (raw.data === undefined) raw.data = { ...DEFAULT_DATA, seqLen: f.seqLen };
     else section(raw, 'data').seqLen = f.seqLen;
+  }
+  if (f.kind !== undefined && f.layers !== undefined)
+    throw new InvalidArgumentError('give either --kind (every layer) or --layers (one kind per layer), not both');
+  if (f.layers !== undefined) {
+    const kinds = f.layers.split(',').map((k) => k.trim());
+    if (kinds.length === 0 || kinds.some((k) => k === ''))
+      throw new InvalidArgumentError(`--layers must be a comma-separated list of kinds, got ${JSON.stringify(f.layers)}`);
+    const m = section(raw, 'model');
+    delete m.kind;
+    m.kinds = kinds;
+    m.layers = kinds.length;
   }
   if (f.kind !== undefined) {
     const m = section(raw, 'model');

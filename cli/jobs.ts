@@ -351,6 +351,7 @@ export function registerJobCommands(program: Command): void {
       .option('--seed <S>', 'seed of the initial weights', nonNegativeInt('--seed'))
       .option('--seq-len <T>', 'tokens per sequence', positiveInt('--seq-len'))
       .option('--kind <kind>', 'attention kind of every layer')
+      .option('--layers <kinds>', 'one attention kind per layer, comma-separated')
       .option('--data <spec>', 'mqar, bytes:<file> or tokens:<file> (uint16), a path on the coordinator and its workers')
       .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'))
       .option('--lr <x>', 'peak learning rate', positiveNumber('--lr'))

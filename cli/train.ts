@@ -125,6 +125,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--seed <S>', 'seed of the initial weights', nonNegativeInt('--seed'))
     .option('--seq-len <T>', 'tokens per sequence', positiveInt('--seq-len'))
     .option('--kind <kind>', `attention kind of every layer (${KINDS.join(', ')})`)
+    .option('--layers <kinds>', 'one attention kind per layer, comma-separated, e.g. gated_delta,gated_delta,delta')
     .option('--data <spec>', 'mqar, bytes:<file> or tokens:<file> (uint16)')
     .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'))
     .option('--lr <x>', 'peak learning rate', positiveNumber('--lr'))

@@ -13,6 +13,7 @@ import { startLocalCluster, type LocalCluster } from '../cluster/local-cluster.j
 import { KINDS } from '../native/kernels.js';
 import { ConfigErrors, learningRate, parseTrainConfig } from '../train/config.js';
 import { runTraining } from '../train/driver.js';
+import { configFromFlags } from '../cli/train.js';
 import { relMaxErr } from './helpers/check.js';
 import { caseSeed } from './helpers/rng.js';
 import { writeCorpus } from './helpers/text-corpus.js';
@@ -77,6 +78,15 @@ test('job config: defaults are filled in and every problem is reported by field'
   assert.match(problems({ data: { type: 'bytes' } })[0]!, /data\.path must be a non-empty string, got undefined/);
   assert.match(problems({ training: { lr: 1e-3, minLr: 1e-2 } })[0]!, /training\.minLr must be at most training\.lr/);
   assert.match(problems('{}')[0]!, /config must be an object, got "\{\}"/);
+});
+
+test('--layers sets one kind per layer; with --kind it is refused; unknown kinds are named', async () => {
+  const c = await configFromFlags({ layers: 'gated_delta,delta,linear' });
+  assert.deepEqual(c.model.kinds, ['gated_delta', 'delta', 'linear']);
+  assert.equal(c.model.layers, 3);
+  await assert.rejects(configFromFlags({ layers: 'delta', kind: 'linear' }), /either --kind .* or --layers/);
+  await assert.rejects(configFromFlags({ layers: 'delta,softmax' }), /model\.kinds\[1\] must be one of/);
+  await assert.rejects(configFromFlags({ layers: 'delta,,linear' }), /--layers must be a comma-separated list of kinds/);
 });
 
 test('learning rate: linear warm-up, then cosine decay to minLr at the last step', () => {
