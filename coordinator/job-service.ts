@@ -53,6 +53,8 @@ interface JobData {
 
 const PRIORITY_BASE = 1_000_000;
 const CANCELLED = 'cancelled';
+/** Abort reason of the jobs of a coordinator that shuts down (they are not marked failed or cancelled). */
+const SHUTDOWN = 'coordinator shutting down';
 
 function emptyProgress(steps: number): JobProgress {
   return { phase: 'queued', step: 0, steps, loss: null, tokensPerSec: null, etaSeconds: null, workers: [] };
@@ -109,6 +111,8 @@ export class BullJobService implements JobService {
   private readonly allocation: Allocation;
   private readonly log: (line: string) => void;
   private readonly keyPrefix: string;
+  /** Abort controllers of the jobs this process is running or allocating workers for. */
+  private readonly running = new Set<AbortController>();
   private readonly registry = new Registry();
   private readonly stepsTotal = new Counter({
     name: 'lasp_job_steps_total',
@@ -199,7 +203,13 @@ export class BullJobService implements JobService {
     return s;
   }
 
+  /**
+   * Stops taking and running jobs. Running jobs stop after their current step (or their wait for
+   * workers) without being marked: they stay active in Redis, and the next coordinator takes them
+   * up when their locks expire.
+   */
   async close(): Promise<void> {
+    for (const c of this.running) c.abort(SHUTDOWN);
     await this.worker.close(true).catch(() => {});
     await this.queue.close().catch(() => {});
     this.redis.disconnect();
@@ -240,6 +250,7 @@ export class BullJobService implements JobService {
     const id = job.id!;
     const ctl = new AbortController();
     signal?.addEventListener('abort', () => ctl.abort(signal.reason), { once: true });
+    this.running.add(ctl);
     if (await this.redis.exists(this.cancelKey(id))) throw new UnrecoverableError(CANCELLED);
     const poll = setInterval(() => {
       this.redis.exists(this.cancelKey(id)).then(
@@ -312,6 +323,7 @@ export class BullJobService implements JobService {
           log: (m) => this.log(`job ${id}: ${m}`),
         },
       });
+      if (ctl.signal.reason === SHUTDOWN) throw new Error(SHUTDOWN);
       if (summary.stoppedEarly) {
         await setProgress({ phase: 'done', etaSeconds: null });
         throw new UnrecoverableError(CANCELLED);
@@ -319,6 +331,7 @@ export class BullJobService implements JobService {
       await setProgress({ phase: 'done', etaSeconds: 0 });
       return { ...summary, losses: undefined }; // the per-step losses are in the metrics
     } catch (err) {
+      if (ctl.signal.reason === SHUTDOWN) throw new Error(SHUTDOWN);
       if (ctl.signal.aborted) {
         await setProgress({ phase: 'done', etaSeconds: null });
         throw new UnrecoverableError(CANCELLED);
@@ -326,6 +339,7 @@ export class BullJobService implements JobService {
       throw err;
     } finally {
       clearInterval(poll);
+      this.running.delete(ctl);
     }
   }
 
