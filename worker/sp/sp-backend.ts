@@ -3,10 +3,10 @@
 // forward, one of state gradients backward, per layer and sequence). The model code is unchanged:
 // it calls Backend.attention on its block, and this backend makes the collective calls.
 import { convSpec, cpuBackend, dims2, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../../model/backend.js';
-import { kernels, output, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
+import { kernels, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
 import { ops } from '../../native/ops.js';
 import type { Communicator } from '../collectives/communicator.js';
-import { pack, unpack } from './wire.js';
+import { concatF32, pack, unpack } from './wire.js';
 import { lasp2BackwardBatch, lasp2ForwardBatch, type SpBatchForward, type SpContext } from './lasp2.js';
 
 interface SpAttentionContext extends AttentionContext {
@@ -83,7 +83,7 @@ export class SpBackend {
       if (rank > 0) {
         const lengths = shapes.flatMap(([, C]) => Array.from({ length: B }, () => h * C));
         const parts = unpack(await this.comm.recv(tag, rank - 1), lengths, `conv.halo from rank ${rank - 1}`);
-        halos = xs.map((_, i) => concat(parts.slice(i * B, (i + 1) * B)));
+        halos = xs.map((_, i) => concatF32(parts.slice(i * B, (i + 1) * B)));
       }
       await sent;
     }
@@ -135,14 +135,4 @@ export class SpBackend {
 /** The last h rows of each of B sequences of T rows of C floats (views). */
 function lastRows(x: Float32Array, B: number, T: number, C: number, h: number): Float32Array[] {
   return Array.from({ length: B }, (_, b) => x.subarray((b * T + T - h) * C, (b * T + T) * C));
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = output(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

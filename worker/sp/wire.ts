@@ -5,16 +5,20 @@ import { bytesF32, f32Bytes } from '../tensor-bytes.js';
 
 export { bytesF32, f32Bytes };
 
-/** Concatenates tensors into one message. */
-export function pack(parts: Float32Array[]): Uint8Array {
-  const n = parts.reduce((s, p) => s + p.length, 0);
-  const out = output(n);
+/** The tensors one after another, in one (pooled) array. */
+export function concatF32(parts: Float32Array[]): Float32Array {
+  const out = output(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;
   for (const p of parts) {
     out.set(p, o);
     o += p.length;
   }
-  return f32Bytes(out);
+  return out;
+}
+
+/** Concatenates tensors into one message. */
+export function pack(parts: Float32Array[]): Uint8Array {
+  return f32Bytes(concatF32(parts));
 }
 
 /** Splits a message into tensors of the given lengths; the total must match exactly. */
