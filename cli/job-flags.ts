@@ -1,8 +1,10 @@
 // The job-config flags shared by `lasp train` and `lasp submit`, their parsers, and how they are
 // merged over a config file (the file first, then the flags on top).
 import { readFile } from 'node:fs/promises';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { KINDS } from '../native/kernels.js';
 import { DEFAULT_DATA } from '../train/config.js';
+import { positiveInt } from './args.js';
 
 export type Json = Record<string, unknown>;
 
@@ -122,4 +124,26 @@ export async function jobConfigFromFlags(file: string | undefined, f: JobConfigF
   if (f.checkpointEvery !== undefined) section(raw, 'checkpoint').every = f.checkpointEvery;
   if (f.checkpointDir !== undefined) section(raw, 'checkpoint').dir = f.checkpointDir;
   return raw;
+}
+
+/**
+ * The flags of JobConfigFlags on a command (`lasp train` and `lasp submit`). With `remote`, the
+ * help says that paths are read on the coordinator and its workers.
+ */
+export function addJobConfigOptions(cmd: Command, remote = false): Command {
+  const where = remote ? ', a path on the coordinator and its workers' : '';
+  return cmd
+    .option('--workers <W>', 'worker processes (blocks per sequence)', positiveInt('--workers'))
+    .option('--steps <N>', 'optimizer steps', positiveInt('--steps'))
+    .option('--seed <S>', 'seed of the initial weights', nonNegativeInt('--seed'))
+    .option('--seq-len <T>', 'tokens per sequence', positiveInt('--seq-len'))
+    .option('--kind <kind>', `attention kind of every layer (${KINDS.join(', ')})`)
+    .option('--layers <kinds>', 'one attention kind per layer, comma-separated, e.g. gated_delta,gated_delta,delta')
+    .option('--data <spec>', `mqar, bytes:<file> or tokens:<file> (uint16)${where}`)
+    .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'))
+    .option('--lr <x>', 'peak learning rate', positiveNumber('--lr'))
+    .option('--eval-every <N>', 'evaluate every N steps (0: at the end only)', nonNegativeInt('--eval-every'))
+    .option('--checkpoint-every <N>', 'checkpoint every N steps (0: at the end only)', nonNegativeInt('--checkpoint-every'))
+    .option('--checkpoint-dir <dir>', `checkpoints, metrics.jsonl and loss.svg go here${where}`)
+    .option('--threads-per-worker <n>', 'native threads per worker', positiveInt('--threads-per-worker'));
 }

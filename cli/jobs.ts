@@ -10,7 +10,7 @@ import { Option, type Command } from 'commander';
 import { JOB_STATES, type JobState, type JobView, type MetricPoint, type WorkerView } from '../coordinator/job-types.js';
 import { formatDuration, formatRate } from '../train/progress.js';
 import { positiveInt } from './args.js';
-import { integer, jobConfigFromFlags, nonNegativeInt, positiveNumber, type JobConfigFlags, type Json } from './job-flags.js';
+import { addJobConfigOptions, integer, jobConfigFromFlags, type JobConfigFlags, type Json } from './job-flags.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:7780';
 /** A request that takes longer than this fails (the server answers 503 after 30 s itself). */
@@ -343,22 +343,12 @@ async function submitCommand(file: string | undefined, f: SubmitFlags): Promise<
 
 export function registerJobCommands(program: Command): void {
   common(
-    program
-      .command('submit [file]')
-      .description('queue a training job on the coordinator: the job config file (JSON), then the flags on top, as for `lasp train`')
-      .option('--workers <W>', 'worker processes (blocks per sequence)', positiveInt('--workers'))
-      .option('--steps <N>', 'optimizer steps', positiveInt('--steps'))
-      .option('--seed <S>', 'seed of the initial weights', nonNegativeInt('--seed'))
-      .option('--seq-len <T>', 'tokens per sequence', positiveInt('--seq-len'))
-      .option('--kind <kind>', 'attention kind of every layer')
-      .option('--layers <kinds>', 'one attention kind per layer, comma-separated')
-      .option('--data <spec>', 'mqar, bytes:<file> or tokens:<file> (uint16), a path on the coordinator and its workers')
-      .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'))
-      .option('--lr <x>', 'peak learning rate', positiveNumber('--lr'))
-      .option('--eval-every <N>', 'evaluate every N steps (0: at the end only)', nonNegativeInt('--eval-every'))
-      .option('--checkpoint-every <N>', 'checkpoint every N steps (0: at the end only)', nonNegativeInt('--checkpoint-every'))
-      .option('--checkpoint-dir <dir>', 'run directory, on the coordinator and its workers')
-      .option('--threads-per-worker <n>', 'native threads per worker', positiveInt('--threads-per-worker'))
+    addJobConfigOptions(
+      program
+        .command('submit [file]')
+        .description('queue a training job on the coordinator: the job config file (JSON), then the flags on top, as for `lasp train`'),
+      true,
+    )
       .option('--priority <p>', 'higher runs first among waiting jobs (default 0)', integer('--priority'))
       .option('--attempts <n>', 'attempts in all, a failed one retried with backoff (default 3)', positiveInt('--attempts'))
       .option(

@@ -2,12 +2,10 @@
 // training a model with every sequence split between the workers. Defaults train a small
 // gated_delta model on multi-query associative recall in about a minute.
 import type { Command } from 'commander';
-import { KINDS } from '../native/kernels.js';
 import { parseTrainConfig, tokensPerStep, type TrainConfig } from '../train/config.js';
 import { runTraining, type StepEvent, type TrainSummary } from '../train/driver.js';
 import { formatDuration, formatRate, ProgressBar } from '../train/progress.js';
-import { positiveInt } from './args.js';
-import { jobConfigFromFlags, nonNegativeInt, positiveNumber, type JobConfigFlags, type Json } from './job-flags.js';
+import { addJobConfigOptions, jobConfigFromFlags, type JobConfigFlags, type Json } from './job-flags.js';
 
 interface TrainFlags extends JobConfigFlags {
   config?: string;
@@ -116,24 +114,12 @@ export async function trainCommand(f: TrainFlags): Promise<void> {
 }
 
 export function registerTrainCommand(program: Command): void {
-  program
+  const cmd = program
     .command('train')
     .description('train a model on a local cluster of worker processes, every sequence split between them')
-    .option('--config <file>', 'job config (JSON: model, data, training, cluster, checkpoint sections)')
-    .option('--workers <W>', 'worker processes (blocks per sequence)', positiveInt('--workers'))
-    .option('--steps <N>', 'optimizer steps', positiveInt('--steps'))
-    .option('--seed <S>', 'seed of the initial weights', nonNegativeInt('--seed'))
-    .option('--seq-len <T>', 'tokens per sequence', positiveInt('--seq-len'))
-    .option('--kind <kind>', `attention kind of every layer (${KINDS.join(', ')})`)
-    .option('--layers <kinds>', 'one attention kind per layer, comma-separated, e.g. gated_delta,gated_delta,delta')
-    .option('--data <spec>', 'mqar, bytes:<file> or tokens:<file> (uint16)')
-    .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'))
-    .option('--lr <x>', 'peak learning rate', positiveNumber('--lr'))
-    .option('--eval-every <N>', 'evaluate every N steps (0: at the end only)', nonNegativeInt('--eval-every'))
-    .option('--checkpoint-every <N>', 'checkpoint every N steps (0: at the end only)', nonNegativeInt('--checkpoint-every'))
-    .option('--checkpoint-dir <dir>', 'checkpoints, metrics.jsonl and loss.svg go here')
+    .option('--config <file>', 'job config (JSON: model, data, training, cluster, checkpoint sections)');
+  addJobConfigOptions(cmd)
     .option('--resume', 'continue from the newest valid checkpoint in --checkpoint-dir')
-    .option('--threads-per-worker <n>', 'native threads per worker', positiveInt('--threads-per-worker'))
     .option('--json', 'print one JSON object per step and a summary line')
     .option('--verbose', "copy the workers' log lines to stderr")
     .action((f: TrainFlags) => trainCommand(f));
