@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { Job, Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { listCheckpoints } from '../train/checkpoint/index.js';
 import { parseTrainConfig, type TrainConfig } from '../train/config.js';
 import { runTraining, type GroupRunner } from '../train/driver.js';
 import type { Coordinator } from './coordinator.js';
@@ -283,11 +284,7 @@ export class BullJobService implements JobService {
         this.allocation.poke();
       },
     };
-    const fs = await import('node:fs/promises');
-    const resume = await fs
-      .readdir(cfg.checkpoint.dir)
-      .then((f) => f.some((x) => x.endsWith('.lasp')))
-      .catch(() => false);
+    const resume = (await listCheckpoints(cfg.checkpoint.dir)).length > 0;
     const recent: { t: number; step: number }[] = [];
     try {
       const summary = await runTraining(cfg, {
