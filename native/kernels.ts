@@ -501,6 +501,11 @@ export interface SoftmaxSpec {
   qOffset?: number;
   /** Default 1/sqrt(dk). */
   scale?: number;
+  /**
+   * Sliding window (causal only): query i sees the keys j with qOffset+i−window < j ≤ qOffset+i,
+   * i.e. the last `window` positions, itself included. Default 0: no limit.
+   */
+  window?: number;
 }
 
 function checkSoftmax(spec: SoftmaxSpec) {
@@ -513,12 +518,14 @@ function checkSoftmax(spec: SoftmaxSpec) {
   const qOffset = spec.qOffset === undefined ? 0 : checkInt('qOffset', spec.qOffset, 0);
   const causal = spec.causal === undefined ? true : spec.causal;
   if (typeof causal !== 'boolean') fail(`causal must be a boolean, got ${describe(causal)}`);
+  const window = spec.window === undefined ? 0 : checkInt('window', spec.window, 0);
+  if (window > 0 && !causal) fail(`window needs causal attention: got window ${window} with causal false`);
   const scale = spec.scale === undefined ? 1 / Math.sqrt(dk) : spec.scale;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) fail(`scale must be a finite number, got ${describe(scale)}`);
   const q = checkArray('q', spec.q, Tq * H * dk, '[Tq,H,dk]');
   const k = checkArray('k', spec.k, Tk * H * dk, '[Tk,H,dk]');
   const v = checkArray('v', spec.v, Tk * H * dv, '[Tk,H,dv]');
-  return { Tq, Tk, H, dk, dv, qOffset, causal, scale, q, k, v };
+  return { Tq, Tk, H, dk, dv, qOffset, causal, window, scale, q, k, v };
 }
 
 const softmax = {
@@ -527,7 +534,7 @@ const softmax = {
     const s = checkSoftmax(spec);
     const o = output(s.Tq * s.H * s.dv);
     const lse = output(s.H * s.Tq);
-    await addon().softmaxForward(s.Tq, s.Tk, s.H, s.dk, s.dv, s.qOffset, s.causal, s.scale, s.q, s.k, s.v, o, lse);
+    await addon().softmaxForward(s.Tq, s.Tk, s.H, s.dk, s.dv, s.qOffset, s.causal, s.window, s.scale, s.q, s.k, s.v, o, lse);
     return { o, lse };
   },
   async backward(
@@ -542,7 +549,26 @@ const softmax = {
     const dq = output(s.q.length);
     const dk = output(s.k.length);
     const dv = output(s.v.length);
-    await addon().softmaxBackward(s.Tq, s.Tk, s.H, s.dk, s.dv, s.qOffset, s.causal, s.scale, s.q, s.k, s.v, fwd.o, fwd.lse, dO, dq, dk, dv);
+    await addon().softmaxBackward(
+      s.Tq,
+      s.Tk,
+      s.H,
+      s.dk,
+      s.dv,
+      s.qOffset,
+      s.causal,
+      s.window,
+      s.scale,
+      s.q,
+      s.k,
+      s.v,
+      fwd.o,
+      fwd.lse,
+      dO,
+      dq,
+      dk,
+      dv,
+    );
     return { dq, dk, dv };
   },
 };

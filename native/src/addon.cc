@@ -305,6 +305,7 @@ lasp::SoftmaxProblem read_softmax(Args& a) {
   p.dv = a.integer("dv", 1, 4096);
   p.qOffset = a.integer("qOffset", 0, kMaxDim);
   p.causal = a.boolean("causal");
+  p.window = a.integer("window", 0, kMaxDim);
   p.scale = static_cast<float>(a.number("scale"));
   p.q = a.f32("q", static_cast<int64_t>(p.Tq) * p.H * p.dk);
   p.k = a.f32("k", static_cast<int64_t>(p.Tk) * p.H * p.dk);

@@ -333,10 +333,25 @@ inline void unpack_rows(const float* src, int H, int d, int h, int r0, int n, fl
   for (int r = 0; r < n; ++r) std::memcpy(o + r * ld, src + static_cast<size_t>(r) * d, sizeof(float) * d);
 }
 
-// Number of keys visible to query row i (global position qOffset + i): keys [0, visible).
+// Number of keys visible to query row i (global position qOffset + i): keys [first, visible).
 inline long long visible_keys(const SoftmaxProblem& p, long long i) {
   if (!p.causal) return p.Tk;
   return std::min<long long>(p.Tk, p.qOffset + i + 1);
+}
+
+// First key visible to query row i: 0 without a window, else qOffset + i − window + 1 (≥ 0).
+inline long long first_key(const SoftmaxProblem& p, long long i) {
+  if (!p.causal || p.window <= 0) return 0;
+  return std::max<long long>(0, p.qOffset + i - p.window + 1);
+}
+
+// Columns [a, b) of a key tile starting at j0 with bc keys that query row i sees (b <= a: none).
+inline void tile_range(const SoftmaxProblem& p, long long i, int j0, int bc, int& a, int& b) {
+  const long long lo = first_key(p, i) - j0;
+  const long long hi = visible_keys(p, i) - j0;
+  a = static_cast<int>(std::max<long long>(0, std::min<long long>(bc, lo)));
+  b = static_cast<int>(std::max<long long>(0, std::min<long long>(bc, hi)));
+  if (b < a) b = a;
 }
 
 }  // namespace
@@ -357,8 +372,9 @@ void softmax_attention_forward(const SoftmaxProblem& p, float* o, float* lse) {
     const int h = t % H;
     const int i0 = it * kBr;
     const int br = std::min(kBr, Tq - i0);
-    // Keys seen by any row of the tile: [0, kEnd).
+    // Keys seen by any row of the tile: [kStart, kEnd); the key tiles stay aligned to kBc.
     const int kEnd = static_cast<int>(visible_keys(p, static_cast<long long>(i0) + br - 1));
+    const int kStart = static_cast<int>(first_key(p, i0) / kBc) * kBc;
     const int ldk = H * dk, ldv = H * dv;
 
     Scratch& sc = scratch();
@@ -375,7 +391,7 @@ void softmax_attention_forward(const SoftmaxProblem& p, float* o, float* lse) {
     }
     std::fill(O, O + static_cast<size_t>(br) * dv, 0.f);
 
-    for (int j0 = 0; j0 < kEnd; j0 += kBc) {
+    for (int j0 = kStart; j0 < kEnd; j0 += kBc) {
       const int bc = std::min(kBc, kEnd - j0);
       // K and V are read in place (row stride H·d): they are the B operands, which sgemm
       // packs itself, so copying them here first would only add a pass.
@@ -384,19 +400,20 @@ void softmax_attention_forward(const SoftmaxProblem& p, float* o, float* lse) {
       sgemm(false, true, br, bc, dk, p.scale, Qp, dk, Kt, ldk, 0.f, S, bc);
       for (int r = 0; r < br; ++r) {
         float* s = S + static_cast<size_t>(r) * bc;
-        // Visible columns of this row in the tile: [0, nv).
-        const long long vis = visible_keys(p, static_cast<long long>(i0) + r) - j0;
-        const int nv = static_cast<int>(std::max<long long>(0, std::min<long long>(bc, vis)));
-        for (int c = nv; c < bc; ++c) s[c] = kNegInf;
-        const float mx = nv > 0 ? K.row_max(s, nv) : kNegInf;
+        // Visible columns of this row in the tile: [a, b) (a > 0 only with a window).
+        int a = 0, b = 0;
+        tile_range(p, static_cast<long long>(i0) + r, j0, bc, a, b);
+        const int nv = b - a;
+        const float mx = nv > 0 ? K.row_max(s + a, nv) : kNegInf;
         const float mOld = m[r];
         const float mNew = mOld < mx ? mx : mOld;
         if (mNew == kNegInf) {  // nothing visible yet: P row is 0
           std::fill(s, s + bc, 0.f);
           continue;
         }
-        const float rs = K.exp_sub_sum(s, nv, mNew);
-        for (int c = nv; c < bc; ++c) s[c] = 0.f;
+        const float rs = nv > 0 ? K.exp_sub_sum(s + a, nv, mNew) : 0.f;
+        for (int c = 0; c < a; ++c) s[c] = 0.f;
+        for (int c = b; c < bc; ++c) s[c] = 0.f;
         if (mNew != mOld) {
           const float alpha = exp_portable(mOld - mNew);  // 0 when mOld = -inf
           l[r] = l[r] * alpha + rs;
@@ -488,12 +505,17 @@ void softmax_attention_backward(const SoftmaxProblem& p, const float* o, const f
       const int bc = std::min(kBc, Tk - j0);
       std::fill(dKa, dKa + static_cast<size_t>(bc) * dk_, 0.f);
       std::fill(dVa, dVa + static_cast<size_t>(bc) * dv_, 0.f);
-      // First query row that sees key j0: qOffset + i >= j0.
+      // First query row that sees key j0: qOffset + i >= j0. With a window, rows past
+      // qOffset + i = j0 + bc − 1 + window − 1 see none of the tile's keys: [iFirst, iEnd).
       long long iFirst = p.causal ? std::max<long long>(0, j0 - p.qOffset) : 0;
-      if (iFirst < Tq) {
+      long long iEnd = Tq;
+      if (p.causal && p.window > 0)
+        iEnd = std::max<long long>(0, std::min<long long>(Tq, static_cast<long long>(j0) + bc + p.window - 1 - p.qOffset));
+      if (iFirst < iEnd) {
         const float* Kp = p.k + static_cast<size_t>(j0) * ldk + static_cast<size_t>(h) * dk_;
         const float* Vp = p.v + static_cast<size_t>(j0) * ldv + static_cast<size_t>(h) * dv_;
-        for (int it = static_cast<int>(iFirst / kBr); it < nQT; ++it) {
+        const int itEnd = static_cast<int>((iEnd + kBr - 1) / kBr);
+        for (int it = static_cast<int>(iFirst / kBr); it < itEnd; ++it) {
           const int i0 = it * kBr;
           const int br = std::min(kBr, Tq - i0);
           // Q and dO rows of this tile, read in place (row stride H·d): as B operands sgemm packs
@@ -508,11 +530,12 @@ void softmax_attention_backward(const SoftmaxProblem& p, const float* o, const f
           sgemm(false, true, br, bc, dk_, p.scale, Qp, lq, Kp, ldk, 0.f, P, bc);
           for (int r = 0; r < br; ++r) {
             float* s = P + static_cast<size_t>(r) * bc;
-            const long long vis = visible_keys(p, static_cast<long long>(i0) + r) - j0;
-            int nv = static_cast<int>(std::max<long long>(0, std::min<long long>(bc, vis)));
-            if (lrow[r] == kNegInf) nv = 0;
-            if (nv > 0) K.exp_sub(s, nv, lrow[r]);
-            for (int c = nv; c < bc; ++c) s[c] = 0.f;
+            int a = 0, b = 0;
+            tile_range(p, static_cast<long long>(i0) + r, j0, bc, a, b);
+            if (lrow[r] == kNegInf) b = a;
+            if (b > a) K.exp_sub(s + a, b - a, lrow[r]);
+            for (int c = 0; c < a; ++c) s[c] = 0.f;
+            for (int c = b; c < bc; ++c) s[c] = 0.f;
           }
           // dV += P^T·dO
           sgemm(true, false, bc, dv_, br, 1.f, P, bc, dOp, lo, 1.f, dVa, dv_);

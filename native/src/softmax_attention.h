@@ -7,6 +7,9 @@
 // Query i sits at key position qOffset + i: with causal, query i sees keys j <= qOffset + i
 // (and nothing else); without causal it sees all Tk keys. A query row that sees no key
 // outputs zeros and lse = -inf. scale multiplies q·k (usually 1/sqrt(dk)).
+// window > 0 (causal only): sliding-window attention, query i (position qOffset + i) sees only
+// keys j with qOffset + i - window < j <= qOffset + i (the last `window` positions, itself
+// included). window = 0: no limit.
 #pragma once
 
 namespace lasp {
@@ -15,6 +18,7 @@ struct SoftmaxProblem {
   int Tq = 0, Tk = 0, H = 0, dk = 0, dv = 0;
   long long qOffset = 0;
   bool causal = true;
+  long long window = 0;
   float scale = 1.f;
   const float* q = nullptr;
   const float* k = nullptr;
