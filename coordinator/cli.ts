@@ -2,8 +2,10 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { Coordinator } from './coordinator.js';
 import type { BullJobService } from './job-service.js';
+import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-flags.js';
+import { TlsConfigError } from '../cluster/tls.js';
 
-interface CoordinatorCliOptions {
+interface CoordinatorCliOptions extends TlsFlagValues {
   host: string;
   port: number;
   heartbeatIntervalMs: number;
@@ -29,7 +31,7 @@ function int(name: string, min: number) {
 }
 
 export function registerCoordinatorCommand(program: Command): void {
-  program
+  const cmd = program
     .command('coordinator')
     .description('run the coordinator: worker registry, heartbeats, rendezvous')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
@@ -52,51 +54,60 @@ export function registerCoordinatorCommand(program: Command): void {
       int('--lock-duration-ms', 1000),
       30000,
     )
-    .option('--stalled-interval-ms <ms>', 'how often jobs of dead coordinators are looked for', int('--stalled-interval-ms', 1000), 15000)
-    .action(async (o: CoordinatorCliOptions) => {
-      const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-      const clusterToken = o.token ?? (process.env.LASP_TOKEN || undefined);
-      const coordinator = await Coordinator.start({
-        ...(clusterToken ? { token: clusterToken } : {}),
-        host: o.host,
-        port: o.port,
-        heartbeatIntervalMs: o.heartbeatIntervalMs,
-        missesAllowed: o.misses,
+    .option('--stalled-interval-ms <ms>', 'how often jobs of dead coordinators are looked for', int('--stalled-interval-ms', 1000), 15000);
+  addTlsOptions(cmd).action(async (o: CoordinatorCliOptions) => {
+    const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    let tls;
+    try {
+      tls = tlsFromFlags(o);
+    } catch (err) {
+      if (!(err instanceof TlsConfigError)) throw err;
+      process.stderr.write(`lasp coordinator: ${err.message}\n`);
+      process.exit(2);
+    }
+    const clusterToken = o.token ?? (process.env.LASP_TOKEN || undefined);
+    const coordinator = await Coordinator.start({
+      ...(clusterToken ? { token: clusterToken } : {}),
+      host: o.host,
+      port: o.port,
+      heartbeatIntervalMs: o.heartbeatIntervalMs,
+      missesAllowed: o.misses,
+      ...(tls !== undefined ? { tls } : {}),
+      log,
+    });
+    log(`coordinator listening on ${o.host}:${coordinator.port}${tls ? ` with ${tls.describe}` : ''}`);
+    const redisUrl = o.redis ?? process.env.REDIS_URL;
+    let service: BullJobService | undefined;
+    let api: { url: string; close(): Promise<void> } | undefined;
+    if (redisUrl) {
+      // Loaded here, so that other `lasp` commands do not pay for loading BullMQ and ioredis.
+      const [{ BullJobService: Service }, { startHttpApi }] = await Promise.all([import('./job-service.js'), import('./http-api.js')]);
+      service = await Service.start(coordinator, {
+        redisUrl,
+        dataDir: o.dataDir,
+        queueName: o.queue,
+        lockDurationMs: o.lockDurationMs,
+        stalledIntervalMs: o.stalledIntervalMs,
         log,
       });
-      log(`coordinator listening on ${o.host}:${coordinator.port}`);
-      const redisUrl = o.redis ?? process.env.REDIS_URL;
-      let service: BullJobService | undefined;
-      let api: { url: string; close(): Promise<void> } | undefined;
-      if (redisUrl) {
-        // Loaded here, so that other `lasp` commands do not pay for loading BullMQ and ioredis.
-        const [{ BullJobService: Service }, { startHttpApi }] = await Promise.all([import('./job-service.js'), import('./http-api.js')]);
-        service = await Service.start(coordinator, {
-          redisUrl,
-          dataDir: o.dataDir,
-          queueName: o.queue,
-          lockDurationMs: o.lockDurationMs,
-          stalledIntervalMs: o.stalledIntervalMs,
-          log,
-        });
-        const token = o.token ?? (process.env.LASP_TOKEN || undefined);
-        api = await startHttpApi(service, { host: o.httpHost, port: o.httpPort, ...(token ? { token } : {}) });
-        if (!token) log('HTTP API without authentication (no --token or LASP_TOKEN): keep it on a trusted network');
-        log(`job service on ${redisUrl}; HTTP API listening on ${api.url}`);
-      } else log('no --redis: job service and HTTP API off (workers and rendezvous only)');
-      let signalled = false;
-      const onSignal = (sig: NodeJS.Signals) => {
-        if (signalled) process.exit(1);
-        signalled = true;
-        log(`${sig}: shutting down`);
-        Promise.all([api?.close(), service?.close()])
-          .then(() => coordinator.stop())
-          .then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
+      const token = o.token ?? (process.env.LASP_TOKEN || undefined);
+      api = await startHttpApi(service, { host: o.httpHost, port: o.httpPort, ...(token ? { token } : {}) });
+      if (!token) log('HTTP API without authentication (no --token or LASP_TOKEN): keep it on a trusted network');
+      log(`job service on ${redisUrl}; HTTP API listening on ${api.url}`);
+    } else log('no --redis: job service and HTTP API off (workers and rendezvous only)');
+    let signalled = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (signalled) process.exit(1);
+      signalled = true;
+      log(`${sig}: shutting down`);
+      Promise.all([api?.close(), service?.close()])
+        .then(() => coordinator.stop())
+        .then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
 }

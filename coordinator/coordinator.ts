@@ -2,6 +2,7 @@
 // the Coordinator and Health services, the worker registry, the heartbeat monitor and rendezvous.
 import * as grpc from '@grpc/grpc-js';
 import { tokenServerInterceptor } from '../cluster/cluster-token.js';
+import { serverCredentials, type TlsConfig } from '../cluster/tls.js';
 import { protos } from '../proto/load.js';
 import { bindServer, shutdownServer } from './grpc-call.js';
 import { coordinatorHandlers } from './coordinator-service.js';
@@ -24,6 +25,8 @@ export interface CoordinatorOptions {
   controlTimeoutMs?: number;
   /** Cluster token: required on Register/Heartbeat (UNAUTHENTICATED without it) and sent to workers. Default none. */
   token?: string;
+  /** TLS of the gRPC server and of the calls to workers (cluster/tls.ts loadTls). Default none (plaintext). */
+  tls?: TlsConfig;
   /** Receives one line per notable event (registrations, deaths). Default: discard. */
   log?: (line: string) => void;
 }
@@ -61,7 +64,7 @@ export class Coordinator {
     const pkg = protos().coordinator.lasp.v1;
     c.server.addService(pkg.Coordinator.service, coordinatorHandlers(c.registry, c.monitor.heartbeatIntervalMs, c.log));
     c.health.addTo(c.server);
-    c.boundPort = await bindServer(c.server, opts.host ?? '127.0.0.1', opts.port ?? 0);
+    c.boundPort = await bindServer(c.server, opts.host ?? '127.0.0.1', opts.port ?? 0, serverCredentials(opts.tls));
     c.monitor.start();
     return c;
   }
@@ -117,7 +120,7 @@ export class Coordinator {
     let c = this.clients.get(workerId);
     if (!c || c.address !== w.address) {
       c?.close();
-      c = new WorkerClient(w.id, w.address, this.opts.token);
+      c = new WorkerClient(w.id, w.address, this.opts.token, this.opts.tls);
       this.clients.set(workerId, c);
     }
     return c;

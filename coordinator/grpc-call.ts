@@ -59,11 +59,16 @@ export const CLIENT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 1000,
 };
 
-/** Binds `server` on host:port (0 = any free port) and resolves with the bound port. */
-export function bindServer(server: grpc.Server, host: string, port: number): Promise<number> {
+/** Binds `server` on host:port (0 = any free port) with `credentials` (default insecure) and resolves with the bound port. */
+export function bindServer(
+  server: grpc.Server,
+  host: string,
+  port: number,
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<number> {
   const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   return new Promise((resolve, reject) => {
-    server.bindAsync(`${hostPart}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+    server.bindAsync(`${hostPart}:${port}`, credentials, (err, bound) => {
       if (err) reject(new Error(`cannot listen on ${hostPart}:${port}: ${err.message}`));
       else resolve(bound);
     });

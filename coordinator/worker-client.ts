@@ -2,6 +2,7 @@
 // fails with an RpcError naming the worker.
 import * as grpc from '@grpc/grpc-js';
 import { withToken } from '../cluster/cluster-token.js';
+import { channelCredentials, type TlsConfig } from '../cluster/tls.js';
 import { protos } from '../proto/load.js';
 import type { WorkerControlClient } from '../proto/generated/lasp/v1/WorkerControl.js';
 import type { AbortReply__Output } from '../proto/generated/lasp/v1/AbortReply.js';
@@ -26,12 +27,13 @@ export class WorkerClient {
     readonly workerId: string,
     readonly address: string,
     token?: string,
+    tls?: TlsConfig,
   ) {
     const Ctor = protos().worker.lasp.v1.WorkerControl;
     // Task replies may carry large tensors.
     this.client = new Ctor(
       address,
-      grpc.credentials.createInsecure(),
+      channelCredentials(tls),
       withToken({ ...CLIENT_CHANNEL_OPTIONS, 'grpc.max_receive_message_length': 1 << 30 }, token),
     );
     this.label = `worker ${workerId} (${address})`;

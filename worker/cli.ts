@@ -2,8 +2,10 @@
 import { startWorkerHttp } from './http-probes.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startWorker, stopOnSignals } from './main.js';
+import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-flags.js';
+import { TlsConfigError } from '../cluster/tls.js';
 
-interface WorkerCliOptions {
+interface WorkerCliOptions extends TlsFlagValues {
   coordinator: string;
   host: string;
   bindHost?: string;
@@ -29,7 +31,7 @@ function nonNegativeInt(name: string) {
 
 /** The `worker` command, standalone (worker/entry.ts) or under `lasp`. */
 export function workerCommand(): Command {
-  return new Command('worker')
+  const cmd = new Command('worker')
     .description('run a worker: registers with the coordinator, joins groups, runs tasks and collectives')
     .addOption(new Option('--coordinator <host:port>', 'coordinator address').env('LASP_COORDINATOR').makeOptionMandatory())
     .option('--host <addr>', 'address to advertise to the coordinator and peers', '127.0.0.1')
@@ -51,33 +53,42 @@ export function workerCommand(): Command {
       'serve /healthz, /readyz and /metrics on this port (0 = any free port; default: off)',
       nonNegativeInt('--http-port'),
     )
-    .option('--http-host <addr>', 'address of the HTTP probes (default: --bind-host, else --host)')
-    .action(async (o: WorkerCliOptions) => {
-      if (o.threads !== undefined && o.threads > 0) process.env.LASP_THREADS = String(o.threads);
-      const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
-      const worker = await startWorker({
-        coordinator: o.coordinator,
-        host: o.host,
-        bindHost: o.bindHost,
-        port: o.port,
-        threads: o.threads || undefined,
-        id: o.id,
-        device: o.device,
-        token: o.token,
-        log,
-      });
-      log(`worker ${worker.id} listening on ${worker.address}, coordinator ${o.coordinator}`);
-      if (o.httpPort !== undefined) {
-        const http = await startWorkerHttp(worker, { host: o.httpHost ?? o.bindHost ?? o.host, port: o.httpPort });
-        log(`worker ${worker.id}: HTTP probes on ${http.url} (/healthz, /readyz, /metrics)`);
-      }
-      stopOnSignals(worker, log);
-      if (o.exitWithStdin) {
-        process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
-        process.stdin.on('error', () => process.kill(process.pid, 'SIGTERM'));
-        process.stdin.resume();
-      }
+    .option('--http-host <addr>', 'address of the HTTP probes (default: --bind-host, else --host)');
+  return addTlsOptions(cmd).action(async (o: WorkerCliOptions) => {
+    if (o.threads !== undefined && o.threads > 0) process.env.LASP_THREADS = String(o.threads);
+    const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
+    let tls;
+    try {
+      tls = tlsFromFlags(o);
+    } catch (err) {
+      if (!(err instanceof TlsConfigError)) throw err;
+      process.stderr.write(`lasp worker: ${err.message}\n`);
+      process.exit(2);
+    }
+    const worker = await startWorker({
+      coordinator: o.coordinator,
+      host: o.host,
+      bindHost: o.bindHost,
+      port: o.port,
+      threads: o.threads || undefined,
+      id: o.id,
+      device: o.device,
+      token: o.token,
+      ...(tls !== undefined ? { tls } : {}),
+      log,
     });
+    log(`worker ${worker.id} listening on ${worker.address}${tls ? ` with ${tls.describe}` : ''}, coordinator ${o.coordinator}`);
+    if (o.httpPort !== undefined) {
+      const http = await startWorkerHttp(worker, { host: o.httpHost ?? o.bindHost ?? o.host, port: o.httpPort });
+      log(`worker ${worker.id}: HTTP probes on ${http.url} (/healthz, /readyz, /metrics)`);
+    }
+    stopOnSignals(worker, log);
+    if (o.exitWithStdin) {
+      process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
+      process.stdin.on('error', () => process.kill(process.pid, 'SIGTERM'));
+      process.stdin.resume();
+    }
+  });
 }
 
 export function registerWorkerCommand(program: Command): void {

@@ -2,8 +2,8 @@
 // worker may start before the coordinator), then heartbeat every interval the coordinator asked
 // for; register again when a heartbeat comes back known=false (the coordinator restarted or
 // declared this worker dead).
-import * as grpc from '@grpc/grpc-js';
 import { withToken } from '../cluster/cluster-token.js';
+import { channelCredentials, type TlsConfig } from '../cluster/tls.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { protos } from '../proto/load.js';
 import type { CoordinatorClient } from '../proto/generated/lasp/v1/Coordinator.js';
@@ -18,6 +18,8 @@ export interface CoordinatorLinkOptions {
   coordinator: string;
   /** Cluster token sent on every call. Default none. */
   token?: string;
+  /** TLS of the channel to the coordinator. Default none (plaintext). */
+  tls?: TlsConfig;
   /** What this worker registers as. */
   registration: Required<Pick<RegisterRequest, 'workerId' | 'address' | 'host' | 'pid' | 'device' | 'threads'>>;
   /** Current state for heartbeats. */
@@ -50,7 +52,7 @@ export class CoordinatorLink {
 
   constructor(private readonly opts: CoordinatorLinkOptions) {
     const Ctor = protos().coordinator.lasp.v1.Coordinator;
-    this.client = new Ctor(opts.coordinator, grpc.credentials.createInsecure(), withToken(CLIENT_CHANNEL_OPTIONS, opts.token));
+    this.client = new Ctor(opts.coordinator, channelCredentials(opts.tls), withToken(CLIENT_CHANNEL_OPTIONS, opts.token));
     this.label = `coordinator ${opts.coordinator}`;
     this.log = opts.log ?? (() => {});
     this.registered = new Promise((resolve) => (this.registeredOnce = resolve));

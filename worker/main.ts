@@ -2,6 +2,8 @@
 // to the coordinator (register + heartbeats). Start it with startWorker().
 import * as grpc from '@grpc/grpc-js';
 import { tokenServerInterceptor } from '../cluster/cluster-token.js';
+import { serverCredentials, withChannelCredentials, type TlsConfig } from '../cluster/tls.js';
+import { PEER_CHANNEL_OPTIONS } from './collectives/peer-clients.js';
 import { availableParallelism, hostname } from 'node:os';
 import { protos } from '../proto/load.js';
 import { bindServer, shutdownServer } from '../coordinator/grpc-call.js';
@@ -42,6 +44,8 @@ export interface WorkerOptions {
   collectiveTimeoutMs?: number;
   /** Cluster token: required on this worker's gRPC calls and sent on its own. Default: LASP_TOKEN, else LASP_CLUSTER_TOKEN, else none. */
   token?: string;
+  /** TLS of this worker's server and of its calls to the coordinator and peers (cluster/tls.ts loadTls). Default none (plaintext). */
+  tls?: TlsConfig;
   /** Receives log lines. Default: discard. */
   log?: (line: string) => void;
   /** Replaces the peer endpoint (tests). Default: a new PeerEndpoint. */
@@ -77,6 +81,7 @@ export class WorkerProcess {
         pieceBytes: opts.pieceBytes,
         timeoutMs: opts.collectiveTimeoutMs,
         token,
+        ...(opts.tls !== undefined ? { channelOptions: withChannelCredentials(PEER_CHANNEL_OPTIONS, opts.tls) } : {}),
       });
     const control = new ControlService(peer, (line) => log(`worker ${id}: ${line}`));
     const server = new grpc.Server({
@@ -89,7 +94,7 @@ export class WorkerProcess {
     health.addTo(server);
     let port: number;
     try {
-      port = await bindServer(server, opts.bindHost ?? host, opts.port ?? 0);
+      port = await bindServer(server, opts.bindHost ?? host, opts.port ?? 0, serverCredentials(opts.tls));
     } catch (err) {
       peer.close();
       throw new Error(`worker ${id}: ${(err as Error).message}`);
@@ -98,6 +103,7 @@ export class WorkerProcess {
     const link = new CoordinatorLink({
       coordinator: opts.coordinator,
       ...(token !== undefined ? { token } : {}),
+      ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
       registration: { workerId: id, address, host, pid: process.pid, device: opts.device ?? 'cpu', threads },
       status: () => control.status(),
       log: (line) => log(`worker ${id}: ${line}`),
