@@ -8,12 +8,22 @@ import { lasp1Backward, lasp1Forward, ringKvBackward, ringKvForward } from './ba
 import { rows, splitBlocks } from './blocks.js';
 import { lasp2Backward, lasp2Forward, type SpBackwardResult, type SpContext, type SpForwardResult } from './lasp2.js';
 import { checkProblemConfig, makeProblem, type Problem, type ProblemConfig } from './random-problem.js';
-import type { AttentionSpec } from '../../native/kernels.js';
+import type { AttentionSpec, Kind } from '../../native/kernels.js';
+import { LOCAL_KINDS, runHybridLayer, type HybridLayerConfig, type LocalKind } from './hybrid-layer.js';
+import { LAYOUTS, type LayoutName } from './layout.js';
 
 export const SP_MODES = ['lasp2', 'lasp1', 'ringkv'] as const;
 export type SpMode = (typeof SP_MODES)[number];
 
-export interface SpLayerConfig extends ProblemConfig {
+export interface SpLayerConfig extends Omit<ProblemConfig, 'kind'> {
+  /** A linear kind, or softmax / swa (sliding window) / conv (short convolution): DESIGN.md §3.1. */
+  kind: Kind | LocalKind;
+  /** swa: keys per query, itself included. */
+  window?: number;
+  /** conv: kernel size. Default 4. */
+  convSize?: number;
+  /** Default contiguous; zigzag: rank r holds segments r and 2W−1−r of 2W. */
+  layout?: LayoutName;
   /** Which algorithms to run. Default ['lasp2']. */
   modes?: SpMode[];
   /** Timed iterations per mode (after one warm-up). Default 3. */
@@ -38,6 +48,8 @@ export interface SpLayerRankResult {
   lasp2CollectiveMs: number | null;
   /** Payload bytes this rank sent in one LASP-2 forward+backward. */
   lasp2BytesSent: number | null;
+  /** Median of (wall − collective wait) per LASP-2 iteration: this rank's own work (ms). */
+  lasp2ComputeMs: number | null;
   /** Per mode, per tensor: the comparison with the single-process kernel (when checked). */
   errors: Partial<Record<SpMode, Record<string, ErrorPart>>>;
 }
@@ -49,6 +61,55 @@ const ALGORITHMS: Record<SpMode, [Fwd, Bwd]> = {
   lasp1: [lasp1Forward, lasp1Backward],
   ringkv: [ringKvForward, ringKvBackward],
 };
+
+function intIn(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw new Error(`${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Configs that run in hybrid-layer.ts: the softmax / swa / conv kinds, and any kind zig-zag. */
+function hybridConfig(c: unknown): HybridLayerConfig | null {
+  if (c === null || typeof c !== 'object') return null;
+  const o = c as Record<string, unknown>;
+  const layout = o.layout ?? 'contiguous';
+  if (!(LAYOUTS as readonly unknown[]).includes(layout))
+    throw new Error(`layout must be one of ${LAYOUTS.join(', ')}, got ${JSON.stringify(o.layout)}`);
+  const local = (LOCAL_KINDS as readonly unknown[]).includes(o.kind);
+  if (!local && layout === 'contiguous') return null;
+  const modes = o.modes ?? ['lasp2'];
+  if (!Array.isArray(modes) || modes.length !== 1 || modes[0] !== 'lasp2')
+    throw new Error(
+      `modes must be ["lasp2"] for kind ${String(o.kind)} with layout ${String(layout)} (no baselines), got ${JSON.stringify(o.modes)}`,
+    );
+  if (o.causal === false) throw new Error(`causal must be true for kind ${String(o.kind)} with layout ${String(layout)}`);
+  const kind = local ? (o.kind as LocalKind) : checkProblemConfig({ ...o, layout: undefined }).kind;
+  const cfg: HybridLayerConfig = {
+    kind,
+    T: intIn('T', o.T, 1, 1 << 26),
+    H: intIn('H', o.H, 1, 1024),
+    dk: intIn('dk', o.dk, 1, 1024),
+    dv: intIn('dv', o.dv, 1, 1024),
+    seed: intIn('seed', o.seed, 0, 2 ** 40),
+    layout: layout as LayoutName,
+    repeats: o.repeats === undefined ? 3 : intIn('repeats', o.repeats, 1, 100),
+    check: true,
+  };
+  if (o.check !== undefined && typeof o.check !== 'boolean') throw new Error(`check must be a boolean, got ${JSON.stringify(o.check)}`);
+  if (o.check === false) cfg.check = false;
+  if (o.chunk !== undefined) cfg.chunk = intIn('chunk', o.chunk, 1, 1024);
+  if (kind === 'swa') cfg.window = intIn('window', o.window, 1, 1 << 26);
+  else if (o.window !== undefined)
+    throw new Error(`window applies to kind swa only, got window ${JSON.stringify(o.window)} with kind ${kind}`);
+  if (kind === 'conv') cfg.convSize = o.convSize === undefined ? 4 : intIn('convSize', o.convSize, 1, 64);
+  else if (o.convSize !== undefined)
+    throw new Error(`convSize applies to kind conv only, got convSize ${JSON.stringify(o.convSize)} with kind ${kind}`);
+  for (const f of ['withInitialState', 'withFinalGrad'] as const) {
+    if (o[f] !== undefined && typeof o[f] !== 'boolean') throw new Error(`${f} must be a boolean, got ${JSON.stringify(o[f])}`);
+    if (typeof o[f] === 'boolean') cfg[f] = o[f];
+  }
+  return cfg;
+}
 
 export function checkSpLayerConfig(c: unknown): Required<Pick<SpLayerConfig, 'modes' | 'repeats' | 'check'>> & ProblemConfig {
   const base = checkProblemConfig(c);
@@ -89,6 +150,20 @@ function median(xs: number[]): number {
 }
 
 export async function runSpLayer(comm: Communicator, config: unknown): Promise<SpLayerRankResult> {
+  const hybrid = hybridConfig(config);
+  if (hybrid) {
+    const r = await runHybridLayer(comm, hybrid);
+    return {
+      rank: comm.rank,
+      world: comm.world,
+      tokens: r.tokens,
+      ms: { lasp2: r.ms },
+      lasp2CollectiveMs: r.collectiveMs,
+      lasp2BytesSent: r.bytesSent,
+      lasp2ComputeMs: r.computeMs,
+      errors: r.errors ? { lasp2: r.errors } : {},
+    };
+  }
   const cfg = checkSpLayerConfig(config);
   const blocks = splitBlocks(cfg.T, comm.world);
   const block = blocks[comm.rank];
@@ -101,6 +176,7 @@ export async function runSpLayer(comm: Communicator, config: unknown): Promise<S
     ms: {},
     lasp2CollectiveMs: null,
     lasp2BytesSent: null,
+    lasp2ComputeMs: null,
     errors: {},
   };
   const results: Partial<Record<SpMode, { f: SpForwardResult; b: SpBackwardResult }>> = {};
@@ -125,7 +201,10 @@ export async function runSpLayer(comm: Communicator, config: unknown): Promise<S
       }
     }
     out.ms[mode] = median(times);
-    if (mode === 'lasp2') out.lasp2CollectiveMs = median(coll);
+    if (mode === 'lasp2') {
+      out.lasp2CollectiveMs = median(coll);
+      out.lasp2ComputeMs = median(times.map((t, i) => t - coll[i]!));
+    }
   }
   if (cfg.check) {
     const full = await makeProblem(cfg);
@@ -180,7 +259,7 @@ export function combineErrors(parts: Record<string, ErrorPart>[], names: string[
   return worst;
 }
 
-export const OUTPUT_TENSORS = ['o', 'finalState'];
-export const GRAD_TENSORS = ['dq', 'dk', 'dv', 'dg', 'dbeta', 'dInitialState'];
+export const OUTPUT_TENSORS = ['o', 'finalState', 'y'];
+export const GRAD_TENSORS = ['dq', 'dk', 'dv', 'dg', 'dbeta', 'dInitialState', 'dx', 'dw'];
 
 registerTask('sp-layer', async ({ comm, config }: TaskContext) => ({ result: await runSpLayer(comm, config) }));

@@ -1,0 +1,143 @@
+// Hybrid and local layers under sequence parallelism (DESIGN.md §3.1), across real worker
+// processes over gRPC on loopback: softmax attention (K/V gathered, dK/dV sent back to their
+// owners), sliding-window attention (halo), the short convolution (halo), each for W ∈ {1,2,3,4}
+// and the contiguous and zig-zag layouts (the convolution: contiguous), and every linear kind
+// folded over the 2W zig-zag segments. Outputs and gradients equal the single-process computation
+// on the whole sequence to float32 rounding.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { startLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
+import { KINDS } from '../native/kernels.js';
+import { combineErrors, GRAD_TENSORS, OUTPUT_TENSORS, type SpLayerConfig, type SpLayerRankResult } from '../worker/sp/sp-layer-task.js';
+import { BASE_SEED, caseSeed } from './helpers/rng.js';
+
+const BOUND = 1e-5; // relative to the largest reference value of each tensor
+
+let cluster: LocalCluster;
+let job = 0;
+
+async function run(config: SpLayerConfig, W: number): Promise<SpLayerRankResult[]> {
+  const group = await cluster.formGroup(`sp-hybrid-${++job}`, W);
+  try {
+    const replies = await cluster.runTask(group, 'sp-layer', config, { timeoutMs: 120_000 });
+    return replies.map((r) => r.result as SpLayerRankResult);
+  } finally {
+    await cluster.releaseGroup(group);
+  }
+}
+
+function assertExact(ranks: SpLayerRankResult[], expected: string[], what: string): { out: number; grad: number } {
+  const parts = ranks.map((r) => r.errors.lasp2 ?? {});
+  const out = combineErrors(parts, OUTPUT_TENSORS);
+  const grad = combineErrors(parts, GRAD_TENSORS);
+  assert.ok(out < BOUND, `${what}: output rel. error ${out} >= ${BOUND}`);
+  assert.ok(grad < BOUND, `${what}: gradient rel. error ${grad} >= ${BOUND}`);
+  for (const name of expected)
+    assert.ok(
+      parts.some((p) => p[name]),
+      `${what}: ${name} was not compared`,
+    );
+  return { out, grad };
+}
+
+/** Tokens per rank: contiguous splitBlocks(T, W); zig-zag segments r and 2W−1−r of splitBlocks(T, 2W). */
+function tokens(T: number, W: number, zigzag: boolean): number[] {
+  const n = zigzag ? 2 * W : W;
+  const len = (i: number) => Math.floor(((i + 1) * T) / n) - Math.floor((i * T) / n);
+  return Array.from({ length: W }, (_, r) => (zigzag ? len(r) + len(2 * W - 1 - r) : len(r)));
+}
+
+const worst = { out: 0, grad: 0 };
+
+describe('hybrid and local layers over gRPC worker processes', { timeout: 600_000 }, () => {
+  before(async () => {
+    cluster = await startLocalCluster({ workers: 4, threadsPerWorker: 1 });
+  });
+  after(async () => {
+    await cluster?.stop();
+    process.stdout.write(`# sp-hybrid: worst rel. error outputs ${worst.out.toExponential(2)}, gradients ${worst.grad.toExponential(2)}\n`);
+  });
+
+  const cases: { name: string; cfg: Omit<SpLayerConfig, 'seed' | 'T' | 'layout'>; T: number; expected: string[]; zigzag: boolean }[] = [];
+  for (const zigzag of [false, true]) {
+    cases.push({ name: 'softmax', cfg: { kind: 'softmax', H: 2, dk: 8, dv: 12 }, T: 150, expected: ['o', 'dq', 'dk', 'dv'], zigzag });
+    for (const window of [2, 17])
+      cases.push({
+        name: `swa window=${window}`,
+        cfg: { kind: 'swa', window, H: 2, dk: 8, dv: 6 },
+        T: 150,
+        expected: ['o', 'dq', 'dk', 'dv'],
+        zigzag,
+      });
+  }
+  cases.push({
+    name: 'conv K=4',
+    cfg: { kind: 'conv', convSize: 4, H: 2, dk: 8, dv: 8 },
+    T: 61,
+    expected: ['y', 'dx', 'dw'],
+    zigzag: false,
+  });
+  for (const kind of KINDS) {
+    const expected = ['o', 'dq', 'dk', 'dv', 'finalState', 'dInitialState'];
+    if (kind === 'scalar_gate' || kind === 'vector_gate' || kind === 'gated_delta') expected.push('dg');
+    if (kind === 'delta' || kind === 'gated_delta') expected.push('dbeta');
+    cases.push({
+      name: kind,
+      cfg: { kind, H: 2, dk: 8, dv: 12, chunk: 16, withInitialState: true, withFinalGrad: true },
+      T: 150,
+      expected,
+      zigzag: true,
+    });
+  }
+
+  for (const c of cases)
+    for (const W of [1, 2, 3, 4]) {
+      const what = `${c.name}, W=${W}, T=${c.T}, ${c.zigzag ? 'zig-zag' : 'contiguous'}`;
+      test(`${what}: outputs and gradients match the single-process computation`, async () => {
+        const seed = caseSeed(what) % 1_000_000;
+        const config: SpLayerConfig = { ...c.cfg, T: c.T, seed, layout: c.zigzag ? 'zigzag' : 'contiguous', repeats: 1 };
+        const ranks = await run(config, W);
+        assert.deepEqual(
+          ranks.map((r) => r.tokens),
+          tokens(c.T, W, c.zigzag),
+        );
+        const e = assertExact(ranks, c.expected, `${what} (base seed ${BASE_SEED})`);
+        worst.out = Math.max(worst.out, e.out);
+        worst.grad = Math.max(worst.grad, e.grad);
+      });
+    }
+
+  test('softmax traffic grows with T; the sliding window and the convolution send a fixed halo', async () => {
+    const bytes = async (cfg: Partial<SpLayerConfig>, T: number) => {
+      const ranks = await run({ kind: 'softmax', H: 2, dk: 8, dv: 8, seed: 1, T, repeats: 1, check: false, ...cfg } as SpLayerConfig, 3);
+      return ranks.map((r) => r.lasp2BytesSent);
+    };
+    // Contiguous softmax: rank r sends its K/V rows (H·(dk+dv) floats each) to the W−1−r later
+    // ranks and receives dK/dV for them back; rank r sends dK/dV of the r earlier blocks' keys.
+    for (const T of [300, 1200]) {
+      const n = T / 3;
+      const row = 2 * (8 + 8) * 4;
+      assert.deepEqual(await bytes({}, T), [2 * n * row, n * row + n * row, 2 * n * row]);
+    }
+    // Sliding window 9: 8 halo rows forward and their gradient back, for any T.
+    const halo = 8 * 2 * (8 + 8) * 4;
+    for (const T of [300, 1200]) assert.deepEqual(await bytes({ kind: 'swa', window: 9 }, T), [halo, 2 * halo, halo]);
+    // Convolution K=4 on q,k,v... here one x of C = H·dk channels: 3 rows each way.
+    for (const T of [300, 1200]) assert.deepEqual(await bytes({ kind: 'conv', convSize: 4 }, T), [3 * 16 * 4, 2 * 3 * 16 * 4, 3 * 16 * 4]);
+  });
+
+  test('bad configs are refused with the field named', async () => {
+    await assert.rejects(run({ kind: 'swa', T: 100, H: 1, dk: 4, dv: 4, seed: 1 } as SpLayerConfig, 2), /window must be an integer/);
+    await assert.rejects(
+      run({ kind: 'swa', window: 40, T: 60, H: 1, dk: 4, dv: 4, seed: 1, layout: 'zigzag' }, 2),
+      /a sliding window of 40 needs segments of at least 39 tokens/,
+    );
+    await assert.rejects(run({ kind: 'softmax', window: 4, T: 60, H: 1, dk: 4, dv: 4, seed: 1 }, 2), /window applies to kind swa only/);
+    await assert.rejects(run({ kind: 'softmax', T: 60, H: 1, dk: 4, dv: 4, seed: 1, modes: ['lasp1'] }, 2), /modes must be \["lasp2"\]/);
+    await assert.rejects(
+      run({ kind: 'linear', T: 60, H: 1, dk: 4, dv: 4, seed: 1, layout: 'diagonal' as 'zigzag' }, 2),
+      /layout must be one of/,
+    );
+    await assert.rejects(run({ kind: 'conv', T: 60, H: 1, dk: 4, dv: 4, seed: 1, layout: 'zigzag' }, 2), /contiguous layout only/);
+  });
+});
