@@ -2,7 +2,7 @@
 // merged over a config file (the file first, then the flags on top).
 import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
-import { KINDS } from '../native/kernels.js';
+import { LAYER_KINDS } from '../model/backend.js';
 import { DEFAULT_DATA } from '../train/config.js';
 import { positiveInt } from './args.js';
 
@@ -17,6 +17,8 @@ export interface JobConfigFlags {
   kind?: string;
   /** One kind per layer, comma-separated (sets model.layers and model.kinds). */
   layers?: string;
+  /** Keys per query of the swa (sliding-window softmax) layers (model.window). */
+  window?: number;
   data?: string;
   batchSize?: number;
   lr?: number;
@@ -70,7 +72,7 @@ export const section = (o: Json, name: string): Json => {
 /**
  * The raw job config: the file (if any), then the flags on top, merged as `lasp train` merges them
  * (--seq-len alone selects the default MQAR data; --kind replaces model.kinds; --layers sets
- * model.kinds and model.layers). Not validated and no
+ * model.kinds and model.layers; --window sets model.window). Not validated and no
  * defaults filled in: the coordinator does that.
  */
 export async function jobConfigFromFlags(file: string | undefined, f: JobConfigFlags): Promise<Json> {
@@ -114,6 +116,7 @@ export async function jobConfigFromFlags(file: string | undefined, f: JobConfigF
     delete m.kinds;
     m.kind = f.kind;
   }
+  if (f.window !== undefined) section(raw, 'model').window = f.window;
   if (f.steps !== undefined) section(raw, 'training').steps = f.steps;
   if (f.seed !== undefined) section(raw, 'training').seed = f.seed;
   if (f.batchSize !== undefined) section(raw, 'training').batchSize = f.batchSize;
@@ -137,8 +140,9 @@ export function addJobConfigOptions(cmd: Command, remote = false): Command {
     .option('--steps <N>', 'optimizer steps', positiveInt('--steps'))
     .option('--seed <S>', 'seed of the initial weights', nonNegativeInt('--seed'))
     .option('--seq-len <T>', 'tokens per sequence', positiveInt('--seq-len'))
-    .option('--kind <kind>', `attention kind of every layer (${KINDS.join(', ')})`)
-    .option('--layers <kinds>', 'one attention kind per layer, comma-separated, e.g. gated_delta,gated_delta,delta')
+    .option('--kind <kind>', `attention kind of every layer (${LAYER_KINDS.join(', ')})`)
+    .option('--layers <kinds>', 'one attention kind per layer, comma-separated, e.g. gated_delta,gated_delta,gated_delta,softmax')
+    .option('--window <w>', 'keys per query of the swa (sliding-window softmax) layers', positiveInt('--window'))
     .option('--data <spec>', `mqar, bytes:<file> or tokens:<file> (uint16)${where}`)
     .option('--batch-size <B>', 'sequences per step', positiveInt('--batch-size'))
     .option('--lr <x>', 'peak learning rate', positiveNumber('--lr'))

@@ -28,11 +28,20 @@ const round = (x: number, digits: number) => Number(x.toPrecision(digits));
 
 function describeRun(cfg: TrainConfig, startStep: number, parameters: number, resumedFrom?: string): string {
   const m = cfg.model;
-  const kinds = [...new Set(m.kinds)].join('/');
+  // "2 × gated_delta" or, for a hybrid, "3 gated_delta : 1 softmax" (in the order they first appear).
+  const counts = new Map<string, number>();
+  for (const k of m.kinds) {
+    const name = k === 'swa' ? `swa(window ${m.window})` : k;
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  const kinds =
+    counts.size === 1
+      ? `${m.layers} × ${[...counts.keys()][0]!}`
+      : `${m.layers} layers (${[...counts].map(([k, n]) => `${n} ${k}`).join(' : ')})`;
   const d = cfg.data;
   const data = d.type === 'mqar' ? `MQAR (${d.numKvPairs ?? 16} pairs, vocab ${d.vocabSize ?? 8192})` : `${d.type} ${d.path}`;
   const lines = [
-    `model   ${m.layers} × ${kinds}, d_model ${m.dModel}, ${m.heads} heads × ${m.dk}/${m.dv}, ffn ${m.ffn}, vocab ${m.vocab} — ${parameters.toLocaleString('en-US')} parameters`,
+    `model   ${kinds}, d_model ${m.dModel}, ${m.heads} heads × ${m.dk}/${m.dv}, ffn ${m.ffn}, vocab ${m.vocab} — ${parameters.toLocaleString('en-US')} parameters`,
     `data    ${data}, T = ${d.seqLen} split over ${cfg.cluster.workers} worker${cfg.cluster.workers > 1 ? 's' : ''}, batch ${cfg.training.batchSize} (${tokensPerStep(cfg)} tokens/step)`,
     `train   ${cfg.training.steps} steps, lr ${cfg.training.lr} (warm-up ${cfg.training.warmupSteps}, cosine to ${cfg.training.minLr}), clip ${cfg.training.gradClip}, seed ${cfg.training.seed}`,
     `output  ${cfg.checkpoint.dir}`,

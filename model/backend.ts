@@ -2,8 +2,49 @@
 // Tensors are plain row-major Float32Arrays with a shape; `cpuBackend` runs every op through the
 // native addon (off the JavaScript thread). A CUDA backend
 // implements the same interface with device buffers behind `data`.
-import { kernels, output, zeros, type AttentionSpec, type BackwardResult, type SavedForward } from '../native/kernels.js';
+import {
+  kernels,
+  KINDS,
+  output,
+  zeros,
+  type AttentionSpec,
+  type BackwardResult,
+  type Kind,
+  type SavedForward,
+  type SoftmaxSpec,
+} from '../native/kernels.js';
 import { ops, type ShortConvSpec } from '../native/ops.js';
+
+/** Attention kinds of a model layer: the linear kinds, softmax and sliding-window softmax (swa). */
+export const LAYER_KINDS = [...KINDS, 'softmax', 'swa'] as const;
+export type LayerKind = Kind | 'softmax' | 'swa';
+
+export function isSoftmaxKind(k: LayerKind): k is 'softmax' | 'swa' {
+  return k === 'softmax' || k === 'swa';
+}
+
+/** Shape of a softmax attention layer (causal). */
+export interface SoftmaxShape {
+  H: number;
+  dk: number;
+  dv: number;
+  /** Sliding window (keys per query, itself included); 0: full causal attention. */
+  window: number;
+  /** Default 1/sqrt(dk). */
+  scale?: number;
+}
+
+/** One sequence's rows of a softmax layer: q, k [T,H,dk], v [T,H,dv]. */
+export interface LocalQkv {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+}
+
+/** What a forward softmax attention call keeps for its backward (opaque to the layers). */
+export interface SoftmaxContext {
+  readonly sequences: number;
+}
 
 export interface Tensor {
   readonly shape: readonly number[];
@@ -86,6 +127,13 @@ export interface Backend {
    */
   attention(specs: AttentionSpec[], layer: number): Promise<{ o: Float32Array[]; ctx: AttentionContext }>;
   attentionBackward(ctx: AttentionContext, dO: Float32Array[]): Promise<BackwardResult[]>;
+  /**
+   * Causal softmax attention (sliding window when shape.window > 0) on each of B sequences, o
+   * [T,H,dv] per sequence. A sequence-parallel backend gathers the keys before the block (or a
+   * halo of window − 1 rows) from the other ranks and sends their gradients back.
+   */
+  softmaxAttention(seqs: LocalQkv[], shape: SoftmaxShape, layer: number): Promise<{ o: Float32Array[]; ctx: SoftmaxContext }>;
+  softmaxAttentionBackward(ctx: SoftmaxContext, dO: Float32Array[]): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }[]>;
   /**
    * SiLU of a short causal depthwise convolution (kernel K, weights [K,C]) of each x [B·T, C_i],
    * per sequence. A sequence-parallel backend fetches the K−1 rows before each block from the
@@ -173,6 +221,24 @@ export const cpuBackend: Backend = {
     for (const [b, spec] of ctx.specs.entries()) out.push(await kernels.backward(spec, dO[b]!, undefined, ctx.saved?.[b]));
     return out;
   },
+  async softmaxAttention(seqs, shape) {
+    const calls: { spec: SoftmaxSpec; fwd: { o: Float32Array; lse: Float32Array } }[] = [];
+    for (const s of seqs) {
+      const T = s.q.length / (shape.H * shape.dk);
+      const spec: SoftmaxSpec = { Tq: T, Tk: T, H: shape.H, dk: shape.dk, dv: shape.dv, causal: true, window: shape.window, ...s };
+      if (shape.scale !== undefined) spec.scale = shape.scale;
+      calls.push({ spec, fwd: await kernels.softmax.forward(spec) });
+    }
+    const ctx: CpuSoftmaxContext = { sequences: seqs.length, calls };
+    return { o: calls.map((c) => c.fwd.o), ctx };
+  },
+  async softmaxAttentionBackward(ctx, dO) {
+    const c = ctx as CpuSoftmaxContext;
+    if (!c.calls) throw new Error('lasp model: softmaxAttentionBackward with a context from another backend');
+    const out: { dq: Float32Array; dk: Float32Array; dv: Float32Array }[] = [];
+    for (const [b, x] of c.calls.entries()) out.push(await kernels.softmax.backward(x.spec, x.fwd, dO[b]!));
+    return out;
+  },
   async shortConv(xs, ws, K, sequences, layer) {
     const ys: Tensor[] = [];
     for (const [i, x] of xs.entries()) ys.push(tensor(x.shape, await ops.shortConv(convSpec(x, ws[i]!, K, sequences))));
@@ -199,6 +265,10 @@ export const cpuBackend: Backend = {
   },
   l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, await ops.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
 };
+
+interface CpuSoftmaxContext extends SoftmaxContext {
+  readonly calls: readonly { spec: SoftmaxSpec; fwd: { o: Float32Array; lse: Float32Array } }[];
+}
 
 /** The ops.shortConv spec of x [B·T, C] (SiLU applied). */
 export function convSpec(x: Tensor, w: Float32Array, K: number, B: number, halo?: Float32Array): ShortConvSpec {

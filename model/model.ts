@@ -1,8 +1,7 @@
 // The language model of DESIGN.md §4, for one process holding the whole sequence:
 // embedding → N × [RMSNorm → attention → residual, RMSNorm → SwiGLU → residual] → RMSNorm →
 // LM head → cross-entropy. Parameters live in one flat ParamStore (model.params).
-import type { Kind } from '../native/kernels.js';
-import { cpuBackend, type Backend, type Tensor } from './backend.js';
+import { cpuBackend, type Backend, type LayerKind, type Tensor } from './backend.js';
 import { ParamStore } from './params.js';
 import { Attention, attentionCache, type AttentionCache } from './layers/attention.js';
 import { Embedding, type EmbeddingCache } from './layers/embedding.js';
@@ -18,8 +17,10 @@ export interface ModelConfig {
   dk: number;
   dv: number;
   ffn: number;
-  /** One kind per layer (length nLayers). */
-  kinds: Kind[];
+  /** One kind per layer (length nLayers): a linear kind, softmax or swa. */
+  kinds: LayerKind[];
+  /** Keys per query of the swa layers (itself included). Required when a layer is swa. */
+  window?: number;
   /** Attention kernel chunk size. */
   chunk: number;
   /** Gate temperature τ. Default 16. */
@@ -108,6 +109,7 @@ export class Model {
         chunk: cfg.chunk,
         layer: i,
         ...(cfg.conv !== undefined ? { conv: cfg.conv } : {}),
+        ...(cfg.window !== undefined ? { window: cfg.window } : {}),
         ...(cfg.tau !== undefined ? { tau: cfg.tau } : {}),
         ...(cfg.outNorm !== undefined ? { outNorm: cfg.outNorm } : {}),
       }),

@@ -74,7 +74,7 @@ test('job config: defaults are filled in and every problem is reported by field'
     /cluster\.workers must be at most data\.seqLen = 8/,
   );
   assert.match(problems({ model: { layers: 3, kinds: ['linear', 'delta'] } })[0]!, /model\.kinds must be a list of 3 kinds/);
-  assert.match(problems({ model: { kinds: ['linear', 'softmax'] } })[0]!, /model\.kinds\[1\] must be one of/);
+  assert.match(problems({ model: { kinds: ['linear', 'mamba'] } })[0]!, /model\.kinds\[1\] must be one of/);
   assert.match(problems({ data: { type: 'bytes' } })[0]!, /data\.path must be a non-empty string, got undefined/);
   assert.match(problems({ training: { lr: 1e-3, minLr: 1e-2 } })[0]!, /training\.minLr must be at most training\.lr/);
   assert.match(problems('{}')[0]!, /config must be an object, got "\{\}"/);
@@ -85,7 +85,7 @@ test('--layers sets one kind per layer; with --kind it is refused; unknown kinds
   assert.deepEqual(c.model.kinds, ['gated_delta', 'delta', 'linear']);
   assert.equal(c.model.layers, 3);
   await assert.rejects(configFromFlags({ layers: 'delta', kind: 'linear' }), /either --kind .* or --layers/);
-  await assert.rejects(configFromFlags({ layers: 'delta,softmax' }), /model\.kinds\[1\] must be one of/);
+  await assert.rejects(configFromFlags({ layers: 'delta,mamba' }), /model\.kinds\[1\] must be one of/);
   await assert.rejects(configFromFlags({ layers: 'delta,,linear' }), /--layers must be a comma-separated list of kinds/);
 });
 

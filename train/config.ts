@@ -2,7 +2,7 @@
 // parseTrainConfig validates every field (reporting every problem, each by its dotted name with
 // the expected type or range and what arrived) and fills in the defaults, so that nothing starts
 // on an invalid config and every rank receives the same fully-resolved config.
-import { KINDS, type Kind } from '../native/kernels.js';
+import { LAYER_KINDS, type LayerKind } from '../model/backend.js';
 import { parseSourceConfig, type SourceConfig } from './data/index.js';
 import { mqarVocab } from './data/mqar.js';
 import { MAX_SEED } from './data/rng.js';
@@ -23,8 +23,13 @@ export interface ModelSection {
   dv: number;
   /** SwiGLU hidden width. Default 3 · dModel. */
   ffn: number;
-  /** Attention kind of each layer. Default every layer "gated_delta" (set `kind` for one kind everywhere, or `kinds`). */
-  kinds: Kind[];
+  /**
+   * Attention kind of each layer: a linear kind, softmax or swa (sliding-window softmax). Default
+   * every layer "gated_delta" (set `kind` for one kind everywhere, or `kinds`).
+   */
+  kinds: LayerKind[];
+  /** Keys per query of the swa layers, itself included. Default 64. */
+  window: number;
   /** Attention kernel chunk size. Default 64. */
   chunk: number;
   /** Gate temperature τ: g = logsigmoid(x W_g) / τ. Default 16. */
@@ -107,6 +112,7 @@ const MODEL_FIELDS = [
   'tau',
   'outNorm',
   'conv',
+  'window',
 ];
 const TRAINING_FIELDS = [
   'steps',
@@ -217,22 +223,23 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
   const dk = get(m, 'model', 'dk', headDim ?? Math.max(1, Math.floor(dModel / heads)), int(1, 1024));
   const dv = get(m, 'model', 'dv', headDim ?? dk, int(1, 1024));
   const ffn = get(m, 'model', 'ffn', 3 * dModel, int(1, 1 << 20));
-  const kindOf = (f: string, v: unknown) => checkEnum(f, v, KINDS);
-  let kinds: Kind[] = Array.from({ length: layers }, () => 'gated_delta' as Kind);
+  const kindOf = (f: string, v: unknown) => checkEnum(f, v, LAYER_KINDS);
+  let kinds: LayerKind[] = Array.from({ length: layers }, () => 'gated_delta' as LayerKind);
   if (m.kind !== undefined && m.kinds !== undefined)
     errors.push(new ConfigError('model.kinds', 'give either model.kind (every layer) or model.kinds (one per layer), not both'));
   else if (m.kind !== undefined) {
-    const k = get(m, 'model', 'kind', 'gated_delta' as Kind, kindOf);
+    const k = get(m, 'model', 'kind', 'gated_delta' as LayerKind, kindOf);
     kinds = kinds.map(() => k);
   } else if (m.kinds !== undefined) {
     if (!Array.isArray(m.kinds) || m.kinds.length !== layers)
       errors.push(new ConfigError('model.kinds', `model.kinds must be a list of ${layers} kinds (one per layer), got ${show(m.kinds)}`));
-    else kinds = m.kinds.map((k, i) => attempt(() => kindOf(`model.kinds[${i}]`, k), 'gated_delta' as Kind));
+    else kinds = m.kinds.map((k, i) => attempt(() => kindOf(`model.kinds[${i}]`, k), 'gated_delta' as LayerKind));
   }
   const chunk = get(m, 'model', 'chunk', 64, int(1, 4096));
   const tau = get(m, 'model', 'tau', 16, num(0, 1e6, true));
   const outNorm = get(m, 'model', 'outNorm', true, checkBool);
   const conv = get(m, 'model', 'conv', 4, int(0, 64));
+  const window = get(m, 'model', 'window', 64, int(1, 1 << 24));
 
   // training
   const t = section('training', TRAINING_FIELDS);
@@ -272,6 +279,13 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
         `model.conv = ${conv} needs blocks of at least ${conv - 1} tokens, but data.seqLen = ${seqLen} over ${workers} workers gives ${Math.floor(seqLen / workers)}`,
       ),
     );
+  if (kinds.includes('swa') && workers > 1 && workers <= seqLen && Math.floor(seqLen / workers) < window - 1)
+    errors.push(
+      new ConfigError(
+        'model.window',
+        `model.window = ${window} needs blocks of at least ${window - 1} tokens (a halo from the previous block), but data.seqLen = ${seqLen} over ${workers} workers gives ${Math.floor(seqLen / workers)}`,
+      ),
+    );
   const cluster: ClusterSection = { workers };
   const threads = get(c, 'cluster', 'threadsPerWorker', undefined as number | undefined, int(1, 1024));
   if (threads !== undefined) cluster.threadsPerWorker = threads;
@@ -287,7 +301,7 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
 
   if (errors.length > 0 || !data) throw new ConfigErrors(errors);
   return {
-    model: { vocab, dModel, layers, heads, dk, dv, ffn, kinds, chunk, tau, outNorm, conv },
+    model: { vocab, dModel, layers, heads, dk, dv, ffn, kinds, chunk, tau, outNorm, conv, window },
     data: { ...data, seqLen },
     training,
     cluster,

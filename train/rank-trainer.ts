@@ -58,6 +58,7 @@ export function modelConfigOf(cfg: TrainConfig): ModelConfig {
     tau: m.tau,
     outNorm: m.outNorm,
     conv: m.conv,
+    window: m.window,
   };
 }
 

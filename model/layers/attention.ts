@@ -4,14 +4,28 @@
 //   β = sigmoid(x W_β) per head (delta, gated_delta)
 //   o = attention kernel (identity feature map), per-head RMSNorm over dv, y = o W_o.
 // The kernel call goes through Backend.attention, which the sequence-parallel version replaces.
-import { reshape, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../backend.js';
-import { output, type AttentionSpec, type BackwardResult, type Kind } from '../../native/kernels.js';
+// Kinds softmax and swa (hybrid models, DESIGN.md §3.1): the same q, k, v projections (and short
+// convolution), no gates, causal softmax attention (swa: over the last `window` positions) with
+// scale 1/sqrt(dk) through Backend.softmaxAttention, then the same output norm and projection.
+import {
+  isSoftmaxKind,
+  reshape,
+  type AttentionContext,
+  type Backend,
+  type ConvContext,
+  type LayerKind,
+  type SoftmaxContext,
+  type Tensor,
+} from '../backend.js';
+import { output, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
 import type { Param, ParamStore } from '../params.js';
 import { Linear, type LinearCache } from './linear.js';
 import { RmsNorm, type RmsNormCache } from './rms-norm.js';
 
 export interface AttentionConfig {
-  kind: Kind;
+  kind: LayerKind;
+  /** Kind swa: keys per query, itself included. */
+  window?: number;
   dModel: number;
   heads: number;
   dk: number;
@@ -40,6 +54,7 @@ export interface AttentionCache {
   gPre?: Tensor;
   beta?: Tensor;
   ctx?: AttentionContext;
+  sctx?: SoftmaxContext;
   conv?: ConvContext;
 }
 
@@ -47,8 +62,8 @@ export function attentionCache(): AttentionCache {
   return { q: {}, k: {}, v: {}, g: {}, b: {}, o: {}, norm: {} };
 }
 
-const gated = (k: Kind) => k === 'scalar_gate' || k === 'vector_gate' || k === 'gated_delta';
-const isDelta = (k: Kind) => k === 'delta' || k === 'gated_delta';
+const gated = (k: LayerKind) => k === 'scalar_gate' || k === 'vector_gate' || k === 'gated_delta';
+const isDelta = (k: LayerKind) => k === 'delta' || k === 'gated_delta';
 const L2_EPS = 1e-6;
 
 export class Attention {
@@ -78,6 +93,8 @@ export class Attention {
     this.norm = cfg.outNorm === false ? undefined : new RmsNorm(be, store, `${name}.out_norm`, dv);
     this.wo = new Linear(be, store, `${name}.w_o`, H * dv, D);
     this.invTau = 1 / (cfg.tau ?? 16);
+    if (kind === 'swa' && !(Number.isInteger(cfg.window) && cfg.window! >= 1))
+      throw new Error(`lasp model: kind swa needs window >= 1, got ${JSON.stringify(cfg.window)}`);
     const K = cfg.conv ?? 0;
     this.conv =
       K > 0
@@ -109,6 +126,18 @@ export class Attention {
       cache.conv = c.ctx;
       [q, k, v] = c.ys as [Tensor, Tensor, Tensor];
     }
+    if (isSoftmaxKind(kind)) {
+      const seq = (a: Float32Array, w: number, b: number) => a.subarray(b * T * w, (b + 1) * T * w);
+      const seqs = Array.from({ length: sequences }, (_, b) => ({
+        q: seq(q.data, H * dk, b),
+        k: seq(k.data, H * dk, b),
+        v: seq(v.data, H * dv, b),
+      }));
+      const window = kind === 'swa' ? this.cfg.window! : 0;
+      const r = await this.be.softmaxAttention(seqs, { H, dk, dv, window }, this.cfg.layer ?? 0);
+      cache.sctx = r.ctx;
+      return this.output(r.o, rows, T, cache);
+    }
     if (isDelta(kind)) {
       cache.kUnit = await this.be.l2NormalizeRows(k, dk, L2_EPS);
       k = cache.kUnit.y;
@@ -139,8 +168,14 @@ export class Attention {
     }
     const r = await this.be.attention(specs, this.cfg.layer ?? 0);
     cache.ctx = r.ctx;
-    const o = r.o.length === 1 ? r.o[0]! : output(rows * H * dv);
-    if (r.o.length > 1) for (const [b, ob] of r.o.entries()) o.set(ob, b * T * H * dv);
+    return this.output(r.o, rows, T, cache);
+  }
+
+  /** Per-sequence kernel outputs → per-head norm → output projection. */
+  private async output(os: Float32Array[], rows: number, T: number, cache: AttentionCache): Promise<Tensor> {
+    const { heads: H, dv } = this.cfg;
+    const o = os.length === 1 ? os[0]! : output(rows * H * dv);
+    if (os.length > 1) for (const [b, ob] of os.entries()) o.set(ob, b * T * H * dv);
     let oh: Tensor = { shape: [rows * H, dv], data: o };
     if (this.norm) oh = await this.norm.forward(oh, cache.norm);
     return this.wo.forward(reshape(oh, [rows, H * dv]), cache.o);
@@ -148,16 +183,18 @@ export class Attention {
 
   async backward(dy: Tensor, cache: AttentionCache): Promise<Tensor> {
     const { kind, heads: H, dk, dv } = this.cfg;
-    if (!cache.ctx) throw new Error('lasp model: Attention.backward without a forward cache');
+    const B = cache.sctx?.sequences ?? cache.ctx?.specs.length;
+    if (B === undefined) throw new Error('lasp model: Attention.backward without a forward cache');
     const rows = dy.shape[0]!;
-    const B = cache.ctx.specs.length;
     const T = rows / B;
     let dO = reshape(await this.wo.backward(dy, cache.o), [rows * H, dv]);
     if (this.norm) dO = await this.norm.backward(dO, cache.norm);
     const dOs = Array.from({ length: B }, (_, b) => dO.data.subarray(b * T * H * dv, (b + 1) * T * H * dv));
-    const grads = await this.be.attentionBackward(cache.ctx, dOs);
+    const grads: Pick<BackwardResult, 'dq' | 'dk' | 'dv' | 'dg' | 'dbeta'>[] = cache.sctx
+      ? await this.be.softmaxAttentionBackward(cache.sctx, dOs)
+      : await this.be.attentionBackward(cache.ctx!, dOs);
     const gw = kind === 'vector_gate' ? H * dk : H;
-    const cat = (name: string, width: number, part: (g: BackwardResult) => Float32Array | undefined): Float32Array => {
+    const cat = (name: string, width: number, part: (g: (typeof grads)[number]) => Float32Array | undefined): Float32Array => {
       const parts = grads.map((g) => {
         const p = part(g);
         if (!p) throw new Error(`lasp model: attention gradient ${name} missing`);

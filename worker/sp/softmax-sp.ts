@@ -15,27 +15,13 @@
 // model backend does not know the other ranks' lengths); with a layout given (tests, benchmark,
 // zig-zag) the lengths are checked against it.
 import { kernels, output, type SoftmaxSpec } from '../../native/kernels.js';
+import type { LocalQkv, SoftmaxContext, SoftmaxShape } from '../../model/backend.js';
 import type { Block } from './blocks.js';
 import { tag, type SpContext } from './lasp2.js';
 import { ownSegments, type Layout } from './layout.js';
 import { concatF32, pack, unpack } from './wire.js';
 
-export interface SoftmaxShape {
-  H: number;
-  dk: number;
-  dv: number;
-  /** Sliding window (keys seen per query, itself included); 0: full causal attention. */
-  window: number;
-  /** Default 1/sqrt(dk). */
-  scale?: number;
-}
-
-/** One sequence's local rows: q, k [T_r,H,dk], v [T_r,H,dv]. */
-export interface LocalQkv {
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-}
+export type { LocalQkv, SoftmaxShape };
 
 interface SegmentCall {
   /** Local first row and row count of the segment. */
@@ -50,7 +36,7 @@ interface SegmentCall {
 }
 
 /** What the forward keeps for the backward. */
-export interface SoftmaxSpState {
+export interface SoftmaxSpState extends SoftmaxContext {
   shape: SoftmaxShape;
   rows: number;
   /** Per sequence, per own segment. */
@@ -235,7 +221,7 @@ async function fullForward(ctx: SpContext, layout: Layout | undefined, shape: So
     calls.push(segCalls);
     outs.push(segCalls.length === 1 ? segCalls[0]!.fwd.o : concatF32(segCalls.map((c) => c.fwd.o)));
   }
-  const state: SoftmaxSpState = { shape, rows, calls, received, sent, prefix, halos: { segs: [] } };
+  const state: SoftmaxSpState = { sequences: seqs.length, shape, rows, calls, received, sent, prefix, halos: { segs: [] } };
   return { o: outs, state };
 }
 
@@ -423,7 +409,19 @@ async function windowForward(ctx: SpContext, layout: Layout | undefined, shape: 
     calls.push(segCalls);
     outs.push(segCalls.length === 1 ? segCalls[0]!.fwd.o : concatF32(segCalls.map((c) => c.fwd.o)));
   }
-  return { o: outs, state: { shape, rows, calls, received: new Map(), sent: new Map(), prefix: 0, halos: plan } satisfies SoftmaxSpState };
+  return {
+    o: outs,
+    state: {
+      sequences: seqs.length,
+      shape,
+      rows,
+      calls,
+      received: new Map(),
+      sent: new Map(),
+      prefix: 0,
+      halos: plan,
+    } satisfies SoftmaxSpState,
+  };
 }
 
 async function windowBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Array[]) {

@@ -7,7 +7,12 @@ import { kernels, type AttentionSpec, type BackwardResult } from '../../native/k
 import { ops } from '../../native/ops.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { concatF32, pack, unpack } from './wire.js';
+import { softmaxSpBackward, softmaxSpForward, type SoftmaxSpState } from './softmax-sp.js';
 import { lasp2BackwardBatch, lasp2ForwardBatch, type SpBatchForward, type SpContext } from './lasp2.js';
+
+interface SpSoftmaxContext extends SoftmaxSpState {
+  readonly sp: SpContext;
+}
 
 interface SpAttentionContext extends AttentionContext {
   readonly sp: SpContext;
@@ -34,6 +39,15 @@ export class SpBackend {
       ...cpuBackend,
       attention: (specs, layer) => this.attention(specs, layer),
       attentionBackward: (ctx, dO) => this.attentionBackward(ctx, dO),
+      softmaxAttention: async (seqs, shape, layer) => {
+        const r = await softmaxSpForward(this.ctx(layer), undefined, shape, seqs);
+        return { o: r.o, ctx: { ...r.state, sp: this.ctx(layer) } as SpSoftmaxContext };
+      },
+      softmaxAttentionBackward: (ctx, dO) => {
+        const c = ctx as SpSoftmaxContext;
+        if (!c.sp || !c.calls) throw new Error('SpBackend: softmaxAttentionBackward with a context from another backend');
+        return softmaxSpBackward(c.sp, c, dO);
+      },
       shortConv: (xs, ws, K, B, layer) => this.shortConv(xs, ws, K, B, layer),
       shortConvBackward: (ctx, dys) => this.shortConvBackward(ctx, dys),
     };
@@ -43,14 +57,18 @@ export class SpBackend {
     return { step: this.step, layer, op: this.phase ? `${op}.${this.phase}` : op };
   }
 
-  private async attention(specs: AttentionSpec[], layer: number): Promise<{ o: Float32Array[]; ctx: AttentionContext }> {
-    const sp: SpContext = {
+  private ctx(layer: number): SpContext {
+    return {
       comm: this.comm,
       step: this.step,
       layer,
       ...(this.phase ? { scope: `.${this.phase}` } : {}),
       ...(this.opts.timing ? { timing: this.opts.timing } : {}),
     };
+  }
+
+  private async attention(specs: AttentionSpec[], layer: number): Promise<{ o: Float32Array[]; ctx: AttentionContext }> {
+    const sp = this.ctx(layer);
     const fwd = await lasp2ForwardBatch(sp, specs);
     const ctx: SpAttentionContext = { specs, sp, fwd };
     return { o: fwd.results.map((r) => r.o), ctx };
