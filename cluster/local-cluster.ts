@@ -25,6 +25,8 @@ export interface LocalClusterOptions {
   missesAllowed?: number;
   /** How long to wait for every worker to register. Default 20000 ms. */
   startTimeoutMs?: number;
+  /** Workers' --drain-timeout-ms: how long a SIGTERMed worker waits for its job to release it. Default 0 (stop at once: stop() means the whole cluster goes). */
+  drainTimeoutMs?: number;
   /** Further coordinator options (host is always 127.0.0.1). Default none. */
   coordinator?: Omit<CoordinatorOptions, 'host' | 'port' | 'heartbeatIntervalMs' | 'missesAllowed'>;
 }
@@ -121,7 +123,18 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
 
 function spawnWorker(index: number, entry: string, coordinator: string, threads: number, opts: LocalClusterOptions): LocalWorker {
   const id = `local-${index}`;
-  const args = [entry, '--coordinator', coordinator, '--id', id, '--threads', String(threads), '--exit-with-stdin'];
+  const args = [
+    entry,
+    '--coordinator',
+    coordinator,
+    '--id',
+    id,
+    '--threads',
+    String(threads),
+    '--exit-with-stdin',
+    '--drain-timeout-ms',
+    String(opts.drainTimeoutMs ?? 0),
+  ];
   const execArgv = opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== '');
   const child = spawn(process.execPath, [...execArgv, ...args], {
     env: { ...process.env, ...opts.env, LASP_THREADS: String(threads) },

@@ -28,7 +28,7 @@ export function coordinatorHandlers(
     Heartbeat: (call, callback) => {
       const r = call.request;
       const known = registry.heartbeat({ id: r.workerId, state: r.state, jobId: r.jobId, generation: r.generation, step: r.step });
-      callback(null, { known });
+      callback(null, { known, drain: known && registry.get(r.workerId)?.drainRequested === true });
     },
   };
 }

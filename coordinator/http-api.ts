@@ -8,6 +8,8 @@
 //                          → 200 JobView (with metrics) | 404
 //   DELETE /v1/jobs/:id    → 200 JobView after cancelling (a job that had already ended comes back as it was) | 404
 //   GET    /v1/workers     → 200 WorkerView[]
+//   POST   /v1/workers/:id/drain → 200 WorkerView (state "draining": its job checkpoints after the
+//                          current step and goes on without it; the worker exits once released) | 404
 //   GET    /healthz        → 200 {ok: true, redis, workers} | 503 the same with ok: false
 //   GET    /readyz         → 200 when Redis answers and a live worker is registered, else 503
 //   GET    /metrics        → Prometheus text format (workers by state, jobs by state, steps, restarts)
@@ -369,6 +371,18 @@ export async function startHttpApi(service: JobService, opts: HttpApiOptions = {
         GET: async ({ query }) => {
           checkQuery(query, []);
           return { status: 200, body: service.workers() };
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/workers\/([^/]+)\/drain$/,
+      methods: {
+        POST: async ({ params: [id = ''], query }) => {
+          checkQuery(query, []);
+          if (!service.drainWorker) throw new HttpError(404, 'draining is not supported by this job service');
+          const w = service.drainWorker(id);
+          if (!w) throw new HttpError(404, `no live worker ${JSON.stringify(id)}`);
+          return { status: 200, body: w };
         },
       },
     },

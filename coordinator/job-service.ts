@@ -22,7 +22,7 @@ import { Redis } from 'ioredis';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { listCheckpoints } from '../train/checkpoint/index.js';
 import { parseTrainConfig, type TrainConfig } from '../train/config.js';
-import { runTraining, type GroupRunner } from '../train/driver.js';
+import { RegroupError, runTraining, type GroupRunner } from '../train/driver.js';
 import type { Coordinator } from './coordinator.js';
 import type { Group } from './rendezvous.js';
 import type { JobProgress, JobService, JobState, JobView, MetricPoint, SubmitOptions, WorkerView } from './job-types.js';
@@ -53,6 +53,8 @@ interface JobData {
 }
 
 const PRIORITY_BASE = 1_000_000;
+/** Pause before a group is formed again after a failure (lets heartbeats mark a dead worker first). */
+const RESTART_DELAY_MS = 1000;
 const CANCELLED = 'cancelled';
 /** Abort reason of the jobs of a coordinator that shuts down (they are not marked failed or cancelled). */
 const SHUTDOWN = 'coordinator shutting down';
@@ -122,7 +124,12 @@ export class BullJobService implements JobService {
   });
   private readonly restartsTotal = new Counter({
     name: 'lasp_job_restarts_total',
-    help: 'Jobs resumed from a checkpoint after an interruption',
+    help: 'Recoveries of jobs (new group, resumed from the last checkpoint) after a failure or a coordinator restart; each counts against the job cluster.maxRestarts',
+    registers: [this.registry],
+  });
+  private readonly regroupsTotal = new Counter({
+    name: 'lasp_job_drain_regroups_total',
+    help: 'Jobs that checkpointed and moved to a new group because a member was draining (not counted as restarts)',
     registers: [this.registry],
   });
   private readonly tokensPerSec = new Gauge({
@@ -247,6 +254,26 @@ export class BullJobService implements JobService {
     return (await this.get(job.id!))!;
   }
 
+  private restartsKey(id: string): string {
+    return `${this.keyPrefix}:restarts:${id}`;
+  }
+
+  /**
+   * Counts one recovery of job `id` (persisted in Redis, so it survives coordinator restarts) and
+   * returns the count; throws UnrecoverableError instead when the job's restart budget is spent.
+   */
+  private async countRestart(id: string, budget: number, cause: string): Promise<number> {
+    const key = this.restartsKey(id);
+    const made = Number(await this.redis.hget(key, 'restarts')) || 0;
+    await this.redis.hset(key, 'lastError', cause);
+    if (made >= budget)
+      throw new UnrecoverableError(`restart budget spent (cluster.maxRestarts = ${budget}, ${made} restarts made); last error: ${cause}`);
+    const n = await this.redis.hincrby(key, 'restarts', 1);
+    this.restartsTotal.inc();
+    this.log(`job ${id}: restart ${n} of at most ${budget}: ${cause}`);
+    return n;
+  }
+
   private async process(job: Job<JobData>, signal: AbortSignal | undefined): Promise<unknown> {
     const id = job.id!;
     const ctl = new AbortController();
@@ -263,63 +290,111 @@ export class BullJobService implements JobService {
       ...job.data.config,
       checkpoint: { ...job.data.config.checkpoint, dir: join(this.opts.dataDir, 'jobs', id) },
     };
+    // Jobs queued before these fields existed have neither.
+    const maxWorkers = cfg.cluster.workers;
+    const minWorkers = Math.min(cfg.cluster.minWorkers ?? maxWorkers, maxWorkers);
+    const budget = cfg.cluster.maxRestarts ?? 3;
     const steps = cfg.training.steps;
     let progress: JobProgress = { ...emptyProgress(steps), ...((job.progress as Partial<JobProgress>) ?? {}), phase: 'queued' };
     const setProgress = (p: Partial<JobProgress>) => {
       progress = { ...progress, ...p };
       return job.updateProgress(progress).catch(() => {});
     };
+    // The first group waits for `workers`; a group re-formed after a failure or a drain takes what
+    // is free, at least `minWorkers` (elastic jobs: the blocks are re-split, the checkpoint is independent of W).
+    let reforming = false;
+    const registry = this.coordinator.registry;
     const runner: GroupRunner = {
-      formGroup: async (jobId, world) => {
-        await this.allocation.acquire(id, job.data.priority, job.data.submittedAt, world, ctl.signal, () => {
-          void setProgress({ phase: 'waiting-for-workers' });
-        });
-        const g = await this.coordinator.formGroup(jobId, { min: world, max: world });
-        await setProgress({ phase: 'running', workers: g.members.map((m) => m.workerId) });
-        return g;
+      formGroup: async (jobId) => {
+        const need = reforming ? minWorkers : maxWorkers;
+        for (let attempt = 1; ; attempt++) {
+          await this.allocation.acquire(id, job.data.priority, job.data.submittedAt, need, ctl.signal, () => {
+            void setProgress({ phase: 'waiting-for-workers' });
+          });
+          try {
+            const g = await this.coordinator.formGroup(jobId, { min: need, max: maxWorkers });
+            await setProgress({ phase: 'running', workers: g.members.map((m) => m.workerId) });
+            if (reforming && g.world < maxWorkers)
+              this.log(`job ${id}: going on with ${g.world} of ${maxWorkers} workers (minWorkers ${minWorkers})`);
+            return g;
+          } catch (err) {
+            // Typically a worker that died without being noticed yet: Assign marks it dead; try again.
+            if (attempt >= 5 || ctl.signal.aborted) throw err;
+            this.log(`job ${id}: forming a group failed (${(err as Error).message}); trying again`);
+            await new Promise((r) => setTimeout(r, 250 * attempt));
+          }
+        }
       },
       runTask: (g: Group, type, config, o) => this.coordinator.runTask(g, type, config, o),
       releaseGroup: async (g: Group) => {
         await this.coordinator.releaseGroup(g);
         this.allocation.poke();
       },
+      regroupReason: (g: Group) => {
+        const leaving = g.members.filter((m) => registry.get(m.workerId)?.state === 'draining').map((m) => m.workerId);
+        return leaving.length > 0 ? `worker${leaving.length > 1 ? 's' : ''} ${leaving.join(', ')} draining` : undefined;
+      },
     };
-    const resume = (await listCheckpoints(cfg.checkpoint.dir)).length > 0;
+    // A job started before (a retried attempt, or taken over from a dead coordinator) is recovering.
+    const runs = await this.redis.hincrby(this.restartsKey(id), 'runs', 1);
     const recent: { t: number; step: number }[] = [];
     try {
-      const summary = await runTraining(cfg, {
-        cluster: runner,
-        jobId: `job-${id}`,
-        resume,
-        resumeSteps: 'config',
-        signal: ctl.signal,
-        events: {
-          start: (e) => {
-            if (e.resumedFrom) {
-              this.restartsTotal.inc();
-              this.log(`job ${id}: resuming from ${e.resumedFrom} (step ${e.startStep})`);
-            }
-          },
-          step: (e) => {
-            const point: MetricPoint = { step: e.step, loss: e.loss, tokensPerSec: e.tokensPerSec };
-            this.stepsTotal.inc();
-            this.tokensPerSec.set({ job: id }, e.tokensPerSec);
-            this.collectiveSec.set({ job: id }, e.collectiveMs / 1000);
-            void this.redis.hset(this.metricsKey(id), String(e.step), JSON.stringify(point)).catch(() => {});
-            recent.push({ t: performance.now(), step: e.step });
-            if (recent.length > 20) recent.shift();
-            const first = recent[0]!;
-            const rate = recent.length > 1 ? (e.step - first.step) / ((performance.now() - first.t) / 1000) : 1000 / e.wallMs;
-            void setProgress({
-              step: e.step,
-              loss: e.loss,
-              tokensPerSec: e.tokensPerSec,
-              etaSeconds: rate > 0 ? (steps - e.step) / rate : null,
-            });
-          },
-          log: (m) => this.log(`job ${id}: ${m}`),
-        },
-      });
+      if (runs > 1) {
+        const cause =
+          job.failedReason || (await this.redis.hget(this.restartsKey(id), 'lastError')) || 'the coordinator running it stopped';
+        await this.countRestart(id, budget, `interrupted (${cause})`);
+        reforming = true;
+      }
+      let summary: Awaited<ReturnType<typeof runTraining>> | undefined;
+      while (summary === undefined) {
+        const resume = (await listCheckpoints(cfg.checkpoint.dir)).length > 0;
+        try {
+          summary = await runTraining(cfg, {
+            cluster: runner,
+            jobId: `job-${id}`,
+            resume,
+            resumeSteps: 'config',
+            signal: ctl.signal,
+            events: {
+              start: (e) => {
+                if (e.resumedFrom) this.log(`job ${id}: resuming from ${e.resumedFrom} (step ${e.startStep})`);
+              },
+              step: (e) => {
+                const point: MetricPoint = { step: e.step, loss: e.loss, tokensPerSec: e.tokensPerSec };
+                this.stepsTotal.inc();
+                this.tokensPerSec.set({ job: id }, e.tokensPerSec);
+                this.collectiveSec.set({ job: id }, e.collectiveMs / 1000);
+                void this.redis.hset(this.metricsKey(id), String(e.step), JSON.stringify(point)).catch(() => {});
+                recent.push({ t: performance.now(), step: e.step });
+                if (recent.length > 20) recent.shift();
+                const first = recent[0]!;
+                const rate = recent.length > 1 ? (e.step - first.step) / ((performance.now() - first.t) / 1000) : 1000 / e.wallMs;
+                void setProgress({
+                  step: e.step,
+                  loss: e.loss,
+                  tokensPerSec: e.tokensPerSec,
+                  etaSeconds: rate > 0 ? (steps - e.step) / rate : null,
+                });
+              },
+              log: (m) => this.log(`job ${id}: ${m}`),
+            },
+          });
+        } catch (err) {
+          if (ctl.signal.aborted) throw err;
+          reforming = true;
+          if (err instanceof RegroupError) {
+            // Planned (a member drains): not a failure, not counted against the budget.
+            this.regroupsTotal.inc();
+            this.log(`job ${id}: ${err.message}; forming a new group`);
+            continue;
+          }
+          const msg = err instanceof Error ? err.message : String(err);
+          if (/the loss is/.test(msg)) throw new UnrecoverableError(msg); // diverged: a restart would diverge again
+          await this.countRestart(id, budget, msg);
+          await setProgress({ phase: 'waiting-for-workers' });
+          await new Promise((r) => setTimeout(r, RESTART_DELAY_MS));
+        }
+      }
       if (ctl.signal.reason === SHUTDOWN) throw new Error(SHUTDOWN);
       if (summary.stoppedEarly) {
         await setProgress({ phase: 'done', etaSeconds: null });
@@ -366,7 +441,7 @@ export class BullJobService implements JobService {
       startedAt: job.processedOn ? new Date(job.processedOn).toISOString() : null,
       finishedAt: job.finishedOn ? new Date(job.finishedOn).toISOString() : null,
       progress: p,
-      restarts: job.stalledCounter + Math.max(0, job.attemptsStarted - 1),
+      restarts: Number(await this.redis.hget(this.restartsKey(id), 'restarts')) || 0,
       attemptsMade: job.attemptsMade,
       attempts: job.opts.attempts ?? 1,
       metrics,
@@ -410,6 +485,13 @@ export class BullJobService implements JobService {
     return (await this.get(id))!;
   }
 
+  drainWorker(id: string): WorkerView | undefined {
+    const w = this.coordinator.registry.requestDrain(id);
+    if (!w) return undefined;
+    this.log(`worker ${id}: drain requested${w.job !== undefined ? ` (job ${w.job} regroups after its current step)` : ''}`);
+    return this.workers().find((v) => v.id === id);
+  }
+
   workers(): WorkerView[] {
     return this.coordinator.registry.list().map((w) => ({
       id: w.id,
@@ -438,7 +520,7 @@ export class BullJobService implements JobService {
     for (const w of this.coordinator.registry.list()) {
       if (w.state === 'idle') workers.idle++;
       else if (w.state === 'busy') workers.busy++;
-      else workers.dead++;
+      else if (w.state === 'dead') workers.dead++;
     }
     return { ok: redis, redis, workers };
   }

@@ -35,7 +35,7 @@ export interface JobView {
   startedAt: string | null;
   finishedAt: string | null;
   progress: JobProgress;
-  /** Times the job was started again after an interruption (coordinator restart, lost worker). */
+  /** Recoveries so far (new group, resumed from the last checkpoint after a lost worker or a coordinator restart); at most the config's cluster.maxRestarts. */
   restarts: number;
   /** Attempts made so far, and allowed. */
   attemptsMade: number;
@@ -51,7 +51,7 @@ export interface JobView {
 
 export interface WorkerView {
   id: string;
-  /** idle, busy or dead. */
+  /** idle, busy, draining (leaving once its job releases it) or dead. */
   state: string;
   pid: number;
   host: string;
@@ -83,6 +83,11 @@ export interface JobService {
   /** Cancels a waiting or running job (a running job's workers stop within a step and are released). Undefined if unknown. */
   cancel(id: string): Promise<JobView | undefined>;
   workers(): WorkerView[];
+  /**
+   * Asks a worker to drain: it gets no new group, its job checkpoints after the current step and
+   * goes on without it, and the worker exits once released. Undefined when unknown or dead. Optional.
+   */
+  drainWorker?(id: string): WorkerView | undefined;
   /** Prometheus text exposition of the service's metrics (GET /metrics). Optional. */
   metricsText?(): Promise<string>;
   /** Liveness of the parts the service depends on. */

@@ -25,6 +25,8 @@ export interface WorkerInfo {
   reported?: { state: string; jobId: string; generation: number; step: number };
   /** Why it is dead (state "dead"). */
   deadReason?: string;
+  /** The coordinator asked it to drain (requestDrain): heartbeat replies tell the worker to leave. */
+  drainRequested?: boolean;
 }
 
 export interface RegisterInput {
@@ -78,6 +80,22 @@ export class WorkerRegistry implements MonitoredRegistry {
       this.emit('changed', w);
     }
     return true;
+  }
+
+  /**
+   * Marks a live worker draining: it gets no new group, its job checkpoints after the current step
+   * and goes on without it, and the worker is told (heartbeat reply) to leave once released.
+   * Returns the worker, or undefined when it is unknown or dead.
+   */
+  requestDrain(id: string): WorkerInfo | undefined {
+    const w = this.workers.get(id);
+    if (!w || w.state === 'dead') return undefined;
+    w.drainRequested = true;
+    if (w.state !== 'draining') {
+      w.state = 'draining';
+      this.emit('changed', w);
+    }
+    return w;
   }
 
   get(id: string): WorkerInfo | undefined {

@@ -74,6 +74,10 @@ export interface ClusterSection {
   workers: number;
   /** Native threads per worker. Default max(1, CPUs / workers). */
   threadsPerWorker?: number;
+  /** Elastic jobs (job service): fewest workers the job may go on with after losing workers when no replacement is free; it starts on `workers`. Default `workers` (not elastic). */
+  minWorkers: number;
+  /** Job service: recoveries from failures (new group, resume from the last checkpoint) before the job fails. Default 3. */
+  maxRestarts: number;
 }
 
 export interface CheckpointSection {
@@ -129,7 +133,7 @@ const TRAINING_FIELDS = [
   'evalEvery',
   'evalSequences',
 ];
-const CLUSTER_FIELDS = ['workers', 'threadsPerWorker'];
+const CLUSTER_FIELDS = ['workers', 'threadsPerWorker', 'minWorkers', 'maxRestarts'];
 const CHECKPOINT_FIELDS = ['dir', 'every', 'keep'];
 
 /** Every problem found in a config, each a ConfigError naming its field. */
@@ -286,7 +290,13 @@ export function parseTrainConfig(raw: unknown, opts: { cpus?: number; now?: Date
         `model.window = ${window} needs blocks of at least ${window - 1} tokens (a halo from the previous block), but data.seqLen = ${seqLen} over ${workers} workers gives ${Math.floor(seqLen / workers)}`,
       ),
     );
-  const cluster: ClusterSection = { workers };
+  const minWorkers = get(c, 'cluster', 'minWorkers', workers, int(1, 1024));
+  if (minWorkers > workers)
+    errors.push(
+      new ConfigError('cluster.minWorkers', `cluster.minWorkers must be at most cluster.workers = ${workers}, got ${minWorkers}`),
+    );
+  const maxRestarts = get(c, 'cluster', 'maxRestarts', 3, int(0, 1000));
+  const cluster: ClusterSection = { workers, minWorkers, maxRestarts };
   const threads = get(c, 'cluster', 'threadsPerWorker', undefined as number | undefined, int(1, 1024));
   if (threads !== undefined) cluster.threadsPerWorker = threads;
 

@@ -42,6 +42,24 @@ export interface GroupRunner {
   formGroup(jobId: string, world: number): Promise<Group>;
   runTask(group: Group, type: string, config: unknown, opts?: { timeoutMs?: number }): Promise<TaskReply[]>;
   releaseGroup(group: Group): Promise<void>;
+  /**
+   * Asked after every step: a reason to leave this group now (e.g. a member is draining). The
+   * driver then saves a checkpoint and throws a RegroupError; the caller forms a new group and
+   * resumes from that checkpoint. Default: never.
+   */
+  regroupReason?(group: Group): string | undefined;
+}
+
+/** The run stopped after `step` (checkpointed) because the group must change: `reason`. */
+export class RegroupError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly step: number,
+    readonly checkpoint: string | null,
+  ) {
+    super(`left the group after step ${step} (checkpoint ${checkpoint ?? 'none'}): ${reason}`);
+    this.name = 'RegroupError';
+  }
 }
 
 export interface RunTrainingOptions {
@@ -201,9 +219,15 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
       const every = config.training.evalEvery;
       if (every > 0 && step % every === 0 && step < total) await evaluate();
       const ck = config.checkpoint.every;
-      if (ck > 0 && step % ck === 0 && step < total) {
+      const periodic = ck > 0 && step % ck === 0 && step < total;
+      if (periodic) {
         await saveCheckpoint();
         if (writeFiles) await writeLossCurve(curvePath, points, { title: 'training loss', evalPoints });
+      }
+      const regroup = step < total ? cluster.regroupReason?.(group) : undefined;
+      if (regroup !== undefined) {
+        if (!periodic) await saveCheckpoint();
+        throw new RegroupError(regroup, step, lastCheckpoint);
       }
     }
     if ((opts.finalEval ?? true) && (!stoppedEarly || step > startStep)) await evaluate();

@@ -6,7 +6,7 @@ import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-
 import { TlsConfigError } from '../cluster/tls.js';
 
 interface WorkerCliOptions extends TlsFlagValues {
-  coordinator: string;
+  coordinator?: string;
   host: string;
   bindHost?: string;
   port: number;
@@ -18,6 +18,20 @@ interface WorkerCliOptions extends TlsFlagValues {
   quiet?: boolean;
   httpPort?: number;
   httpHost?: string;
+  drainTimeoutMs: number;
+  drain?: boolean;
+  api?: string;
+}
+
+/** `lasp worker --drain --id ID`: asks the coordinator (HTTP API) to drain a running worker. */
+async function requestDrain(o: WorkerCliOptions): Promise<void> {
+  const { ApiClient, apiBase, tokenOf } = await import('../cli/jobs.js');
+  if (!o.id) throw new Error('--drain needs --id <worker id> (the worker to drain; see lasp workers)');
+  const api = new ApiClient(apiBase(o.api), tokenOf(o.token));
+  const w = await api.request<{ id: string; state: string; job: string | null }>('POST', `/v1/workers/${encodeURIComponent(o.id)}/drain`);
+  process.stdout.write(
+    `worker ${w.id} is ${w.state}${w.job !== null ? `: job ${w.job} checkpoints after its current step and goes on without it` : ''}; the worker exits once released\n`,
+  );
 }
 
 function nonNegativeInt(name: string) {
@@ -33,7 +47,7 @@ function nonNegativeInt(name: string) {
 export function workerCommand(): Command {
   const cmd = new Command('worker')
     .description('run a worker: registers with the coordinator, joins groups, runs tasks and collectives')
-    .addOption(new Option('--coordinator <host:port>', 'coordinator address').env('LASP_COORDINATOR').makeOptionMandatory())
+    .addOption(new Option('--coordinator <host:port>', 'coordinator address (required unless --drain)').env('LASP_COORDINATOR'))
     .option('--host <addr>', 'address to advertise to the coordinator and peers', '127.0.0.1')
     .option('--bind-host <addr>', 'address to listen on (default: --host)')
     .option('--port <n>', 'port to listen on (0 = any free port)', nonNegativeInt('--port'), 0)
@@ -53,8 +67,33 @@ export function workerCommand(): Command {
       'serve /healthz, /readyz and /metrics on this port (0 = any free port; default: off)',
       nonNegativeInt('--http-port'),
     )
-    .option('--http-host <addr>', 'address of the HTTP probes (default: --bind-host, else --host)');
+    .option('--http-host <addr>', 'address of the HTTP probes (default: --bind-host, else --host)')
+    .option(
+      '--drain-timeout-ms <ms>',
+      'on SIGTERM/SIGINT or a drain request: wait at most this long for the job to checkpoint and release this worker (0: stop at once)',
+      nonNegativeInt('--drain-timeout-ms'),
+      120000,
+    )
+    .option(
+      '--drain',
+      "do not run a worker: ask the coordinator's HTTP API to drain the running worker --id (its job checkpoints after the current step and goes on without it; the worker exits)",
+    )
+    .option(
+      '--api <url>',
+      "with --drain: the coordinator's HTTP API (default: $LASP_API, else http://127.0.0.1:7780); --token is its bearer token",
+    );
   return addTlsOptions(cmd).action(async (o: WorkerCliOptions) => {
+    if (o.drain) {
+      try {
+        await requestDrain(o);
+      } catch (err) {
+        process.stderr.write(`lasp worker --drain: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+      return;
+    }
+    const coordinator = o.coordinator;
+    if (!coordinator) return cmd.error("error: required option '--coordinator <host:port>' not specified (or LASP_COORDINATOR)");
     if (o.threads !== undefined && o.threads > 0) process.env.LASP_THREADS = String(o.threads);
     const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
     let tls;
@@ -66,7 +105,8 @@ export function workerCommand(): Command {
       process.exit(2);
     }
     const worker = await startWorker({
-      coordinator: o.coordinator,
+      coordinator,
+      drainTimeoutMs: o.drainTimeoutMs,
       host: o.host,
       bindHost: o.bindHost,
       port: o.port,
@@ -83,9 +123,12 @@ export function workerCommand(): Command {
       log(`worker ${worker.id}: HTTP probes on ${http.url} (/healthz, /readyz, /metrics)`);
     }
     stopOnSignals(worker, log);
+    void worker.closed.then(() => process.exit(0)); // e.g. drained at the coordinator's request
     if (o.exitWithStdin) {
-      process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
-      process.stdin.on('error', () => process.kill(process.pid, 'SIGTERM'));
+      // The launcher is gone: stop at once (no drain: nobody drives the job any more).
+      const exit = () => void worker.stop('the launcher exited').finally(() => process.exit(0));
+      process.stdin.on('end', exit);
+      process.stdin.on('error', exit);
       process.stdin.resume();
     }
   });

@@ -30,6 +30,8 @@ export interface CoordinatorLinkOptions {
   initialBackoffMs?: number;
   /** Default 2000 ms. */
   maxBackoffMs?: number;
+  /** Called once, when a heartbeat reply asks this worker to drain (POST /v1/workers/:id/drain). Default: nothing. */
+  onDrainRequest?: () => void;
   /** Default: discard. */
   log?: (line: string) => void;
 }
@@ -49,6 +51,7 @@ export class CoordinatorLink {
   /** ms since the epoch of the last register or heartbeat the coordinator answered; 0 before the first. */
   lastContact = 0;
   draining = false;
+  private drainAsked = false;
 
   constructor(private readonly opts: CoordinatorLinkOptions) {
     const Ctor = protos().coordinator.lasp.v1.Coordinator;
@@ -77,6 +80,13 @@ export class CoordinatorLink {
     this.stopper.abort();
     await this.loop;
     this.client.close();
+  }
+
+  /** From now on heartbeats say "draining"; sends one at once (best effort). */
+  async announceDraining(): Promise<void> {
+    this.draining = true;
+    if (this.registrations > 0 && !this.stopper.signal.aborted)
+      await this.heartbeat(Math.min(1000, this.intervalMs)).catch(() => undefined);
   }
 
   private async run(): Promise<void> {
@@ -143,6 +153,11 @@ export class CoordinatorLink {
       step: s.step,
     };
     const reply = await callUnary<HeartbeatReply__Output>(this.label, 'Heartbeat', timeoutMs, (o, cb) => this.client.Heartbeat(req, o, cb));
+    if (reply.drain && !this.drainAsked) {
+      this.drainAsked = true;
+      this.log(`${this.label} asks this worker to drain`);
+      this.opts.onDrainRequest?.();
+    }
     return reply.known;
   }
 }

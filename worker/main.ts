@@ -5,6 +5,7 @@ import { tokenServerInterceptor } from '../cluster/cluster-token.js';
 import { serverCredentials, withChannelCredentials, type TlsConfig } from '../cluster/tls.js';
 import { PEER_CHANNEL_OPTIONS } from './collectives/peer-clients.js';
 import { availableParallelism, hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { protos } from '../proto/load.js';
 import { bindServer, shutdownServer } from '../coordinator/grpc-call.js';
 import { HealthService } from '../coordinator/health.js';
@@ -48,12 +49,21 @@ export interface WorkerOptions {
   tls?: TlsConfig;
   /** Receives log lines. Default: discard. */
   log?: (line: string) => void;
+  /** How long a drain (SIGTERM, or the coordinator's request) waits for the job to checkpoint and release this worker before it stops anyway; 0: stop at once. Default 120000 ms. */
+  drainTimeoutMs?: number;
   /** Replaces the peer endpoint (tests). Default: a new PeerEndpoint. */
   peer?: WorkerPeer;
 }
 
+/** Default of WorkerOptions.drainTimeoutMs. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 120_000;
+
 export class WorkerProcess {
   private stopping: Promise<void> | undefined;
+  private draining: Promise<void> | undefined;
+  private closedResolve!: () => void;
+  /** Resolves once the worker has stopped (stop() or a finished drain). */
+  readonly closed = new Promise<void>((resolve) => (this.closedResolve = resolve));
 
   private constructor(
     readonly id: string,
@@ -64,6 +74,8 @@ export class WorkerProcess {
     private readonly peer: WorkerPeer,
     readonly control: ControlService,
     readonly link: CoordinatorLink,
+    private readonly drainTimeoutMs: number,
+    private readonly log: (line: string) => void,
   ) {}
 
   /** Binds the server and starts registering (does not wait for the coordinator; see `registered`). */
@@ -100,7 +112,9 @@ export class WorkerProcess {
       throw new Error(`worker ${id}: ${(err as Error).message}`);
     }
     const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const created: { worker?: WorkerProcess } = {};
     const link = new CoordinatorLink({
+      onDrainRequest: () => void created.worker?.drain('the coordinator asked this worker to drain'),
       coordinator: opts.coordinator,
       ...(token !== undefined ? { token } : {}),
       ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
@@ -109,7 +123,20 @@ export class WorkerProcess {
       log: (line) => log(`worker ${id}: ${line}`),
     });
     link.start();
-    return new WorkerProcess(id, address, port, server, health, peer, control, link);
+    const self = new WorkerProcess(
+      id,
+      address,
+      port,
+      server,
+      health,
+      peer,
+      control,
+      link,
+      opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+      (line) => log(`worker ${id}: ${line}`),
+    );
+    created.worker = self;
+    return self;
   }
 
   /** Resolves after the first successful registration with the coordinator. */
@@ -125,8 +152,47 @@ export class WorkerProcess {
       this.health.shutdown();
       this.peer.close();
       await shutdownServer(this.server, 1000);
+      this.closedResolve();
     })();
     return this.stopping;
+  }
+
+  /** True once drain() was called. */
+  get isDraining(): boolean {
+    return this.draining !== undefined;
+  }
+
+  /**
+   * Graceful leave: heartbeats say "draining" from now on (the coordinator gives this worker no new
+   * group, and its job saves a checkpoint after the current step and goes on without it); waits
+   * until the job has released this worker, at most `timeoutMs` and only while the coordinator
+   * answers, then stops. Idempotent.
+   */
+  drain(reason: string, timeoutMs = this.drainTimeoutMs): Promise<void> {
+    this.draining ??= (async () => {
+      const t0 = Date.now();
+      this.log(`draining: ${reason}`);
+      if (timeoutMs > 0) {
+        await this.link.announceDraining();
+        const end = t0 + timeoutMs;
+        while (this.control.status().state === 'busy' && this.stopping === undefined) {
+          const silentMs = Date.now() - this.link.lastContact;
+          if (Date.now() >= end) {
+            this.log(`drain: still in a group after ${timeoutMs} ms: leaving anyway`);
+            break;
+          }
+          if (silentMs > 3 * this.link.heartbeatIntervalMs) {
+            this.log(`drain: the coordinator has not answered for ${silentMs} ms: leaving now`);
+            break;
+          }
+          await sleep(100);
+        }
+        const a = this.control.assignment();
+        this.log(`drained in ${Date.now() - t0} ms${a ? ` (last group: job ${a.jobId} generation ${a.generation})` : ''}`);
+      }
+      await this.stop(reason);
+    })();
+    return this.draining;
   }
 }
 
@@ -134,14 +200,17 @@ export function startWorker(opts: WorkerOptions): Promise<WorkerProcess> {
   return WorkerProcess.start(opts);
 }
 
-/** Stops the worker on SIGTERM/SIGINT and exits (a second signal exits at once). */
+/**
+ * Drains the worker on SIGTERM/SIGINT (worker.drain: its job checkpoints and releases it, within
+ * the drain timeout) and exits; a second signal exits at once.
+ */
 export function stopOnSignals(worker: WorkerProcess, log: (line: string) => void = () => {}): void {
   let signalled = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (signalled) process.exit(1);
     signalled = true;
-    log(`worker ${worker.id}: ${sig}: shutting down`);
-    worker.stop(`worker received ${sig}`).then(
+    log(`worker ${worker.id}: ${sig}: draining, then shutting down (a second signal exits at once)`);
+    worker.drain(`worker received ${sig}`).then(
       () => process.exit(0),
       () => process.exit(1),
     );
