@@ -3,11 +3,13 @@
 //   GET /readyz  → 200 once registered with the coordinator and heard from within 3 heartbeat
 //                  intervals, else 503
 //   GET /metrics → Prometheus text: state, heartbeat age, registrations, training steps, last
-//                  step's tokens/s, collective wait and duration
+//                  step's tokens/s, collective wait and duration; collective bytes sent/received
+//                  and the latency of every collective op (histogram by op and outcome)
 // No secrets and no control: these stay open even when the cluster has a token.
 import { createServer } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
 import { trainStats } from '../train/train-task.js';
+import { collectiveRegistry } from './collectives/op-metrics.js';
 import type { WorkerProcess } from './main.js';
 
 export interface WorkerHttpOptions {
@@ -31,6 +33,9 @@ export async function startWorkerHttp(worker: WorkerProcess, opts: WorkerHttpOpt
       },
     });
   gauge('lasp_worker_busy', '1 while the worker is in a group', () => (worker.control.status().state === 'busy' ? 1 : 0));
+  gauge('lasp_worker_draining', '1 once the worker drains (SIGTERM or a drain request): it leaves when its job releases it', () =>
+    worker.isDraining || worker.link.draining ? 1 : 0,
+  );
   gauge('lasp_worker_heartbeat_age_seconds', 'Seconds since the coordinator last answered (-1 before the first time)', () =>
     worker.link.lastContact ? (Date.now() - worker.link.lastContact) / 1000 : -1,
   );
@@ -60,7 +65,10 @@ export async function startWorkerHttp(worker: WorkerProcess, opts: WorkerHttpOpt
         const ready = worker.link.registrations > 0 && age <= 3 * interval();
         return json(ready ? 200 : 503, { ready, id: worker.id, state, heartbeatAgeMs: Number.isFinite(age) ? age : null });
       }
-      if (path === '/metrics') return { status: 200, type: registry.contentType, text: await registry.metrics() };
+      if (path === '/metrics') {
+        const merged = Registry.merge([registry, collectiveRegistry]);
+        return { status: 200, type: registry.contentType, text: await merged.metrics() };
+      }
       return json(404, { error: `no route ${path} (try /healthz, /readyz, /metrics)` });
     };
     reply().then(

@@ -4,6 +4,7 @@ import { allGather } from './all-gather.js';
 import { allReduceSum } from './all-reduce.js';
 import type { CollectiveTag, CommStats, Communicator, GroupAssignment } from './communicator.js';
 import { describeKey, type Mailbox } from './mailbox.js';
+import { countCollectiveBytes, timeCollectiveOp } from './op-metrics.js';
 import { OpScope } from './op-scope.js';
 import type { PeerClients } from './peer-clients.js';
 import { sendMessage } from './send-message.js';
@@ -88,6 +89,7 @@ export class GrpcCommunicator implements Communicator {
   /** Called by the endpoint for every accepted piece. */
   countReceived(bytes: number): void {
     this.counters.bytesReceived += bytes;
+    countCollectiveBytes('received', bytes);
   }
 
   get aborted(): string | undefined {
@@ -146,7 +148,11 @@ export class GrpcCommunicator implements Communicator {
       this.active.delete(scope),
     );
     this.active.add(scope);
-    return scope.run(() => body(scope));
+    return timeCollectiveOp(
+      what.split(' ')[0]!,
+      performance.now(),
+      scope.run(() => body(scope)),
+    );
   }
 
   private sendPart(scope: OpScope, tag: CollectiveTag, op: string, to: number, data: Uint8Array): Promise<void> {
@@ -165,6 +171,7 @@ export class GrpcCommunicator implements Communicator {
     const counted = promise.then(() => {
       this.counters.bytesSent += data.byteLength;
       this.counters.messagesSent++;
+      countCollectiveBytes('sent', data.byteLength);
     });
     return scope.track(`send to rank ${to} (op ${JSON.stringify(op)})`, counted, cancel);
   }

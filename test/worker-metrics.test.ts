@@ -1,0 +1,87 @@
+// The collective metrics on a worker's /metrics (`lasp worker --http-port`): after a short 2-rank
+// training run between two real worker processes, each worker reports the bytes it sent and
+// received (equal to what its peer received and sent) and a latency histogram per collective op.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Coordinator } from '../coordinator/coordinator.js';
+import { parseTrainConfig } from '../train/config.js';
+import { runTraining } from '../train/driver.js';
+
+const lasp = fileURLToPath(new URL('../cli/lasp.js', import.meta.url));
+
+function startWorker(id: string, coordinator: string): { child: ChildProcess; url: Promise<string> } {
+  const child = spawn(process.execPath, [lasp, 'worker', '--coordinator', coordinator, '--id', id, '--threads', '1', '--http-port', '0'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const url = new Promise<string>((resolve, reject) => {
+    const lines: string[] = [];
+    const timer = setTimeout(() => reject(new Error(`no HTTP probes line:\n${lines.join('\n')}`)), 15_000);
+    createInterface({ input: child.stderr! }).on('line', (l) => {
+      lines.push(l);
+      const m = /HTTP probes on (http:\/\/[\d.]+:\d+)/.exec(l);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+  });
+  return { child, url };
+}
+
+function sample(text: string, name: string, labels: string): number {
+  const escaped = `${name}{${labels}}`.replace(/[{}+.]/g, (c) => `\\${c}`);
+  const m = new RegExp(`^${escaped} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `no sample ${name}{${labels}} in:\n${text}`);
+  return Number(m[1]);
+}
+
+test('worker /metrics: collective bytes sent/received and per-op latency histograms after a 2-rank run', async () => {
+  const coordinator = await Coordinator.start({ port: 0, heartbeatIntervalMs: 300 });
+  const dir = await mkdtemp(join(tmpdir(), 'lasp-wmetrics-'));
+  const workers = [startWorker('m-0', coordinator.address), startWorker('m-1', coordinator.address)];
+  try {
+    const urls = await Promise.all(workers.map((w) => w.url));
+    await coordinator.waitForWorkers(2, 15_000);
+    const config = parseTrainConfig({
+      model: { dModel: 16, layers: 1, heads: 2, ffn: 32 },
+      data: { type: 'mqar', seqLen: 32, vocabSize: 16, numKvPairs: 2 },
+      training: { steps: 3, batchSize: 2, evalSequences: 2 },
+      cluster: { workers: 2 },
+      checkpoint: { dir },
+    });
+    const summary = await runTraining(config, {
+      cluster: {
+        formGroup: (jobId, world) => coordinator.formGroup(jobId, { min: world, max: world }),
+        runTask: (g, type, cfg, o) => coordinator.runTask(g, type, cfg, o),
+        releaseGroup: (g) => coordinator.releaseGroup(g),
+      },
+      writeFiles: false,
+    });
+    assert.equal(summary.step, 3);
+    const texts = await Promise.all(urls.map(async (u) => (await fetch(`${u}/metrics`)).text()));
+    const sent = texts.map((t) => sample(t, 'lasp_worker_collective_bytes_total', 'direction="sent"'));
+    const received = texts.map((t) => sample(t, 'lasp_worker_collective_bytes_total', 'direction="received"'));
+    assert.ok(sent[0]! > 0 && sent[1]! > 0, `sent ${sent.join(', ')}`);
+    assert.equal(sent[0], received[1], 'what rank 0 sent, rank 1 received');
+    assert.equal(sent[1], received[0], 'what rank 1 sent, rank 0 received');
+    for (const t of texts) {
+      assert.match(t, /^# TYPE lasp_worker_collective_op_seconds histogram$/m);
+      const ops = sample(t, 'lasp_worker_collective_op_seconds_count', 'op="allGather",outcome="ok"');
+      assert.ok(ops >= 3, `allGather ops ${ops}`);
+      assert.ok(sample(t, 'lasp_worker_collective_op_seconds_sum', 'op="allGather",outcome="ok"') > 0);
+      assert.equal(sample(t, 'lasp_worker_collective_op_seconds_bucket', 'le="+Inf",op="allGather",outcome="ok"'), ops);
+      assert.match(t, /^lasp_worker_draining 0$/m);
+    }
+    process.stdout.write(`# 3 steps, W=2: bytes sent per rank ${sent.join(', ')}\n`);
+  } finally {
+    for (const w of workers) w.child.kill('SIGKILL');
+    await coordinator.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
