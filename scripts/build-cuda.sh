@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the CUDA kernels and their standalone check/benchmark (build-cuda/la_bench) for Hopper
+# (sm_90a), with the CUDA runtime linked statically. Needs nvcc (CUDA 12.4+; 13.0 here); the
+# CPU build (`npm ci`, node-gyp) never runs this. Usage: scripts/build-cuda.sh [nvcc flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+if [ ! -x "$NVCC" ]; then
+  echo "build-cuda: nvcc not found (set NVCC or install the CUDA toolkit)" >&2
+  exit 1
+fi
+ARCH=${LASP_CUDA_ARCH:--gencode arch=compute_90a,code=sm_90a}
+OUT=build-cuda
+mkdir -p "$OUT"
+FLAGS=(-std=c++17 -O3 $ARCH -cudart static -Xptxas -v -lineinfo)
+"$NVCC" "${FLAGS[@]}" "$@" -c native/cuda/linear_attention.cu -o "$OUT/linear_attention.o" 2> "$OUT/ptxas-linear_attention.txt" &
+"$NVCC" "${FLAGS[@]}" "$@" -c native/cuda/la_bench.cu -o "$OUT/la_bench.o" 2> "$OUT/ptxas-la_bench.txt" &
+wait %1 || { cat "$OUT/ptxas-linear_attention.txt" >&2; exit 1; }
+wait %2 || { cat "$OUT/ptxas-la_bench.txt" >&2; exit 1; }
+"$NVCC" $ARCH -cudart static "$OUT/linear_attention.o" "$OUT/la_bench.o" -o "$OUT/la_bench"
+grep -E 'spill|stack frame' "$OUT/ptxas-linear_attention.txt" | grep -v ' 0 bytes stack frame, 0 bytes spill' | sort | uniq -c || true
+echo "build-cuda: $OUT/la_bench"
