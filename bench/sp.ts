@@ -1,11 +1,15 @@
 // `lasp bench sp`: W real worker processes on loopback run one attention layer forward+backward
 // with sequence parallelism (LASP-2, and the LASP-1 and ring-KV baselines), and every rank
-// checks its block against the single-process kernel on the whole sequence.
+// checks its block against the single-process kernel on the whole sequence. Also the hybrid and
+// local layers (DESIGN.md §3.1): --kind softmax (K/V gathered, dK/dV back to owners), --kind swa
+// --window W (halo), --kind conv --conv-size K (halo), and --zigzag (rank r holds segments r and
+// 2W−1−r of 2W); for these the "lasp2" fields describe the layer's sequence-parallel algorithm.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { positiveInt } from '../cli/args.js';
 import { startLocalCluster } from '../cluster/local-cluster.js';
 import { KINDS, type Kind } from '../native/kernels.js';
+import { LOCAL_KINDS, type LocalKind } from '../worker/sp/hybrid-layer.js';
 import {
   combineErrors,
   GRAD_TENSORS,
@@ -17,8 +21,16 @@ import {
 } from '../worker/sp/sp-layer-task.js';
 import { fmt, formatTable } from './table.js';
 
+const BENCH_KINDS: readonly string[] = [...KINDS, ...LOCAL_KINDS];
+
 export interface SpBenchOptions {
-  kind: Kind;
+  kind: Kind | LocalKind;
+  /** swa: keys per query, itself included. */
+  window?: number;
+  /** conv: kernel size. Default 4. */
+  convSize?: number;
+  /** Zig-zag layout. Default false (contiguous). */
+  zigzag?: boolean;
   workers: number;
   seqLen: number;
   heads: number;
@@ -40,7 +52,10 @@ export interface SpBenchOptions {
 }
 
 export interface SpBenchResult {
-  kind: Kind;
+  kind: Kind | LocalKind;
+  window: number | null;
+  convSize: number | null;
+  layout: 'contiguous' | 'zigzag';
   workers: number;
   seqLen: number;
   heads: number;
@@ -60,6 +75,11 @@ export interface SpBenchResult {
   lasp2CollectiveMs: number | null;
   /** lasp2CollectiveMs / lasp2Ms. */
   lasp2CommFraction: number | null;
+  /** Per rank: median wall time of the layer, and of its own work (wall − collective wait), ms. */
+  rankMs: number[];
+  rankComputeMs: number[];
+  /** Load balance: max / min over ranks of rankComputeMs (1 = balanced). */
+  loadBalance: number | null;
 }
 
 function slowest(ranks: SpLayerRankResult[], mode: SpMode): number | null {
@@ -69,9 +89,14 @@ function slowest(ranks: SpLayerRankResult[], mode: SpMode): number | null {
 
 export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
   const causal = o.causal ?? true;
-  const modes = o.modes ?? (causal ? [...SP_MODES] : ['lasp2']);
+  const local = (LOCAL_KINDS as readonly string[]).includes(o.kind);
+  const zigzag = o.zigzag ?? false;
+  const modes = o.modes ?? (causal && !local && !zigzag ? [...SP_MODES] : ['lasp2']);
   const config: SpLayerConfig = {
     kind: o.kind,
+    layout: zigzag ? 'zigzag' : 'contiguous',
+    ...(o.kind === 'swa' ? { window: o.window } : {}),
+    ...(o.kind === 'conv' ? { convSize: o.convSize ?? 4 } : {}),
     T: o.seqLen,
     H: o.heads,
     dk: o.headDim,
@@ -79,7 +104,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
     seed: o.seed ?? 1,
     causal,
     withInitialState: o.initialState ?? false,
-    withFinalGrad: true,
+    withFinalGrad: !local,
     modes,
     repeats: o.repeats ?? 3,
     check: o.check ?? true,
@@ -100,10 +125,15 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
     const coll = ranks.map((r) => r.lasp2CollectiveMs).filter((x): x is number => x !== null);
     const bytes = ranks.map((r) => r.lasp2BytesSent).filter((x): x is number => x !== null);
     const lasp2CollectiveMs = coll.length ? Math.max(...coll) : null;
+    const rankComputeMs = ranks.map((r) => r.lasp2ComputeMs ?? NaN);
+    const minCompute = Math.min(...rankComputeMs);
     const baselineMaxRelError: Partial<Record<SpMode, number | null>> = {};
     for (const m of modes) if (m !== 'lasp2') baselineMaxRelError[m] = errs(m, [...OUTPUT_TENSORS, ...GRAD_TENSORS]);
     return {
       kind: o.kind,
+      window: o.kind === 'swa' ? (o.window ?? null) : null,
+      convSize: o.kind === 'conv' ? (o.convSize ?? 4) : null,
+      layout: zigzag ? 'zigzag' : 'contiguous',
       workers: o.workers,
       seqLen: o.seqLen,
       heads: o.heads,
@@ -118,6 +148,9 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
       ringKvMs: slowest(ranks, 'ringkv'),
       lasp2CollectiveMs,
       lasp2CommFraction: lasp2Ms && lasp2CollectiveMs !== null ? lasp2CollectiveMs / lasp2Ms : null,
+      rankMs: ranks.map((r) => r.ms.lasp2 ?? NaN),
+      rankComputeMs,
+      loadBalance: minCompute > 0 ? Math.max(...rankComputeMs) / minCompute : null,
     };
   } finally {
     await cluster.stop();
@@ -125,7 +158,9 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
 }
 
 export function printSpBench(r: SpBenchResult): string {
-  const head = `Sequence-parallel ${r.kind}${r.causal ? '' : ' (non-causal)'} layer, W=${r.workers}, T=${r.seqLen}, H=${r.heads}, d=${r.headDim}`;
+  const what = r.kind === 'swa' ? `swa (window ${r.window})` : r.kind === 'conv' ? `conv (kernel ${r.convSize})` : r.kind;
+  const head = `Sequence-parallel ${what}${r.causal ? '' : ' (non-causal)'} layer, ${r.layout} layout, W=${r.workers}, T=${r.seqLen}, H=${r.heads}, d=${r.headDim}`;
+  const sp = KINDS.includes(r.kind as Kind) ? 'LASP-2' : 'SP';
   return [
     head,
     formatTable(
@@ -134,10 +169,12 @@ export function printSpBench(r: SpBenchResult): string {
         ['max rel. error, outputs', r.maxRelErrorOutput === null ? 'not checked' : fmt(r.maxRelErrorOutput)],
         ['max rel. error, gradients', r.maxRelErrorGrad === null ? 'not checked' : fmt(r.maxRelErrorGrad)],
         ['bytes sent per rank per layer (fwd+bwd)', r.bytesSentPerRankPerLayer ?? 'n/a'],
-        ['LASP-2 fwd+bwd ms', r.lasp2Ms === null ? 'n/a' : fmt(r.lasp2Ms)],
+        [`${sp} fwd+bwd ms`, r.lasp2Ms === null ? 'n/a' : fmt(r.lasp2Ms)],
         ['  of which in collectives ms', r.lasp2CollectiveMs === null ? 'n/a' : fmt(r.lasp2CollectiveMs)],
         ['LASP-1 fwd+bwd ms', r.lasp1Ms === null ? 'not run' : fmt(r.lasp1Ms)],
         ['ring-KV fwd+bwd ms', r.ringKvMs === null ? 'not run' : fmt(r.ringKvMs)],
+        ['own work per rank ms (wall − collective wait)', r.rankComputeMs.map((x) => fmt(x)).join(' / ')],
+        ['load balance (max / min own work)', r.loadBalance === null ? 'n/a' : fmt(r.loadBalance)],
       ],
     ),
   ].join('\n');
@@ -147,11 +184,14 @@ export function registerSpBench(bench: Command): void {
   bench
     .command('sp')
     .description('distributed attention layer over W worker processes: exactness, bytes, LASP-2 vs LASP-1 vs ring-KV')
-    .requiredOption('--kind <kind>', `attention kind: ${KINDS.join(', ')}`, (v: string) => {
-      if (!(KINDS as string[]).includes(v))
-        throw new InvalidArgumentError(`--kind must be one of ${KINDS.join(', ')}, got ${JSON.stringify(v)}`);
-      return v as Kind;
+    .requiredOption('--kind <kind>', `layer kind: ${BENCH_KINDS.join(', ')}`, (v: string) => {
+      if (!BENCH_KINDS.includes(v))
+        throw new InvalidArgumentError(`--kind must be one of ${BENCH_KINDS.join(', ')}, got ${JSON.stringify(v)}`);
+      return v as Kind | LocalKind;
     })
+    .option('--window <W>', 'swa: keys per query, itself included', positiveInt('--window'))
+    .option('--conv-size <K>', 'conv: kernel size (default 4)', positiveInt('--conv-size'))
+    .option('--zigzag', 'zig-zag layout: rank r holds blocks r and 2W−1−r of 2W')
     .option('--workers <W>', 'worker processes', positiveInt('--workers'), 2)
     .option('--seq-len <T>', 'tokens of the whole sequence (e.g. 16384 or 16k)', positiveInt('--seq-len'), 16384)
     .option('--heads <H>', 'heads', positiveInt('--heads'), 4)
@@ -171,6 +211,12 @@ export function registerSpBench(bench: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (o: SpBenchOptions & { json?: boolean; nonCausal?: boolean; initialState?: boolean }) => {
       if (o.seqLen < o.workers) throw new InvalidArgumentError(`--seq-len (${o.seqLen}) must be at least --workers (${o.workers})`);
+      if (o.kind === 'swa' && o.window === undefined) throw new InvalidArgumentError('--kind swa needs --window <W>');
+      if (o.window !== undefined && o.kind !== 'swa')
+        throw new InvalidArgumentError(`--window applies to --kind swa, got --kind ${o.kind}`);
+      if (o.convSize !== undefined && o.kind !== 'conv')
+        throw new InvalidArgumentError(`--conv-size applies to --kind conv, got --kind ${o.kind}`);
+      if (o.zigzag && o.kind === 'conv') throw new InvalidArgumentError('--zigzag is not implemented for --kind conv (contiguous only)');
       const r = await runSpBench({ ...o, causal: !o.nonCausal });
       // Non-finite errors (a NaN or Inf in the results) print as strings, not as JSON's null.
       const json = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v));

@@ -10,6 +10,7 @@ import { startLocalCluster, type LocalCluster } from '../cluster/local-cluster.j
 import { KINDS } from '../native/kernels.js';
 import { combineErrors, GRAD_TENSORS, OUTPUT_TENSORS, type SpLayerConfig, type SpLayerRankResult } from '../worker/sp/sp-layer-task.js';
 import { BASE_SEED, caseSeed } from './helpers/rng.js';
+import { runSpBench } from '../bench/sp.js';
 
 const BOUND = 1e-5; // relative to the largest reference value of each tensor
 
@@ -124,6 +125,27 @@ describe('hybrid and local layers over gRPC worker processes', { timeout: 600_00
     for (const T of [300, 1200]) assert.deepEqual(await bytes({ kind: 'swa', window: 9 }, T), [halo, 2 * halo, halo]);
     // Convolution K=4 on q,k,v... here one x of C = H·dk channels: 3 rows each way.
     for (const T of [300, 1200]) assert.deepEqual(await bytes({ kind: 'conv', convSize: 4 }, T), [3 * 16 * 4, 2 * 3 * 16 * 4, 3 * 16 * 4]);
+  });
+
+  test('lasp bench sp --kind softmax|swa|conv [--zigzag]: checked errors, bytes and per-rank times in the JSON', async () => {
+    for (const o of [
+      { kind: 'softmax', zigzag: false },
+      { kind: 'softmax', zigzag: true },
+      { kind: 'swa', window: 16, zigzag: true },
+      { kind: 'conv', convSize: 4, zigzag: false },
+    ] as const) {
+      const r = await runSpBench({ ...o, workers: 2, seqLen: 256, heads: 2, headDim: 8, repeats: 1 });
+      const what = JSON.stringify(o);
+      assert.equal(r.layout, o.zigzag ? 'zigzag' : 'contiguous', what);
+      assert.ok(r.maxRelErrorOutput !== null && r.maxRelErrorOutput < BOUND, `${what}: output error ${r.maxRelErrorOutput}`);
+      assert.ok(r.maxRelErrorGrad !== null && r.maxRelErrorGrad < BOUND, `${what}: gradient error ${r.maxRelErrorGrad}`);
+      assert.ok(r.bytesSentPerRankPerLayer !== null && r.bytesSentPerRankPerLayer > 0, what);
+      assert.ok(r.lasp2Ms !== null && r.lasp2Ms > 0, what);
+      assert.equal(r.lasp1Ms, null);
+      assert.equal(r.ringKvMs, null);
+      assert.equal(r.rankComputeMs.length, 2);
+      assert.ok(r.loadBalance !== null && r.loadBalance >= 1, what);
+    }
   });
 
   test('bad configs are refused with the field named', async () => {

@@ -179,7 +179,7 @@ async function fullForward(ctx: SpContext, layout: Layout | undefined, shape: So
       for (const [i, block] of bl.entries())
         pieces[b]!.push({ block, k: parts[b * 2 * bl.length + i]!, v: parts[b * 2 * bl.length + bl.length + i]! });
   }
-  await Promise.all(sends);
+  await waited(ctx, Promise.all(sends));
   if (!layout) own[0]!.block = { start: cursor, end: cursor + rows };
   const prefix = Math.max(...own.map((s) => s.block!.end));
   const calls: SegmentCall[][] = [];
@@ -295,7 +295,7 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
         await kernels.addInto(view(o.dv, g.offset, g.rows, H * dv), parts[b * 2 * segs.length + segs.length + i]!);
       }
   }
-  await Promise.all(sends);
+  await waited(ctx, Promise.all(sends));
   return out;
 }
 
@@ -381,7 +381,7 @@ async function windowForward(ctx: SpContext, layout: Layout | undefined, shape: 
       );
     }
   }
-  await Promise.all(sends);
+  await waited(ctx, Promise.all(sends));
   const calls: SegmentCall[][] = [];
   const outs: Float32Array[] = [];
   for (const [b, q] of seqs.entries()) {
@@ -483,6 +483,6 @@ async function windowBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32
       await kernels.addInto(view(o.dv, s.offset + s.rows - s.nextHalo, s.nextHalo, H * dv), parts[2 * b + 1]!);
     }
   }
-  await Promise.all(sends);
+  await waited(ctx, Promise.all(sends));
   return out;
 }
