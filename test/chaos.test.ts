@@ -1,8 +1,8 @@
-// Failure recovery with real processes: a worker SIGKILLed in the middle of a job. The job's
-// attempt fails (its collectives and RunTask calls error out instead of waiting), BullMQ retries
-// it after a back-off, and the retry forms a new group from the live workers and resumes from the
-// last checkpoint: the job completes with a restart, and every step's loss equals that of an
-// uninterrupted run with the same seed.
+// Failure recovery with real processes: a worker SIGKILLed in the middle of a job. The job's run
+// fails (its collectives and RunTask calls error out instead of waiting), the job service counts a
+// restart (cluster.maxRestarts) and after a 1 s pause forms a new group from the live workers,
+// which resumes from the last checkpoint: the job completes with a restart, and every step's loss
+// equals that of an uninterrupted run with the same seed.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
