@@ -1,7 +1,8 @@
 // `lasp bench train`: training throughput of a model on a local cluster, for several sequence
 // lengths T and worker counts W at a fixed number of tokens per step (so time per token can be
 // compared across T: linear attention keeps it flat). `lasp bench mqar`: how fast a model learns
-// multi-query associative recall (steps and wall time to a recall accuracy).
+// multi-query associative recall (steps and wall time to a recall accuracy); --layers compares a
+// hybrid (e.g. gated_delta,gated_delta,gated_delta,softmax) with a pure linear model of the same depth.
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { intList, positiveInt } from '../cli/args.js';
 import { KINDS, type Kind } from '../native/kernels.js';
+import { LAYER_KINDS, type LayerKind } from '../model/backend.js';
 import { parseTrainConfig } from '../train/config.js';
 import { runTraining, type StepEvent } from '../train/driver.js';
 import type { EvalRecord } from '../train/rank-trainer.js';
@@ -128,6 +130,10 @@ export function printTrainBench(rows: TrainBenchRow[], kind: Kind): string {
 
 export interface MqarBenchOptions {
   kind: Kind;
+  /** One kind per layer (e.g. a 3:1 hybrid); replaces `kind` and the default two layers. */
+  layers?: LayerKind[];
+  /** Keys per query of swa layers. */
+  window?: number;
   workers: number;
   steps: number;
   evalEvery: number;
@@ -159,7 +165,9 @@ export async function runMqarBench(o: MqarBenchOptions, log: (s: string) => void
   let reached: MqarBenchResult['reached'] = null;
   await withTempDir(async (dir) => {
     const cfg = parseTrainConfig({
-      model: { kind: o.kind, conv: o.conv },
+      model: o.layers
+        ? { kinds: o.layers, layers: o.layers.length, conv: o.conv, ...(o.window !== undefined ? { window: o.window } : {}) }
+        : { kind: o.kind, conv: o.conv },
       data: { type: 'mqar', seqLen: o.seqLen, vocabSize: 64, numKvPairs: o.pairs, seed: 1 },
       training: { steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, evalEvery: o.evalEvery, evalSequences: 128 },
       cluster: { workers: o.workers },
@@ -225,13 +233,25 @@ export function registerTrainBench(bench: Command): void {
     .option('--lr <x>', 'peak learning rate', (v: string) => Number(v), 1e-2)
     .option('--seed <S>', 'weights seed', (v: string) => Number(v), 0)
     .option('--conv <K>', 'short convolution size on q/k/v (0: none)', (v: string) => Number(v), 4)
+    .option(
+      '--layers <kinds>',
+      `one kind per layer, comma-separated (${LAYER_KINDS.join(', ')}), e.g. gated_delta,gated_delta,gated_delta,softmax`,
+      (v: string) => {
+        const ks = v.split(',').map((k) => k.trim());
+        for (const k of ks)
+          if (!(LAYER_KINDS as readonly string[]).includes(k))
+            throw new InvalidArgumentError(`--layers must list kinds of ${LAYER_KINDS.join(', ')}, got ${JSON.stringify(k)}`);
+        return ks as LayerKind[];
+      },
+    )
+    .option('--window <w>', 'keys per query of swa layers', positiveInt('--window'))
     .option('--json', 'print one JSON object')
     .action(async (o: MqarBenchOptions & { json?: boolean }) => {
       const r = await runMqarBench(o, (s) => process.stderr.write(`${s}\n`));
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else {
         process.stdout.write(
-          `MQAR ${o.pairs} pairs in ${o.seqLen} tokens (vocab 64), ${o.kind}, conv ${o.conv}, ${r.parameters.toLocaleString('en-US')} parameters, W=${o.workers}, batch ${o.batchSize}, lr ${o.lr}\n`,
+          `MQAR ${o.pairs} pairs in ${o.seqLen} tokens (vocab 64), ${o.layers ? o.layers.join(',') : o.kind}, conv ${o.conv}, ${r.parameters.toLocaleString('en-US')} parameters, W=${o.workers}, batch ${o.batchSize}, lr ${o.lr}\n`,
         );
         process.stdout.write(
           formatTable(
