@@ -1,7 +1,10 @@
 // The model backend under sequence parallelism: every op of the CPU backend, except that the
 // attention kernel runs as generalised LASP-2 across the group (one AllGather of block summaries
 // forward, one of state gradients backward, per layer and sequence). The model code is unchanged:
-// it calls Backend.attention on its block, and this backend makes the collective calls.
+// it calls Backend.attention on its block, and this backend makes the collective calls. Softmax
+// layers of hybrid models (softmax-sp.ts) receive the K/V rows of the earlier ranks and send their
+// dK/dV back; sliding-window layers and the short convolution exchange a fixed-size halo with the
+// neighbouring ranks.
 import { convSpec, cpuBackend, dims2, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../../model/backend.js';
 import { kernels, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
 import { ops } from '../../native/ops.js';
