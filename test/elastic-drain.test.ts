@@ -7,8 +7,8 @@
 //   (no restart counted), GET /v1/workers shows "draining", the worker exits 0;
 // - drain on request (`lasp worker --drain --id ID --api URL`, POST /v1/workers/:id/drain): the same,
 //   and the worker exits by itself;
-// - restart budget: cluster.maxRestarts 0 and a lost worker: the job fails with a reason naming the
-//   budget and the last error; /metrics counts restarts.
+// - restart budget: cluster.maxRestarts 1: a lost worker is replaced (one restart), a second lost
+//   worker fails the job with a reason naming the budget and the last error; /metrics counts restarts.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -23,6 +23,7 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import { startHttpApi, type HttpApi } from '../coordinator/http-api.js';
 import { BullJobService } from '../coordinator/job-service.js';
 import type { JobView, WorkerView } from '../coordinator/job-types.js';
+import { parseTrainConfig } from '../train/config.js';
 
 const workerEntry = fileURLToPath(new URL('../worker/entry.js', import.meta.url));
 const lasp = fileURLToPath(new URL('../cli/lasp.js', import.meta.url));
@@ -189,14 +190,36 @@ test('drain on request: lasp worker --drain --id ID --api URL; the worker leaves
   process.stdout.write(`# drain (request at step ${running.progress.step}): the worker exited after ${exitedAfter.toFixed(1)} s\n`);
 });
 
-test('restart budget: cluster.maxRestarts 0 and a lost worker: the job fails naming the budget and the last error', async () => {
-  const job = await service.submit(config({ workers: 2, maxRestarts: 0 }));
+test('restart budget: cluster.maxRestarts 1; the first lost worker is replaced, the second fails the job naming the budget and the last error', async () => {
+  await startWorker('w-f');
+  const job = await service.submit(config({ workers: 2, maxRestarts: 1 }));
   const running = await atStep(job.id, 6);
   assert.deepEqual([...running.progress.workers].sort(), ['w-d', 'w-e']);
   procs.get('w-e')!.child.kill('SIGKILL');
+  const moved = await until(`job ${job.id} on w-d and w-f`, async () => {
+    const v = (await service.get(job.id))!;
+    return v.progress.workers.includes('w-f') && v.progress.step > running.progress.step + 1 ? v : undefined;
+  });
+  assert.equal(moved.restarts, 1);
+  procs.get('w-f')!.child.kill('SIGKILL');
   const done = await finished(job.id);
   assert.equal(done.state, 'failed');
-  assert.match(done.failedReason ?? '', /^restart budget spent \(cluster\.maxRestarts = 0, 0 restarts made\); last error: .*rank \d/);
-  assert.equal(done.restarts, 0);
+  assert.match(done.failedReason ?? '', /^restart budget spent \(cluster\.maxRestarts = 1, 1 restarts made\); last error: .*rank \d/);
+  assert.equal(done.restarts, 1);
   assert.equal(done.attemptsMade, 1, 'not retried by BullMQ either');
+  process.stdout.write(`# restart budget: ${done.failedReason}\n`);
+});
+
+test('cluster.minWorkers and cluster.maxRestarts are validated by name; defaults workers and 3', async () => {
+  await assert.rejects(
+    () => service.submit(config({ workers: 2, minWorkers: 3, maxRestarts: -1 })),
+    (err: Error) => {
+      assert.match(err.message, /cluster\.minWorkers must be at most cluster\.workers = 2, got 3/);
+      assert.match(err.message, /cluster\.maxRestarts/);
+      return true;
+    },
+  );
+  const c = parseTrainConfig(config({ workers: 3 }));
+  assert.equal(c.cluster.minWorkers, 3);
+  assert.equal(c.cluster.maxRestarts, 3);
 });
