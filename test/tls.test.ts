@@ -250,6 +250,15 @@ test('refused: plaintext, no client certificate, an untrusted CA either way, a w
     assert.equal(r.status, undefined, `${what}: served ${JSON.stringify(r)}`);
     assert.equal(r.code, grpc.status.UNAVAILABLE, `${what}: ${JSON.stringify(r)}`);
   }
+  // The workers' servers (WorkerControl, Peer) likewise.
+  const worker = (await api<{ id: string; address: string }[]>('GET', '/v1/workers')).find((w) => w.id === 'tls-w0')!;
+  assert.equal((await check(worker.address, grpc.credentials.createSsl(ca('ca'), client.key, client.cert))).status, 'SERVING');
+  for (const creds of [
+    grpc.credentials.createInsecure(),
+    grpc.credentials.createSsl(ca('ca')),
+    grpc.credentials.createSsl(ca('ca'), rogue.key, rogue.cert),
+  ])
+    assert.equal((await check(worker.address, creds)).code, grpc.status.UNAVAILABLE);
   const intruder = startWorker('tls-rogue', 'rogue', 'rogue-ca');
   await until(
     'the rogue worker to fail registering',
