@@ -216,7 +216,6 @@ export function registerSpBench(bench: Command): void {
         throw new InvalidArgumentError(`--window applies to --kind swa, got --kind ${o.kind}`);
       if (o.convSize !== undefined && o.kind !== 'conv')
         throw new InvalidArgumentError(`--conv-size applies to --kind conv, got --kind ${o.kind}`);
-      if (o.zigzag && o.kind === 'conv') throw new InvalidArgumentError('--zigzag is not implemented for --kind conv (contiguous only)');
       const r = await runSpBench({ ...o, causal: !o.nonCausal });
       // Non-finite errors (a NaN or Inf in the results) print as strings, not as JSON's null.
       const json = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v));

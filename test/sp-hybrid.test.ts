@@ -1,7 +1,7 @@
 // Hybrid and local layers under sequence parallelism (DESIGN.md §3.1), across real worker
 // processes over gRPC on loopback: softmax attention (K/V gathered, dK/dV sent back to their
 // owners), sliding-window attention (halo), the short convolution (halo), each for W ∈ {1,2,3,4}
-// and the contiguous and zig-zag layouts (the convolution: contiguous), and every linear kind
+// and the contiguous and zig-zag layouts, and every linear kind
 // folded over the 2W zig-zag segments. Outputs and gradients equal the single-process computation
 // on the whole sequence to float32 rounding.
 import assert from 'node:assert/strict';
@@ -71,13 +71,8 @@ describe('hybrid and local layers over gRPC worker processes', { timeout: 600_00
         zigzag,
       });
   }
-  cases.push({
-    name: 'conv K=4',
-    cfg: { kind: 'conv', convSize: 4, H: 2, dk: 8, dv: 8 },
-    T: 61,
-    expected: ['y', 'dx', 'dw'],
-    zigzag: false,
-  });
+  for (const zigzag of [false, true])
+    cases.push({ name: 'conv K=4', cfg: { kind: 'conv', convSize: 4, H: 2, dk: 8, dv: 8 }, T: 61, expected: ['y', 'dx', 'dw'], zigzag });
   for (const kind of KINDS) {
     const expected = ['o', 'dq', 'dk', 'dv', 'finalState', 'dInitialState'];
     if (kind === 'scalar_gate' || kind === 'vector_gate' || kind === 'gated_delta') expected.push('dg');
@@ -133,6 +128,7 @@ describe('hybrid and local layers over gRPC worker processes', { timeout: 600_00
       { kind: 'softmax', zigzag: true },
       { kind: 'swa', window: 16, zigzag: true },
       { kind: 'conv', convSize: 4, zigzag: false },
+      { kind: 'conv', convSize: 4, zigzag: true },
     ] as const) {
       const r = await runSpBench({ ...o, workers: 2, seqLen: 256, heads: 2, headDim: 8, repeats: 1 });
       const what = JSON.stringify(o);
@@ -160,6 +156,9 @@ describe('hybrid and local layers over gRPC worker processes', { timeout: 600_00
       run({ kind: 'linear', T: 60, H: 1, dk: 4, dv: 4, seed: 1, layout: 'diagonal' as 'zigzag' }, 2),
       /layout must be one of/,
     );
-    await assert.rejects(run({ kind: 'conv', T: 60, H: 1, dk: 4, dv: 4, seed: 1, layout: 'zigzag' }, 2), /contiguous layout only/);
+    await assert.rejects(
+      run({ kind: 'conv', convSize: 8, T: 20, H: 1, dk: 4, dv: 4, seed: 1, layout: 'zigzag' }, 2),
+      /a short convolution of size 8 needs segments of at least 7 tokens; segment \d has 5/,
+    );
   });
 });

@@ -5,16 +5,16 @@
 // random streams, so a rank generates exactly its rows of the tensors the check generates whole)
 // and compares them with the single-process computation on the whole sequence.
 import { kernels, type AttentionSpec, type Kind } from '../../native/kernels.js';
-import { ops } from '../../native/ops.js';
+import { ops, type ShortConvSpec } from '../../native/ops.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { tensor } from '../../model/backend.js';
-import type { SpContext } from './lasp2.js';
+import { tag, type SpContext } from './lasp2.js';
 import { lasp2SegBackward, lasp2SegForward } from './lasp2-segments.js';
 import { localRows, localSlice, makeLayout, ownSegments, type Layout, type LayoutName } from './layout.js';
 import { makeProblem, type ProblemConfig } from './random-problem.js';
-import { softmaxSpBackward, softmaxSpForward, type SoftmaxShape } from './softmax-sp.js';
+import { haloPlan, softmaxSpBackward, softmaxSpForward, type SoftmaxShape } from './softmax-sp.js';
 import { SpBackend } from './sp-backend.js';
-import { concatF32 } from './wire.js';
+import { bytesF32, concatF32, f32Bytes } from './wire.js';
 
 export const LOCAL_KINDS = ['softmax', 'swa', 'conv'] as const;
 export type LocalKind = (typeof LOCAL_KINDS)[number];
@@ -93,6 +93,79 @@ async function fullNormals(n: number, seed: number, stream: number, scale: numbe
   return kernels.fillRandom(new Float32Array(n), { seed: seed * 8 + stream, dist: 'normal', scale });
 }
 
+/**
+ * The short convolution (+ SiLU) over a layout's segments, forward and backward: each segment gets
+ * the K−1 rows before it from the owner of the previous segment (tag conv.halo.<i>; kept locally
+ * where this rank owns both) and sends their gradient back (conv.dhalo.<i>). dw: this rank's share.
+ */
+async function segmentConv(ctx: SpContext, layout: Layout, x: Float32Array, w: Float32Array, dy: Float32Array, C: number, K: number) {
+  const { comm } = ctx;
+  const h = K - 1;
+  const rows = localRows(layout, comm.rank);
+  const plan = haloPlan(comm, layout, rows, h, `a short convolution of size ${K}`);
+  const seg = (a: Float32Array, off: number, n: number) => a.subarray(off * C, (off + n) * C);
+  const wait = async <T>(p: Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    try {
+      return await p;
+    } finally {
+      ctx.timing!.collectiveMs += performance.now() - t0;
+    }
+  };
+  // Forward halos.
+  const local = new Map<number, Float32Array>();
+  const sends: Promise<void>[] = [];
+  for (const s of plan.segs) {
+    if (s.next === null || s.nextHalo === 0) continue;
+    const last = seg(x, s.offset + s.rows - s.nextHalo, s.nextHalo);
+    if (s.next === comm.rank) local.set(s.index + 1, last);
+    else sends.push(comm.send(tag(ctx, `conv.halo.${s.index + 1}`), s.next, f32Bytes(last)));
+  }
+  const specs: ShortConvSpec[] = [];
+  const y = new Float32Array(rows * C);
+  for (const s of plan.segs) {
+    let halo: Float32Array | undefined;
+    if (s.halo > 0) {
+      const got = local.get(s.index) ?? bytesF32(await wait(comm.recv(tag(ctx, `conv.halo.${s.index}`), s.from)), `conv.halo.${s.index}`);
+      if (got.length !== s.halo * C)
+        throw new Error(`conv.halo.${s.index} from rank ${s.from}: ${got.length} floats, expected ${s.halo * C}`);
+      // Fewer than K−1 rows only when the segment starts before position K−1: zeros before them.
+      halo = new Float32Array(h * C);
+      halo.set(got, (h - s.halo) * C);
+    }
+    const spec: ShortConvSpec = { T: s.rows, C, K, x: seg(x, s.offset, s.rows), w, silu: true, ...(halo ? { halo } : {}) };
+    specs.push(spec);
+    y.set(await ops.shortConv(spec), s.offset * C);
+  }
+  await wait(Promise.all(sends));
+  // Backward: dx per segment, the halo rows' gradient back to the previous segment's owner.
+  const dx = new Float32Array(rows * C);
+  const dw = new Float32Array(K * C);
+  const back: Promise<void>[] = [];
+  const localBack = new Map<number, Float32Array>();
+  for (const [i, s] of plan.segs.entries()) {
+    const g = await ops.shortConvBackward(specs[i]!, seg(dy, s.offset, s.rows));
+    dx.set(g.dx, s.offset * C);
+    await kernels.addInto(dw, g.dw);
+    if (s.halo > 0 && g.dhalo) {
+      const mine = g.dhalo.subarray((h - s.halo) * C);
+      if (s.from === comm.rank) localBack.set(s.index, mine);
+      else back.push(comm.send(tag(ctx, `conv.dhalo.${s.index}`), s.from, f32Bytes(mine)));
+    }
+  }
+  for (const s of plan.segs) {
+    if (s.next === null || s.nextHalo === 0) continue;
+    const got =
+      localBack.get(s.index + 1) ??
+      bytesF32(await wait(comm.recv(tag(ctx, `conv.dhalo.${s.index + 1}`), s.next)), `conv.dhalo.${s.index + 1}`);
+    if (got.length !== s.nextHalo * C)
+      throw new Error(`conv.dhalo.${s.index + 1} from rank ${s.next}: ${got.length} floats, expected ${s.nextHalo * C}`);
+    await kernels.addInto(seg(dx, s.offset + s.rows - s.nextHalo, s.nextHalo), got);
+  }
+  await wait(Promise.all(back));
+  return { y, dx, dw };
+}
+
 /** One forward + backward; returns the tensors to compare, by name. */
 type Run = (ctx: SpContext) => Promise<Record<string, Float32Array>>;
 /** The single-process tensors of the whole sequence, by name. */
@@ -142,7 +215,6 @@ export async function runHybridLayer(comm: Communicator, cfg: HybridLayerConfig)
       return { o: f.o, dq: g.dq, dk: g.dk, dv: g.dv };
     };
   } else if (cfg.kind === 'conv') {
-    if (cfg.layout !== 'contiguous') throw new Error(`kind conv runs with the contiguous layout only, got layout ${cfg.layout}`);
     const K = cfg.convSize ?? 4;
     const C = H * dk;
     const w = await fullNormals(K * C, seed, 3, 1 / Math.sqrt(K));
@@ -152,13 +224,21 @@ export async function runHybridLayer(comm: Communicator, cfg: HybridLayerConfig)
     const sp = new SpBackend(comm);
     Object.assign(width, { y: C, dx: C });
     let lastDw: Float32Array | undefined;
-    run = async (ctx) => {
-      sp.step = ctx.step;
-      const f = await sp.backend.shortConv([tensor([rows, C], x)], [w], K, 1, ctx.layer);
-      const g = await sp.backend.shortConvBackward(f.ctx, [tensor([rows, C], dy)]);
-      lastDw = g.dws[0]!;
-      return { y: f.ys[0]!.data, dx: g.dxs[0]!.data };
-    };
+    run =
+      cfg.layout === 'contiguous'
+        ? async (ctx) => {
+            // The model's path: SpBackend's halo exchange with the neighbouring ranks.
+            sp.step = ctx.step;
+            const f = await sp.backend.shortConv([tensor([rows, C], x)], [w], K, 1, ctx.layer);
+            const g = await sp.backend.shortConvBackward(f.ctx, [tensor([rows, C], dy)]);
+            lastDw = g.dws[0]!;
+            return { y: f.ys[0]!.data, dx: g.dxs[0]!.data };
+          }
+        : async (ctx) => {
+            const r = await segmentConv(ctx, layout, x, w, dy, C, K);
+            lastDw = r.dw;
+            return { y: r.y, dx: r.dx };
+          };
     reference = async () => {
       const spec = { T, C, K, x: await fullNormals(T * C, seed, 0, 1), w, silu: true };
       const y = await ops.shortConv(spec);

@@ -51,7 +51,7 @@ export interface SoftmaxSpState extends SoftmaxContext {
   halos: HaloPlan;
 }
 
-interface HaloPlan {
+export interface HaloPlan {
   /** Own segments: index, local offset, rows, halo rows it receives and the rank it comes from. */
   segs: { index: number; offset: number; rows: number; halo: number; from: number; next: number | null; nextHalo: number }[];
 }
@@ -303,11 +303,20 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
 // Sliding window: halo exchange
 // ------------------------------------------------------------------------------------------------
 
-function haloPlan(comm: SpContext['comm'], layout: Layout | undefined, rows: number, h: number): HaloPlan {
+/**
+ * Which halo of h rows each own segment receives (from the previous segment's owner) and sends
+ * (to the next segment's owner). `what` names the layer in errors.
+ */
+export function haloPlan(
+  comm: SpContext['comm'],
+  layout: Layout | undefined,
+  rows: number,
+  h: number,
+  what = `a sliding window of ${h + 1}`,
+): HaloPlan {
   const me = comm.rank;
   if (!layout) {
-    if (comm.world > 1 && rows < h)
-      throw new Error(`a sliding window of ${h + 1} needs blocks of at least ${h} rows (window − 1), this rank has ${rows}`);
+    if (comm.world > 1 && rows < h) throw new Error(`${what} needs blocks of at least ${h} rows, this rank has ${rows}`);
     return {
       segs: [
         {
@@ -328,9 +337,7 @@ function haloPlan(comm: SpContext['comm'], layout: Layout | undefined, rows: num
     const need = Math.min(h, segs[i]!.start);
     const prev = segs[i - 1]!;
     if (need > prev.end - prev.start)
-      throw new Error(
-        `a sliding window of ${h + 1} needs segments of at least ${h} tokens (window − 1); segment ${i - 1} has ${prev.end - prev.start}`,
-      );
+      throw new Error(`${what} needs segments of at least ${h} tokens; segment ${i - 1} has ${prev.end - prev.start}`);
     return need;
   };
   return {
