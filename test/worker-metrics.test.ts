@@ -1,6 +1,7 @@
 // The collective metrics on a worker's /metrics (`lasp worker --http-port`): after a short 2-rank
 // training run between two real worker processes, each worker reports the bytes it sent and
 // received (equal to what its peer received and sent) and a latency histogram per collective op.
+// A draining worker is not ready (/readyz 503, draining: true) and stops once its group releases it.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { parseTrainConfig } from '../train/config.js';
 import { runTraining } from '../train/driver.js';
+import { startWorkerHttp } from '../worker/http-probes.js';
+import { startWorker as startInProcessWorker } from '../worker/main.js';
 
 const lasp = fileURLToPath(new URL('../cli/lasp.js', import.meta.url));
 
@@ -83,5 +86,32 @@ test('worker /metrics: collective bytes sent/received and per-op latency histogr
     for (const w of workers) w.child.kill('SIGKILL');
     await coordinator.stop();
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a draining worker: /readyz 503 with draining true while its group holds it; it stops once released', async () => {
+  const coordinator = await Coordinator.start({ port: 0, heartbeatIntervalMs: 200 });
+  const worker = await startInProcessWorker({ coordinator: coordinator.address, id: 'drain-probe', threads: 1, drainTimeoutMs: 20_000 });
+  const http = await startWorkerHttp(worker, { port: 0 });
+  try {
+    await worker.registered;
+    const group = await coordinator.formGroup('drain-job', { min: 1, max: 1 });
+    const drained = worker.drain('test');
+    const r = await fetch(`${http.url}/readyz`);
+    assert.equal(r.status, 503);
+    assert.deepEqual(((await r.json()) as { draining: boolean }).draining, true);
+    assert.equal(coordinator.registry.get('drain-probe')?.state, 'draining');
+    let settled = false;
+    void drained.then(() => (settled = true));
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal(settled, false, 'waits while its group holds it');
+    const t0 = Date.now();
+    await coordinator.releaseGroup(group);
+    await drained;
+    process.stdout.write(`# drained ${Date.now() - t0} ms after its group was released\n`);
+  } finally {
+    await http.close();
+    await worker.stop();
+    await coordinator.stop();
   }
 });

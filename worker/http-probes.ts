@@ -1,7 +1,7 @@
 // `lasp worker --http-port P`: the worker's HTTP probes for orchestrators and monitoring.
 //   GET /healthz → 200 {ok: true, id, state} while the process serves
 //   GET /readyz  → 200 once registered with the coordinator and heard from within 3 heartbeat
-//                  intervals, else 503
+//                  intervals, and not draining; else 503
 //   GET /metrics → Prometheus text: state, heartbeat age, registrations, training steps, last
 //                  step's tokens/s, collective wait and duration; collective bytes sent/received
 //                  and the latency of every collective op (histogram by op and outcome)
@@ -62,8 +62,9 @@ export async function startWorkerHttp(worker: WorkerProcess, opts: WorkerHttpOpt
       if (path === '/healthz') return json(200, { ok: true, id: worker.id, state });
       if (path === '/readyz') {
         const age = worker.link.lastContact ? Date.now() - worker.link.lastContact : Infinity;
-        const ready = worker.link.registrations > 0 && age <= 3 * interval();
-        return json(ready ? 200 : 503, { ready, id: worker.id, state, heartbeatAgeMs: Number.isFinite(age) ? age : null });
+        const draining = worker.isDraining || worker.link.draining;
+        const ready = worker.link.registrations > 0 && age <= 3 * interval() && !draining;
+        return json(ready ? 200 : 503, { ready, id: worker.id, state, draining, heartbeatAgeMs: Number.isFinite(age) ? age : null });
       }
       if (path === '/metrics') {
         const merged = Registry.merge([registry, collectiveRegistry]);
