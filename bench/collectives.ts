@@ -16,6 +16,8 @@ import { fmt, formatTable } from './table.js';
 const CHILD_FLAG = '--lasp-collectives-bench-child';
 const THIS_FILE = fileURLToPath(import.meta.url);
 const KiB = 1024;
+/** Iterations of one transport before switching to the other. */
+const ROUND = 10;
 const MiB = 1024 * KiB;
 
 export const DEFAULT_BENCH_SIZES = [KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB];
@@ -50,13 +52,11 @@ export interface CollectivesBenchResult {
 }
 
 type ToChild =
-  | { type: 'join'; assignment: GroupAssignment; tcpPeers: number[] }
-  | { type: 'run'; mode: 'grpc' | 'tcp'; size: number; iters: number }
-  | { type: 'exit' };
+  { type: 'join'; assignment: GroupAssignment; tcpPeers: number[] } | { type: 'run'; size: number; iters: number } | { type: 'exit' };
 type FromChild =
   | { type: 'ready'; grpcPort: number; tcpPort: number; pieceBytes: number }
   | { type: 'joined' }
-  | { type: 'times'; ms: number[] }
+  | { type: 'times'; grpc: number[]; tcp: number[] }
   | { type: 'error'; message: string };
 
 /** Iterations for a size: at least 3, at most `base`, about 256 MiB received per rank at most. */
@@ -130,17 +130,17 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
     links.forEach((l, rank) => l.send({ type: 'join', assignment: { jobId: 'bench', generation: 1, rank, world: W, peers }, tcpPeers }));
     await Promise.all(links.map((l) => expectMsg(l, 'joined')));
     const rows: CollectivesBenchRow[] = [];
-    const measure = async (mode: 'grpc' | 'tcp', size: number): Promise<number> => {
-      const iters = itersFor(size, base) + 2; // the first two are warm-up
-      links.forEach((l) => l.send({ type: 'run', mode, size, iters }));
-      const times = (await Promise.all(links.map((l) => expectMsg(l, 'times')))).map((t) => t.ms.slice(2));
+    // gRPC and raw TCP iterations alternate, so both see the same machine load.
+    const measure = async (size: number): Promise<{ allGatherMs: number; tcpMs: number }> => {
+      const iters = itersFor(size, base) + 2; // the first two of each transport are warm-up
+      links.forEach((l) => l.send({ type: 'run', size, iters }));
+      const times = await Promise.all(links.map((l) => expectMsg(l, 'times')));
       // Per iteration the slowest rank's time; the median over iterations.
-      const perIter = times[0]!.map((_, i) => Math.max(...times.map((t) => t[i]!)));
-      return median(perIter);
+      const slowest = (per: number[][]) => median(per[0]!.map((_, i) => Math.max(...per.map((t) => t[i]!))));
+      return { allGatherMs: slowest(times.map((t) => t.grpc.slice(2))), tcpMs: slowest(times.map((t) => t.tcp.slice(2))) };
     };
     for (const size of sizes) {
-      const allGatherMs = await measure('grpc', size);
-      const tcpMs = await measure('tcp', size);
+      const { allGatherMs, tcpMs } = await measure(size);
       const received = (W - 1) * size;
       const allGatherGBps = received / (allGatherMs * 1e6);
       const tcpGBps = received / (tcpMs * 1e6);
@@ -291,14 +291,21 @@ async function child(): Promise<void> {
         send({ type: 'joined' });
       } else if (m.type === 'run') {
         const block = new Uint8Array(m.size).fill(m.size & 0xff);
-        const ms: number[] = [];
-        for (let i = 0; i < m.iters; i++) {
-          const t0 = performance.now();
-          if (m.mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
-          else await mesh.exchange(block);
-          ms.push(performance.now() - t0);
+        // Rounds of ROUND iterations of each, alternating, each round's first iteration dropped
+        // (it may still share the machine with the other transport's last one).
+        const times = { grpc: [] as number[], tcp: [] as number[] };
+        for (let done = 0; done < m.iters; done += ROUND) {
+          const n = Math.min(ROUND, m.iters - done);
+          for (const mode of ['grpc', 'tcp'] as const) {
+            for (let i = 0; i <= n; i++) {
+              const t0 = performance.now();
+              if (mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
+              else await mesh.exchange(block);
+              if (i > 0) times[mode].push(performance.now() - t0);
+            }
+          }
         }
-        send({ type: 'times', ms });
+        send({ type: 'times', ...times });
       } else {
         endpoint.close();
         mesh.close();

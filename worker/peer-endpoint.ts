@@ -12,8 +12,9 @@ import type { DeliverReply } from '../proto/generated/lasp/v1/DeliverReply.js';
 import type { Communicator, GroupAssignment } from './collectives/communicator.js';
 import { DEFAULT_COLLECTIVE_OPTIONS, GrpcCommunicator, type CollectiveOptions } from './collectives/grpc-communicator.js';
 import { DeliverError, Mailbox } from './collectives/mailbox.js';
-import { PeerClients } from './collectives/peer-clients.js';
-import { tuneIncomingSession, tuneServerSettings } from './collectives/session-tuning.js';
+import { PeerClients, type StreamTransport } from './collectives/peer-clients.js';
+import { tuneIncomingSession, tuneServerSettings, tuneSession } from './collectives/session-tuning.js';
+import { installStreamFastPath, PEER_STREAM_PATH, servePeerStream } from './collectives/h2-peer-server.js';
 
 export interface PeerEndpointOptions {
   /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
@@ -38,7 +39,19 @@ export interface PeerEndpointOptions {
   tuneSessions?: boolean;
   /** Send pieces on one long-lived Stream call per peer (default true); false: one unary Deliver call per piece. */
   useStreams?: boolean;
+  /**
+   * What carries the Stream calls, both directions: 'http2' (default) frames and encodes pieces by
+   * hand on node:http2 (peer-wire.ts: no copies of the payload), 'grpc-js' uses the generic stack.
+   * Both speak the same protocol, so peers with different settings interoperate.
+   */
+  streamTransport?: StreamTransport;
 }
+
+/** The piece header and payload as the endpoint checks them (grpc-js decoded, or peer-wire.ts). */
+type IncomingPiece = Pick<
+  PeerMessage__Output,
+  'jobId' | 'generation' | 'fromRank' | 'step' | 'layer' | 'op' | 'piece' | 'pieces' | 'totalBytes' | 'offset'
+> & { data: Uint8Array | null };
 
 /** gRPC server options a worker's server needs for pieces of `pieceBytes` (default 1 MiB). */
 export function peerServerOptions(pieceBytes: number = DEFAULT_COLLECTIVE_OPTIONS.pieceBytes): grpc.ServerOptions {
@@ -78,6 +91,7 @@ export class PeerEndpoint {
   private readonly maxBufferedBytes: number;
   private readonly expectedAuth: Buffer | undefined;
   private readonly tuneSessions: boolean;
+  private readonly streamTransport: StreamTransport;
 
   constructor(opts: PeerEndpointOptions = {}) {
     const d = DEFAULT_COLLECTIVE_OPTIONS;
@@ -91,7 +105,8 @@ export class PeerEndpoint {
     };
     this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
     this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
-    this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true);
+    this.streamTransport = opts.streamTransport ?? 'http2';
+    this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport);
     this.tuneSessions = opts.tuneSessions ?? true;
   }
 
@@ -106,6 +121,19 @@ export class PeerEndpoint {
    */
   addTo(server: grpc.Server): void {
     if (this.tuneSessions) tuneServerSettings(server);
+    if (this.streamTransport === 'http2') {
+      installStreamFastPath(server, PEER_STREAM_PATH, (stream, headers) =>
+        servePeerStream(stream, headers, {
+          maxMessageBytes: Math.max(4 << 20, this.opts.pieceBytes + (64 << 10)),
+          checkAuth: (authorization) => this.checkAuthorization(authorization),
+          deliver: (m) => this.deliver(m),
+          statusOf,
+          onSession: (session) => {
+            if (this.tuneSessions && session !== undefined) tuneSession(session);
+          },
+        }),
+      );
+    }
     const handlers: PeerHandlers = {
       Deliver: (call, callback) => {
         if (this.tuneSessions) tuneIncomingSession(call);
@@ -185,16 +213,20 @@ export class PeerEndpoint {
   }
 
   private checkToken(md: grpc.Metadata): void {
-    if (this.expectedAuth === undefined) return;
     const got = md.get('authorization')[0];
+    this.checkAuthorization(got === undefined ? undefined : String(got));
+  }
+
+  private checkAuthorization(got: string | undefined): void {
+    if (this.expectedAuth === undefined) return;
     if (got === undefined) fail(grpc.status.UNAUTHENTICATED, 'missing authorization metadata (expected "Bearer <cluster token>")');
-    const g = Buffer.from(String(got));
+    const g = Buffer.from(got);
     if (g.length !== this.expectedAuth.length || !timingSafeEqual(g, this.expectedAuth))
       fail(grpc.status.UNAUTHENTICATED, 'wrong cluster token');
   }
 
   /** Check and apply one piece (the token was checked by the caller). Throws DeliverError. */
-  private deliver(m: PeerMessage__Output): void {
+  private deliver(m: IncomingPiece): void {
     const g = this.group;
     if (g === undefined) {
       fail(
@@ -210,7 +242,7 @@ export class PeerEndpoint {
     if (m.fromRank >= a.world || m.fromRank === a.rank) {
       fail(grpc.status.INVALID_ARGUMENT, `from_rank must be in [0, ${a.world}) and not the receiver's rank ${a.rank}, got ${m.fromRank}`);
     }
-    const data = m.data ?? Buffer.alloc(0);
+    const data = m.data ?? new Uint8Array(0);
     g.mailbox.deliver(
       {
         jobId: m.jobId,

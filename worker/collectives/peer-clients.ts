@@ -6,6 +6,7 @@ import { protos } from '../../proto/load.js';
 import type { PeerClient } from '../../proto/generated/lasp/v1/Peer.js';
 import type { PeerMessage } from '../../proto/generated/lasp/v1/PeerMessage.js';
 import { PeerStream, type PieceCallback } from './peer-stream.js';
+import { H2PeerStream } from './h2-peer-stream.js';
 
 /**
  * Channel options of the peer clients. Retries are off (a piece is never re-sent behind our back:
@@ -23,9 +24,41 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 1000,
 };
 
+/** Which implementation carries the Stream call. */
+export type StreamTransport = 'http2' | 'grpc-js';
+
+/** The outgoing Stream call to one peer (PeerStream over grpc-js, or H2PeerStream over node:http2). */
+interface PieceStream {
+  send(msg: PeerMessage, cb: PieceCallback): () => void;
+  close(): void;
+}
+
+function num(v: number | string | { toString(): string } | undefined): number {
+  return v === undefined ? 0 : Number(v);
+}
+
+/** The grpc-js PeerMessage as the fast path's plain record (numbers, a byte view). */
+function wireOf(msg: PeerMessage) {
+  const d = msg.data;
+  const data = d === undefined ? new Uint8Array(0) : typeof d === 'string' ? Buffer.from(d, 'base64') : d;
+  return {
+    jobId: msg.jobId ?? '',
+    generation: num(msg.generation),
+    fromRank: msg.fromRank ?? 0,
+    step: num(msg.step),
+    layer: msg.layer ?? 0,
+    op: msg.op ?? '',
+    piece: msg.piece ?? 0,
+    pieces: msg.pieces ?? 0,
+    totalBytes: num(msg.totalBytes),
+    offset: num(msg.offset),
+    data,
+  };
+}
+
 export class PeerClients {
   private readonly clients = new Map<string, PeerClient>();
-  private readonly streams = new Map<string, PeerStream>();
+  private readonly streams = new Map<string, PieceStream>();
   /** Addresses whose server answered Stream with UNIMPLEMENTED: unary Deliver only. */
   private readonly unaryOnly = new Set<string>();
   private readonly metadata: grpc.Metadata;
@@ -34,11 +67,13 @@ export class PeerClients {
    * @param token cluster token sent as `authorization: Bearer <token>` on every call (none when undefined)
    * @param channelOptions options of every channel (default PEER_CHANNEL_OPTIONS)
    * @param useStreams send pieces on one long-lived Stream call per peer (default) instead of one Deliver call each
+   * @param streamTransport what carries the Stream call: 'http2' (default; peer-wire.ts framing on node:http2, no copies) or 'grpc-js'
    */
   constructor(
-    token: string | undefined,
+    private readonly token: string | undefined,
     private readonly channelOptions: grpc.ChannelOptions = PEER_CHANNEL_OPTIONS,
     private readonly useStreams = true,
+    private readonly streamTransport: StreamTransport = 'http2',
   ) {
     this.metadata = new grpc.Metadata();
     if (token !== undefined) this.metadata.set('authorization', `Bearer ${token}`);
@@ -69,11 +104,7 @@ export class PeerClients {
     if (!this.useStreams || this.unaryOnly.has(address)) return this.deliverUnary(address, msg, deadline, cb);
     let stream = this.streams.get(address);
     if (stream === undefined) {
-      stream = new PeerStream(
-        this.get(address),
-        () => this.callMetadata(),
-        () => this.unaryOnly.add(address),
-      );
+      stream = this.openStream(address);
       this.streams.set(address, stream);
     }
     let cancelUnary: (() => void) | undefined;
@@ -87,6 +118,16 @@ export class PeerClients {
       cancelStream();
       cancelUnary?.();
     };
+  }
+
+  private openStream(address: string): PieceStream {
+    const onUnimplemented = () => this.unaryOnly.add(address);
+    if (this.streamTransport === 'grpc-js') return new PeerStream(this.get(address), () => this.callMetadata(), onUnimplemented);
+    const h2 = new H2PeerStream(address, {
+      ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }),
+      onUnimplemented,
+    });
+    return { send: (msg, cb) => h2.send(wireOf(msg), cb), close: () => h2.close() };
   }
 
   private deliverUnary(address: string, msg: PeerMessage, deadline: number, cb: PieceCallback): () => void {

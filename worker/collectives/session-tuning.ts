@@ -27,9 +27,12 @@ const tuned = new WeakSet<Http2Session>();
 /** Make every connection `server` accepts from now on start with PEER_SETTINGS. Returns whether it could. */
 export function tuneServerSettings(server: unknown): boolean {
   try {
-    const o = (server as { commonServerOptions?: { settings?: Settings } }).commonServerOptions;
+    const o = (server as { commonServerOptions?: { settings?: Settings; noDelay?: boolean } }).commonServerOptions;
     if (o === undefined || o === null || typeof o !== 'object') return false;
     o.settings = { ...o.settings, ...PEER_SETTINGS };
+    // Replies are tiny: send them at once (no Nagle delay behind the previous reply's ACK). Node's
+    // HTTP/2 sockets refuse setNoDelay once wrapped, so it is a server (net.Server) option.
+    o.noDelay = true;
     return true;
   } catch {
     return false;
@@ -48,16 +51,19 @@ function sessionOf(call: unknown): Http2Session | undefined {
 
 /** Raise the receive windows of the session that carries `call` (once per session). Returns the session when found. */
 export function tuneIncomingSession(call: unknown): Http2Session | undefined {
+  const s = sessionOf(call);
+  return s === undefined ? undefined : tuneSession(s);
+}
+
+/** Raise the receive windows of an incoming session (once per session). Returns it, or undefined when it is gone. */
+export function tuneSession(s: Http2Session): Http2Session | undefined {
   try {
-    const s = sessionOf(call);
-    if (s === undefined || s.destroyed) return undefined;
+    if (s.destroyed) return undefined;
     if (tuned.has(s)) return s;
     tuned.add(s);
     if (typeof s.setLocalWindowSize === 'function') s.setLocalWindowSize(PEER_RECEIVE_WINDOW);
     const local = s.localSettings;
     if (local.initialWindowSize !== PEER_RECEIVE_WINDOW || local.maxFrameSize !== PEER_MAX_FRAME_SIZE) s.settings(PEER_SETTINGS);
-    // Replies are tiny: send them at once (no Nagle delay behind the previous reply's ACK).
-    (s.socket as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
     return s;
   } catch {
     return undefined;
