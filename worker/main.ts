@@ -93,7 +93,7 @@ export class WorkerProcess {
         pieceBytes: opts.pieceBytes,
         timeoutMs: opts.collectiveTimeoutMs,
         token,
-        ...(opts.tls !== undefined ? { channelOptions: withChannelCredentials(PEER_CHANNEL_OPTIONS, opts.tls) } : {}),
+        ...(opts.tls !== undefined ? { channelOptions: withChannelCredentials(PEER_CHANNEL_OPTIONS, opts.tls), tls: opts.tls } : {}),
       });
     const control = new ControlService(peer, (line) => log(`worker ${id}: ${line}`));
     const server = new grpc.Server({

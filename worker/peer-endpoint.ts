@@ -45,6 +45,13 @@ export interface PeerEndpointOptions {
    * Both speak the same protocol, so peers with different settings interoperate.
    */
   streamTransport?: StreamTransport;
+  /**
+   * TLS material of the outgoing Stream calls on the 'http2' transport (this worker's certificate
+   * and key, presented as client certificate, and the CA that peers' certificates must chain to;
+   * cluster/tls.ts TlsConfig fits). Default none: plaintext. The grpc-js channels take theirs
+   * through `channelOptions` (cluster/tls.ts withChannelCredentials).
+   */
+  tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
 }
 
 /** The piece header and payload as the endpoint checks them (grpc-js decoded, or peer-wire.ts). */
@@ -106,7 +113,7 @@ export class PeerEndpoint {
     this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
     this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
     this.streamTransport = opts.streamTransport ?? 'http2';
-    this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport);
+    this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport, opts.tls);
     this.tuneSessions = opts.tuneSessions ?? true;
   }
 

@@ -68,12 +68,14 @@ export class PeerClients {
    * @param channelOptions options of every channel (default PEER_CHANNEL_OPTIONS)
    * @param useStreams send pieces on one long-lived Stream call per peer (default) instead of one Deliver call each
    * @param streamTransport what carries the Stream call: 'http2' (default; peer-wire.ts framing on node:http2, no copies) or 'grpc-js'
+   * @param tls TLS material of the 'http2' Stream calls (default none: plaintext); grpc-js channels take theirs from channelOptions
    */
   constructor(
     private readonly token: string | undefined,
     private readonly channelOptions: grpc.ChannelOptions = PEER_CHANNEL_OPTIONS,
     private readonly useStreams = true,
     private readonly streamTransport: StreamTransport = 'http2',
+    private readonly tls?: { cert: Buffer; key: Buffer; ca?: Buffer },
   ) {
     this.metadata = new grpc.Metadata();
     if (token !== undefined) this.metadata.set('authorization', `Bearer ${token}`);
@@ -125,6 +127,7 @@ export class PeerClients {
     if (this.streamTransport === 'grpc-js') return new PeerStream(this.get(address), () => this.callMetadata(), onUnimplemented);
     const h2 = new H2PeerStream(address, {
       ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }),
+      ...(this.tls === undefined ? {} : { tls: { cert: this.tls.cert, key: this.tls.key, ...(this.tls.ca ? { ca: this.tls.ca } : {}) } }),
       onUnimplemented,
     });
     return { send: (msg, cb) => h2.send(wireOf(msg), cb), close: () => h2.close() };
