@@ -12,6 +12,7 @@ import { positiveInt } from '../cli/args.js';
 import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { fmt, formatTable } from './table.js';
+import { withWorkerNodeFlags } from '../cluster/worker-node-flags.js';
 
 const CHILD_FLAG = '--lasp-collectives-bench-child';
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -118,6 +119,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
     () =>
       new ChildLink(
         fork(THIS_FILE, [CHILD_FLAG], {
+          execArgv: withWorkerNodeFlags(process.execArgv),
           env: { ...process.env, LASP_BENCH_ENDPOINT: JSON.stringify(endpoint) },
           stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         }),

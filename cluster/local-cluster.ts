@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import type { Group, RunTaskOptions, TaskReply } from '../coordinator/rendezvous.js';
+import { withWorkerNodeFlags } from './worker-node-flags.js';
 
 export interface LocalClusterOptions {
   /** Number of worker processes. */
@@ -15,7 +16,7 @@ export interface LocalClusterOptions {
   threadsPerWorker?: number;
   /** Extra environment for the workers (on top of this process's). Default none. */
   env?: Record<string, string>;
-  /** Node.js options for the worker processes (e.g. --cpu-prof, --inspect). Default: LASP_WORKER_NODE_OPTIONS split on spaces, else none. */
+  /** Node.js options for the worker processes (e.g. --cpu-prof, --inspect), added to WORKER_NODE_FLAGS (worker-node-flags.ts). Default: LASP_WORKER_NODE_OPTIONS split on spaces, else none. */
   execArgv?: string[];
   /** Copy the workers' log lines, prefixed "[w<index>]", to this process's stderr. Default false. */
   verbose?: boolean;
@@ -135,7 +136,7 @@ function spawnWorker(index: number, entry: string, coordinator: string, threads:
     '--drain-timeout-ms',
     String(opts.drainTimeoutMs ?? 0),
   ];
-  const execArgv = opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== '');
+  const execArgv = withWorkerNodeFlags(opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== ''));
   const child = spawn(process.execPath, [...execArgv, ...args], {
     env: { ...process.env, ...opts.env, LASP_THREADS: String(threads) },
     stdio: ['pipe', 'pipe', 'pipe'],
