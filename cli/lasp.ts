@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=256
 // The `lasp` command.
 import { Command } from 'commander';
 import { intList, positiveInt } from './args.js';

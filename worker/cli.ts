@@ -1,4 +1,5 @@
 // `lasp worker`: runs one worker process until SIGTERM/SIGINT.
+import { WORKER_NODE_FLAGS } from '../cluster/worker-node-flags.js';
 import { startWorkerHttp } from './http-probes.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startWorker, stopOnSignals } from './main.js';
@@ -118,6 +119,12 @@ export function workerCommand(): Command {
       log,
     });
     log(`worker ${worker.id} listening on ${worker.address}${tls ? ` with ${tls.describe}` : ''}, coordinator ${o.coordinator}`);
+    if (!WORKER_NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
+      log(
+        `worker ${worker.id}: node was started without ${WORKER_NODE_FLAGS.join(' ')}: collectives and kernels will spend much of their time ` +
+          `in full garbage collections (start it as \`node ${WORKER_NODE_FLAGS.join(' ')} …/lasp.js worker\`, or through the lasp command)`,
+      );
+    }
     if (o.httpPort !== undefined) {
       const http = await startWorkerHttp(worker, { host: o.httpHost ?? o.bindHost ?? o.host, port: o.httpPort });
       log(`worker ${worker.id}: HTTP probes on ${http.url} (/healthz, /readyz, /metrics)`);
