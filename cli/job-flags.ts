@@ -26,6 +26,10 @@ export interface JobConfigFlags {
   checkpointEvery?: number;
   checkpointDir?: string;
   threadsPerWorker?: number;
+  /** Fewest workers a re-formed group may have after a failure (cluster.minWorkers). */
+  minWorkers?: number;
+  /** Recoveries allowed before the job fails (cluster.maxRestarts). */
+  maxRestarts?: number;
 }
 
 export function nonNegativeInt(flag: string) {
@@ -124,6 +128,8 @@ export async function jobConfigFromFlags(file: string | undefined, f: JobConfigF
   if (f.evalEvery !== undefined) section(raw, 'training').evalEvery = f.evalEvery;
   if (f.workers !== undefined) section(raw, 'cluster').workers = f.workers;
   if (f.threadsPerWorker !== undefined) section(raw, 'cluster').threadsPerWorker = f.threadsPerWorker;
+  if (f.minWorkers !== undefined) section(raw, 'cluster').minWorkers = f.minWorkers;
+  if (f.maxRestarts !== undefined) section(raw, 'cluster').maxRestarts = f.maxRestarts;
   if (f.checkpointEvery !== undefined) section(raw, 'checkpoint').every = f.checkpointEvery;
   if (f.checkpointDir !== undefined) section(raw, 'checkpoint').dir = f.checkpointDir;
   return raw;
@@ -149,5 +155,11 @@ export function addJobConfigOptions(cmd: Command, remote = false): Command {
     .option('--eval-every <N>', 'evaluate every N steps (0: at the end only)', nonNegativeInt('--eval-every'))
     .option('--checkpoint-every <N>', 'checkpoint every N steps (0: at the end only)', nonNegativeInt('--checkpoint-every'))
     .option('--checkpoint-dir <dir>', `checkpoints, metrics.jsonl and loss.svg go here${where}`)
-    .option('--threads-per-worker <n>', 'native threads per worker', positiveInt('--threads-per-worker'));
+    .option('--threads-per-worker <n>', 'native threads per worker', positiveInt('--threads-per-worker'))
+    .option(
+      '--min-workers <n>',
+      'fewest workers a group re-formed after a failure may have (default: --workers)',
+      positiveInt('--min-workers'),
+    )
+    .option('--max-restarts <n>', 'recoveries from lost workers before the job fails (default 3)', nonNegativeInt('--max-restarts'));
 }

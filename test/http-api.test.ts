@@ -435,6 +435,9 @@ test('jobConfigFromFlags merges the file, then the flags, as lasp train does, wi
     cluster: { workers: 2 },
   });
   assert.deepEqual(await jobConfigFromFlags(undefined, {}), {});
+  assert.deepEqual(await jobConfigFromFlags(undefined, { workers: 3, minWorkers: 2, maxRestarts: 0 }), {
+    cluster: { workers: 3, minWorkers: 2, maxRestarts: 0 },
+  });
   const file = join(dir, 'merge.json');
   await writeFile(file, JSON.stringify({ model: { kinds: ['delta', 'linear'] }, data: { type: 'bytes', path: 'a.txt', seqLen: 32 } }));
   assert.deepEqual(await jobConfigFromFlags(file, { kind: 'linear', data: 'bytes:b.txt', seqLen: 48, checkpointDir: 'runs/x', lr: 0.5 }), {
