@@ -11,7 +11,7 @@ namespace lasp_cuda {
 
 using bf16 = __nv_bfloat16;
 constexpr int C = 64;          // tokens per chunk
-constexpr int NT = 256;        // threads per block
+constexpr int NT = 512;        // threads per block
 constexpr int NW = NT / 32;    // warps per block
 constexpr int PADF = 4;        // row padding of float32 shared tiles (elements, 16 bytes)
 
@@ -157,6 +157,39 @@ __device__ __forceinline__ void bgemm(float* Cm, int ldc, const bf16* A, int lda
   }
 }
 
+// C += op(A)·op(B) where C is already initialised (or zeroed), for outputs with fewer 16×16 tiles
+// than warps: K is split between warps and the partial sums are added with shared-memory atomics
+// (so several calls may accumulate into one C in the same phase; summation order not fixed).
+template <bool AT, bool BT>
+__device__ __forceinline__ void bgemm_add(float* Cm, int ldc, const bf16* A, int lda, const bf16* B,
+                                          int ldb, int M, int N, int K) {
+  const int tn = N >> 4, tiles = (M >> 4) * tn;
+  if (tiles >= NW) {
+    bgemm<AT, BT, true>(Cm, ldc, A, lda, B, ldb, M, N, K);
+    return;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int ks = K >> 4, splits = min(NW / tiles, ks), per = (ks + splits - 1) / splits;
+  const int t = warp % tiles, sp = warp / tiles;
+  if (sp >= splits) return;
+  const int k0 = sp * per * 16, k1 = min(K, k0 + per * 16);
+  if (k0 >= k1) return;
+  const int m0 = (t / tn) * 16, n0 = (t % tn) * 16;
+  float c[1][2][4];
+  acc_load<1>(c, Cm, ldc, m0, n0, lane, false);
+  mma_k<AT, BT, 1>(c, AT ? A + k0 * lda : A + k0, lda, BT ? B + k0 : B + k0 * ldb, ldb, m0, n0, k1 - k0, lane);
+  const int g = lane >> 2, t2 = (lane & 3) * 2;
+#pragma unroll
+  for (int nb = 0; nb < 2; nb++) {
+    float* r0 = Cm + (m0 + g) * ldc + n0 + nb * 8 + t2;
+    float* r1 = Cm + (m0 + g + 8) * ldc + n0 + nb * 8 + t2;
+    atomicAdd(r0, c[0][nb][0]);
+    atomicAdd(r0 + 1, c[0][nb][1]);
+    atomicAdd(r1, c[0][nb][2]);
+    atomicAdd(r1 + 1, c[0][nb][3]);
+  }
+}
+
 // The float32 checking mode: the same contract with plain FMAs.
 template <bool AT, bool BT, bool ACC>
 __device__ __forceinline__ void bgemm(float* Cm, int ldc, const float* A, int lda, const float* B,
@@ -171,6 +204,12 @@ __device__ __forceinline__ void bgemm(float* Cm, int ldc, const float* A, int ld
     }
     Cm[m * ldc + n] = s;
   }
+}
+
+template <bool AT, bool BT>
+__device__ __forceinline__ void bgemm_add(float* Cm, int ldc, const float* A, int lda, const float* B,
+                                          int ldb, int M, int N, int K) {
+  bgemm<AT, BT, true>(Cm, ldc, A, lda, B, ldb, M, N, K);
 }
 
 // Two products into one output: C (=|+=) op(A1)·op(B1) [K1] + op(A2)·op(B2) [K2].
@@ -225,13 +264,13 @@ __device__ __forceinline__ float warp_sum(float x) {
 
 // Rows [t0, t0+R) of a [B,T,H,D] tensor (token t read from T-1-t when rev), columns
 // [c0, c0+W), into dst (row stride ld) with cp.async; rows at or beyond T are zero-filled.
-template <typename E, int R, int W>
+template <typename E, int R, int W, int NTH = NT>
 __device__ __forceinline__ void load_rows(E* dst, int ld, const E* src, int b, int T, int H, int D,
                                           int h, int t0, bool rev, int c0) {
   constexpr int VEC = 16 / sizeof(E);
   constexpr int PER = W / VEC;
   static_assert(W % VEC == 0, "tile width");
-  for (int i = threadIdx.x; i < R * PER; i += NT) {
+  for (int i = threadIdx.x; i < R * PER; i += NTH) {
     const int r = i / PER, cv = (i % PER) * VEC;
     const int t = t0 + r;
     E* d = dst + r * ld + cv;
@@ -255,29 +294,66 @@ __device__ __forceinline__ void load_mat(E* dst, int ld, const E* src, int lds) 
   }
 }
 
-// Store a float32 shared [R][W] tile to rows of a [B,T,H,D] tensor of type O (skipping t >= T).
-template <typename O, int R, int W>
-__device__ __forceinline__ void store_rows(O* dst, const float* src, int ld, int b, int T, int H,
-                                           int D, int h, int t0, bool rev, int c0,
-                                           float scale = 1.f) {
-  for (int i = threadIdx.x; i < R * W; i += NT) {
-    const int r = i / W, c = i % W;
+__device__ __forceinline__ void store8(bf16* d, const float* s, float scale) {
+  const float4 x0 = *reinterpret_cast<const float4*>(s), x1 = *reinterpret_cast<const float4*>(s + 4);
+  __nv_bfloat162 h[4] = {__floats2bfloat162_rn(x0.x * scale, x0.y * scale), __floats2bfloat162_rn(x0.z * scale, x0.w * scale),
+                         __floats2bfloat162_rn(x1.x * scale, x1.y * scale), __floats2bfloat162_rn(x1.z * scale, x1.w * scale)};
+  *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(h);
+}
+__device__ __forceinline__ void store8(float* d, const float* s, float scale) {
+  const float4 x0 = *reinterpret_cast<const float4*>(s), x1 = *reinterpret_cast<const float4*>(s + 4);
+  *reinterpret_cast<float4*>(d) = make_float4(x0.x * scale, x0.y * scale, x0.z * scale, x0.w * scale);
+  *reinterpret_cast<float4*>(d + 4) = make_float4(x1.x * scale, x1.y * scale, x1.z * scale, x1.w * scale);
+}
+
+// Store a float32 shared [R][W] tile to rows of a [B,T,H,D] tensor of type O (skipping t >= T),
+// 8 elements per thread and store; with ZERO the shared tile is cleared behind the reads.
+template <typename O, int R, int W, bool ZERO = false>
+__device__ __forceinline__ void store_rows(O* dst, float* src, int ld, int b, int T, int H, int D, int h,
+                                           int t0, bool rev, int c0, float scale = 1.f) {
+  constexpr int PER = W / 8;
+  for (int i = threadIdx.x; i < R * PER; i += NT) {
+    const int r = i / PER, c = (i % PER) * 8;
     const int t = t0 + r;
-    if (t >= T) continue;
-    const int p = rev ? T - 1 - t : t;
-    dst[((static_cast<int64_t>(b) * T + p) * H + h) * D + c0 + c] = fromf<O>(src[r * ld + c] * scale);
+    float* s = src + r * ld + c;
+    if (t < T) {
+      const int p = rev ? T - 1 - t : t;
+      store8(dst + ((static_cast<int64_t>(b) * T + p) * H + h) * D + c0 + c, s, scale);
+    }
+    if (ZERO) {
+      *reinterpret_cast<float4*>(s) = make_float4(0.f, 0.f, 0.f, 0.f);
+      *reinterpret_cast<float4*>(s + 4) = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
   }
 }
 
-// Same for an E-typed shared tile.
+// Same for an E-typed shared tile (16-byte copies).
 template <typename E, int R, int W>
 __device__ __forceinline__ void store_rows_e(E* dst, const E* src, int ld, int b, int T, int H,
                                              int D, int h, int t0, int c0) {
-  for (int i = threadIdx.x; i < R * W; i += NT) {
-    const int r = i / W, c = i % W;
+  constexpr int VEC = 16 / sizeof(E), PER = W / VEC;
+  for (int i = threadIdx.x; i < R * PER; i += NT) {
+    const int r = i / PER, c = (i % PER) * VEC;
     const int t = t0 + r;
     if (t >= T) continue;
-    dst[((static_cast<int64_t>(b) * T + t) * H + h) * D + c0 + c] = src[r * ld + c];
+    *reinterpret_cast<uint4*>(dst + ((static_cast<int64_t>(b) * T + t) * H + h) * D + c0 + c) =
+        *reinterpret_cast<const uint4*>(src + r * ld + c);
+  }
+}
+
+// dst[R][W] (E) = src[R][W] (float32), 4 elements per thread and step.
+template <typename E, int R, int W>
+__device__ __forceinline__ void cvt_tile(E* dst, int ldd, const float* src, int lds) {
+  constexpr int PER = W / 4;
+  for (int i = threadIdx.x; i < R * PER; i += NT) {
+    const int r = i / PER, c = (i % PER) * 4;
+    const float4 x = *reinterpret_cast<const float4*>(src + r * lds + c);
+    if constexpr (std::is_same_v<E, float>) {
+      *reinterpret_cast<float4*>(dst + r * ldd + c) = x;
+    } else {
+      __nv_bfloat162 h[2] = {__floats2bfloat162_rn(x.x, x.y), __floats2bfloat162_rn(x.z, x.w)};
+      *reinterpret_cast<uint2*>(dst + r * ldd + c) = *reinterpret_cast<const uint2*>(h);
+    }
   }
 }
 

@@ -108,8 +108,8 @@ struct ChainSmem {
   static constexpr size_t ab = af + (OUT ? C * LAF * 4 : 0);
   static constexpr size_t of = ab + (OUT ? C * LAB * sizeof(E) : 0);
   static constexpr size_t gl = of + (OUT ? C * LOF * 4 : 0);
-  static constexpr size_t gc = gl + C * 4;
-  static constexpr size_t total = gc + C * 4;
+  static constexpr size_t gc = gl + C * 4, eg = gc + C * 4, ek = eg + C * 4;
+  static constexpr size_t total = ek + C * 4;
 };
 
 template <typename E, int DK, int BV, bool OUT>
@@ -126,6 +126,8 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
   float* Of = reinterpret_cast<float*>(sm + S::of);
   float* gl = reinterpret_cast<float*>(sm + S::gl);
   float* Gc = reinterpret_cast<float*>(sm + S::gc);
+  float* eG = reinterpret_cast<float*>(sm + S::eg);  // e^{G_r}
+  float* eK = reinterpret_cast<float*>(sm + S::ek);  // e^{G_C − G_r}
 
   const int tile = blockIdx.x, seg = blockIdx.y, bh = blockIdx.z;
   const int b = bh / a.H, h = bh % a.H, c0 = tile * BV;
@@ -153,15 +155,19 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
     cp_async_commit();
   };
   if (ts < te) issue(ts, 0);
+  float gnext = tid < C ? chain_gate(a, b, h, ts + tid) : 0.f;  // gates one chunk ahead
   for (int t0 = ts, it = 0; t0 < te; t0 += C, it++) {
     const int buf = it & 1;
     E* Qs = Qs0 + buf * C * S::LQ;
     E* Ks = Ks0 + buf * C * S::LQ;
     E* Vs = Vs0 + buf * C * S::LV;
-    if (tid < C) gl[tid] = chain_gate(a, b, h, t0 + tid);
+    if (tid < C) gl[tid] = gnext;
     cp_async_wait_all();
     __syncthreads();
-    if (t0 + C < te) issue(t0 + C, buf ^ 1);
+    if (t0 + C < te) {
+      issue(t0 + C, buf ^ 1);
+      if (tid < C) gnext = chain_gate(a, b, h, t0 + C + tid);
+    }
     if (gated && warp == 0) {
       float x0 = gl[lane], x1 = gl[lane + 32];
 #pragma unroll
@@ -174,8 +180,13 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
         }
       }
       x1 += __shfl_sync(0xffffffffu, x0, 31);
+      const float last = __shfl_sync(0xffffffffu, x1, 31);
       Gc[lane] = x0;
       Gc[lane + 32] = x1;
+      eG[lane] = __expf(x0);
+      eG[lane + 32] = __expf(x1);
+      eK[lane] = __expf(last - x0);
+      eK[lane + 32] = __expf(last - x1);
     }
     if (OUT) {
       bgemm<false, true, false>(Af, S::LAF, Qs, S::LQ, Ks, S::LQ, C, C, DK);
@@ -194,12 +205,12 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
         Ab[r * S::LAB + c] = fromf<E>(x);
       }
       if (gated)
-        for (int i = tid; i < C * BV; i += NT) Of[(i / BV) * S::LOF + i % BV] *= __expf(Gc[i / BV]);
+        for (int i = tid; i < C * BV; i += NT) Of[(i / BV) * S::LOF + i % BV] *= eG[i / BV];
     }
     if (gated) {
       for (int i = tid; i < C * DK; i += NT) {
         const int r = i / DK, c = i % DK;
-        Ks[r * S::LQ + c] = fromf<E>(tof(Ks[r * S::LQ + c]) * __expf(gC - Gc[r]));
+        Ks[r * S::LQ + c] = fromf<E>(tof(Ks[r * S::LQ + c]) * eK[r]);
       }
       const float e = __expf(gC);
       for (int i = tid; i < DK * BV; i += NT) Sf[(i / BV) * S::LSF + i % BV] *= e;
@@ -223,10 +234,7 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
           if (lane == 0) atomicAdd(&a.dotdst[row], a.dotsign * s);
         }
       }
-      for (int i = tid; i < DK * BV; i += NT) {
-        const int r = i / BV, c = i % BV;
-        Sb[r * S::LSB + c] = fromf<E>(Sf[r * S::LSF + c]);
-      }
+      cvt_tile<E, DK, BV>(Sb, S::LSB, Sf, S::LSF);
     }
     gsum += gC;
     __syncthreads();
@@ -236,6 +244,306 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
       const int r = i / BV, c = i % BV;
       a.Useg[sbase + r * DVd + c0 + c] = Sf[r * S::LSF + c];
     }
+    if (tile == 0 && tid == 0) a.Gseg[static_cast<int64_t>(bh) * a.nseg + seg] = gsum;
+  }
+}
+
+// The bf16 chain kernel with register-resident tiles (what the benchmarks run; chain_kernel above
+// is the float32 checking mode's). 4 warps. Warp w owns query rows [16w, 16w+16) of the chunk:
+// its O = e^G ⊙ (Q S) + ((Q Kᵀ) ⊙ Γ) V stays in registers (the masked scores become the A operand
+// of the P·V product without leaving registers), and it owns state rows [DK/4·w, DK/4·(w+1)):
+// S is a float32 register accumulator across all chunks; a bf16 copy in shared memory feeds Q·S.
+// Two block barriers per chunk; the next chunk's q, k, v and gates load while this one computes.
+constexpr int NT2 = 128;
+
+template <int DK, int BV, bool OUT>
+struct Chain2Smem {
+  static constexpr int LQ = DK + 8, LV = BV + 8;
+  static constexpr size_t q = 0;
+  static constexpr size_t k = q + (OUT ? 2 * C * LQ * 2 : 0);
+  static constexpr size_t v = k + 2 * C * LQ * 2;
+  static constexpr size_t sb = v + 2 * C * LV * 2;
+  static constexpr size_t gc = sb + (OUT ? DK * LV * 2 : 0);
+  static constexpr size_t eg = gc + 2 * C * 4, ek = eg + 2 * C * 4, total = ek + 2 * C * 4;
+};
+
+__device__ __forceinline__ unsigned pack_bf16(float a, float b) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<unsigned*>(&h);
+}
+__device__ __forceinline__ unsigned scale_bf16x2(unsigned x, float a, float b) {
+  __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&x);
+  return pack_bf16(__low2float(h) * a, __high2float(h) * b);
+}
+
+template <int DK, int BV, bool OUT>
+__global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
+  using S = Chain2Smem<DK, BV, OUT>;
+  constexpr int SR = DK / 4, SMB = SR / 16, NB = BV / 8;
+  extern __shared__ __align__(128) unsigned char sm[];
+  bf16* const Qs0 = reinterpret_cast<bf16*>(sm + S::q);
+  bf16* const Ks0 = reinterpret_cast<bf16*>(sm + S::k);
+  bf16* const Vs0 = reinterpret_cast<bf16*>(sm + S::v);
+  bf16* const Sb = reinterpret_cast<bf16*>(sm + S::sb);
+  float* const Gc0 = reinterpret_cast<float*>(sm + S::gc);
+  float* const eG0 = reinterpret_cast<float*>(sm + S::eg);
+  float* const eK0 = reinterpret_cast<float*>(sm + S::ek);
+
+  const int tile = blockIdx.x, seg = blockIdx.y, bh = blockIdx.z;
+  const int b = bh / a.H, h = bh % a.H, c0 = tile * BV;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const bool gated = a.g || a.gconst;
+  const int T = a.T, H = a.H, DVd = a.DVd;
+  const bool rev = a.rev;
+  const int ts = seg * a.seglen, te = min(T, ts + a.seglen);
+  const bf16* q = static_cast<const bf16*>(a.q);
+  const bf16* k = static_cast<const bf16*>(a.k);
+  const bf16* v = static_cast<const bf16*>(a.v);
+  const int64_t sbase = (static_cast<int64_t>(bh) * a.nseg + seg) * DK * DVd;
+  const int s0 = warp * SR;  // this warp's state rows
+  const int r0 = warp * 16;  // this warp's query rows
+
+  // State registers: rows s0 + 16·mb + g (+8), columns 8·nb + t2 (+1).
+  float Sr[SMB][NB][4];
+#pragma unroll
+  for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
+        Sr[mb][nb][e] = a.Pin ? a.Pin[sbase + static_cast<int64_t>(r) * DVd + c0 + c] : 0.f;
+      }
+  auto write_sb = [&]() {
+#pragma unroll
+    for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++) {
+        const int r = s0 + mb * 16 + g, c = nb * 8 + t2;
+        *reinterpret_cast<unsigned*>(Sb + r * S::LV + c) = pack_bf16(Sr[mb][nb][0], Sr[mb][nb][1]);
+        *reinterpret_cast<unsigned*>(Sb + (r + 8) * S::LV + c) = pack_bf16(Sr[mb][nb][2], Sr[mb][nb][3]);
+      }
+  };
+  if (OUT) write_sb();
+
+  auto issue = [&](int t0, int buf) {
+    if (OUT) load_rows<bf16, C, DK, NT2>(Qs0 + buf * C * S::LQ, S::LQ, q, b, T, H, DK, h, t0, rev, 0);
+    load_rows<bf16, C, DK, NT2>(Ks0 + buf * C * S::LQ, S::LQ, k, b, T, H, DK, h, t0, rev, 0);
+    load_rows<bf16, C, BV, NT2>(Vs0 + buf * C * S::LV, S::LV, v, b, T, H, DVd, h, t0, rev, c0);
+    cp_async_commit();
+  };
+  // Warp 0 turns a chunk's gates (two per lane) into G (inclusive cumsum), e^G and e^{G_C − G}.
+  auto gate_scan = [&](float x0, float x1, int buf) {
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float y0 = __shfl_up_sync(0xffffffffu, x0, o), y1 = __shfl_up_sync(0xffffffffu, x1, o);
+      if (lane >= o) {
+        x0 += y0;
+        x1 += y1;
+      }
+    }
+    x1 += __shfl_sync(0xffffffffu, x0, 31);
+    const float last = __shfl_sync(0xffffffffu, x1, 31);
+    float* Gc = Gc0 + buf * C;
+    float* eG = eG0 + buf * C;
+    float* eK = eK0 + buf * C;
+    Gc[lane] = x0;
+    Gc[lane + 32] = x1;
+    eG[lane] = __expf(x0);
+    eG[lane + 32] = __expf(x1);
+    eK[lane] = __expf(last - x0);
+    eK[lane + 32] = __expf(last - x1);
+  };
+  if (ts < te) issue(ts, 0);
+  if (gated && warp == 0) gate_scan(chain_gate(a, b, h, ts + lane), chain_gate(a, b, h, ts + 32 + lane), 0);
+  float gsum = 0.f;
+  for (int t0 = ts, it = 0; t0 < te; t0 += C, it++) {
+    const int buf = it & 1;
+    const bf16* Qs = Qs0 + buf * C * S::LQ;
+    const bf16* Ks = Ks0 + buf * C * S::LQ;
+    const bf16* Vs = Vs0 + buf * C * S::LV;
+    const float* Gc = Gc0 + buf * C;
+    const float* eG = eG0 + buf * C;
+    const float* eK = eK0 + buf * C;
+    cp_async_wait_all();
+    __syncthreads();  // (A): this chunk's tiles, gates and the bf16 state are in place
+    float gn0 = 0.f, gn1 = 0.f;
+    const bool more = t0 + C < te;
+    if (more) {
+      issue(t0 + C, buf ^ 1);
+      if (gated && warp == 0) {
+        gn0 = chain_gate(a, b, h, t0 + C + lane);
+        gn1 = chain_gate(a, b, h, t0 + C + 32 + lane);
+      }
+    }
+    const float gC = gated ? Gc[C - 1] : 0.f;
+    if (OUT) {
+      // Rows of the dot-product source for this warp's rows, loaded now to overlap the products.
+      unsigned dsv[2][NB];
+      if (a.dotdst) {
+        const bf16* ds = static_cast<const bf16*>(a.dotsrc);
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+          const int t = t0 + r0 + g + half * 8;
+          const int p = rev ? T - 1 - t : t;
+          const int64_t row = (static_cast<int64_t>(b) * T + p) * H + h;
+#pragma unroll
+          for (int nb = 0; nb < NB; nb++)
+            dsv[half][nb] = t < T ? *reinterpret_cast<const unsigned*>(ds + row * DVd + c0 + nb * 8 + t2) : 0u;
+        }
+      }
+      float O[NB][4], P[C / 8][4];
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++) O[nb][0] = O[nb][1] = O[nb][2] = O[nb][3] = 0.f;
+#pragma unroll
+      for (int nb = 0; nb < C / 8; nb++) P[nb][0] = P[nb][1] = P[nb][2] = P[nb][3] = 0.f;
+      // O = Q S and P = Q Kᵀ (only the column blocks at or left of this warp's diagonal).
+#pragma unroll
+      for (int kk = 0; kk < DK; kk += 16) {
+        unsigned af[4];
+        frag_a<false>(af, Qs, S::LQ, r0, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < BV; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Sb, S::LV, kk, n0, lane);
+          mma16816(O[n0 / 8], af, bf[0], bf[1]);
+          mma16816(O[n0 / 8 + 1], af, bf[2], bf[3]);
+        }
+#pragma unroll
+        for (int n0 = 0; n0 < C; n0 += 16) {
+          if (n0 <= r0) {
+            unsigned bf[4];
+            frag_b<true>(bf, Ks, S::LQ, kk, n0, lane);
+            mma16816(P[n0 / 8], af, bf[0], bf[1]);
+            mma16816(P[n0 / 8 + 1], af, bf[2], bf[3]);
+          }
+        }
+      }
+      const int ra = r0 + g, rb = r0 + g + 8;
+      if (gated) {
+        const float ea = eG[ra], eb = eG[rb];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+          O[nb][0] *= ea;
+          O[nb][1] *= ea;
+          O[nb][2] *= eb;
+          O[nb][3] *= eb;
+        }
+      }
+      // Causal mask (inclusive) and decay Γ, then P as bf16 A fragments for P·V.
+      const float Ga = gated ? Gc[ra] : 0.f, Gb = gated ? Gc[rb] : 0.f;
+#pragma unroll
+      for (int nb = 0; nb < C / 8; nb++) {
+        const int j0 = nb * 8 + t2, j1 = j0 + 1;
+        if (gated) {
+          const float G0 = Gc[j0], G1 = Gc[j1];
+          P[nb][0] = j0 <= ra ? P[nb][0] * __expf(Ga - G0) : 0.f;
+          P[nb][1] = j1 <= ra ? P[nb][1] * __expf(Ga - G1) : 0.f;
+          P[nb][2] = j0 <= rb ? P[nb][2] * __expf(Gb - G0) : 0.f;
+          P[nb][3] = j1 <= rb ? P[nb][3] * __expf(Gb - G1) : 0.f;
+        } else {
+          P[nb][0] = j0 <= ra ? P[nb][0] : 0.f;
+          P[nb][1] = j1 <= ra ? P[nb][1] : 0.f;
+          P[nb][2] = j0 <= rb ? P[nb][2] : 0.f;
+          P[nb][3] = j1 <= rb ? P[nb][3] : 0.f;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < C / 16; kk++) {
+        if (kk * 16 <= r0) {
+          unsigned pa[4] = {pack_bf16(P[2 * kk][0], P[2 * kk][1]), pack_bf16(P[2 * kk][2], P[2 * kk][3]),
+                            pack_bf16(P[2 * kk + 1][0], P[2 * kk + 1][1]),
+                            pack_bf16(P[2 * kk + 1][2], P[2 * kk + 1][3])};
+#pragma unroll
+          for (int n0 = 0; n0 < BV; n0 += 16) {
+            unsigned bf[4];
+            frag_b<false>(bf, Vs, S::LV, kk * 16, n0, lane);
+            mma16816(O[n0 / 8], pa, bf[0], bf[1]);
+            mma16816(O[n0 / 8 + 1], pa, bf[2], bf[3]);
+          }
+        }
+      }
+      // Store O (and the optional row dot products for the gate gradient).
+      bf16* o = static_cast<bf16*>(a.o);
+#pragma unroll
+      for (int half = 0; half < 2; half++) {
+        const int t = t0 + (half ? rb : ra);
+        const bool live = t < T;
+        const int p = rev ? T - 1 - t : t;
+        const int64_t row = (static_cast<int64_t>(b) * T + p) * H + h;
+        float dot = 0.f;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+          const float x = O[nb][half * 2], y = O[nb][half * 2 + 1];
+          if (live) {
+            *reinterpret_cast<unsigned*>(o + row * DVd + c0 + nb * 8 + t2) = pack_bf16(x, y);
+            if (a.dotdst) {
+              const __nv_bfloat162 d2 = *reinterpret_cast<const __nv_bfloat162*>(&dsv[half][nb]);
+              dot += x * __low2float(d2) + y * __high2float(d2);
+            }
+          }
+        }
+        if (a.dotdst) {
+          dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+          dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+          if (live && (lane & 3) == 0) atomicAdd(&a.dotdst[row], a.dotsign * dot);
+        }
+      }
+      __syncthreads();  // (B): every warp is done reading the bf16 state
+    }
+    // S ← e^{G_C} S + (e^{G_C − G} ⊙ K)ᵀ V, in registers.
+    if (gated) {
+      const float e = __expf(gC);
+#pragma unroll
+      for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+          for (int x = 0; x < 4; x++) Sr[mb][nb][x] *= e;
+    }
+#pragma unroll
+    for (int kk = 0; kk < C; kk += 16) {
+      unsigned bf[NB / 2][4];
+#pragma unroll
+      for (int n0 = 0; n0 < BV; n0 += 16) frag_b<false>(bf[n0 / 16], Vs, S::LV, kk, n0, lane);
+      float k0s = 1.f, k1s = 1.f, k8s = 1.f, k9s = 1.f;
+      if (gated) {
+        k0s = eK[kk + t2];
+        k1s = eK[kk + t2 + 1];
+        k8s = eK[kk + t2 + 8];
+        k9s = eK[kk + t2 + 9];
+      }
+#pragma unroll
+      for (int mb = 0; mb < SMB; mb++) {
+        unsigned af[4];
+        frag_a<true>(af, Ks, S::LQ, s0 + mb * 16, kk, lane);
+        if (gated) {
+          af[0] = scale_bf16x2(af[0], k0s, k1s);
+          af[1] = scale_bf16x2(af[1], k0s, k1s);
+          af[2] = scale_bf16x2(af[2], k8s, k9s);
+          af[3] = scale_bf16x2(af[3], k8s, k9s);
+        }
+#pragma unroll
+        for (int n0 = 0; n0 < BV; n0 += 16) {
+          mma16816(Sr[mb][n0 / 8], af, bf[n0 / 16][0], bf[n0 / 16][1]);
+          mma16816(Sr[mb][n0 / 8 + 1], af, bf[n0 / 16][2], bf[n0 / 16][3]);
+        }
+      }
+    }
+    if (OUT) write_sb();
+    if (gated && warp == 0 && more) gate_scan(gn0, gn1, buf ^ 1);
+    gsum += gC;
+  }
+  if (!OUT) {
+#pragma unroll
+    for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
+          a.Useg[sbase + static_cast<int64_t>(r) * DVd + c0 + c] = Sr[mb][nb][e];
+        }
     if (tile == 0 && tid == 0) a.Gseg[static_cast<int64_t>(bh) * a.nseg + seg] = gsum;
   }
 }
@@ -265,14 +573,24 @@ __global__ void chain_scan(const float* Useg, const float* Gseg, float* Pout, co
 
 template <typename E, int DK, int BV, bool OUT>
 static void launch_chain_kernel(const ChainArgs& a, int nt, cudaStream_t st) {
-  using S = ChainSmem<E, DK, BV, OUT>;
   static bool attr = false;
-  if (!attr) {
-    CK(cudaFuncSetAttribute(chain_kernel<E, DK, BV, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            static_cast<int>(S::total)));
-    attr = true;
+  if constexpr (std::is_same_v<E, bf16>) {
+    using S = Chain2Smem<DK, BV, OUT>;
+    if (!attr) {
+      CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(S::total)));
+      attr = true;
+    }
+    chain2_kernel<DK, BV, OUT><<<dim3(nt, a.nseg, a.B * a.H), NT2, S::total, st>>>(a);
+  } else {
+    using S = ChainSmem<E, DK, BV, OUT>;
+    if (!attr) {
+      CK(cudaFuncSetAttribute(chain_kernel<E, DK, BV, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(S::total)));
+      attr = true;
+    }
+    chain_kernel<E, DK, BV, OUT><<<dim3(nt, a.nseg, a.B * a.H), NT, S::total, st>>>(a);
   }
-  chain_kernel<E, DK, BV, OUT><<<dim3(nt, a.nseg, a.B * a.H), NT, S::total, st>>>(a);
   CKL("chain_kernel");
 }
 
@@ -280,7 +598,10 @@ template <typename E, int DK, int BV>
 static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Workspace& ws,
                         cudaStream_t st) {
   const int nt = a.DVd / BV, nc = cdiv(a.T, C), BH = a.B * a.H;
-  int nseg = tuning.chainSegs > 0 ? tuning.chainSegs : cdiv(2 * num_sms(), BH * nt);
+  // As many segments as fill the resident blocks of one wave (2 per multiprocessor for bf16):
+  // more segments add waves of the same sequential length, fewer leave multiprocessors idle.
+  const int resident = (std::is_same_v<E, bf16> ? 2 : 1) * num_sms();
+  int nseg = tuning.chainSegs > 0 ? tuning.chainSegs : std::max(1, resident / (BH * nt));
   nseg = std::max(1, std::min(nseg, nc));
   a.seglen = cdiv(nc, nseg) * C;
   a.nseg = cdiv(a.T, a.seglen);
@@ -397,10 +718,12 @@ struct DeltaArgs {
 template <typename E, int D>
 struct PrepSmem {
   static constexpr int PE = Pad<E>::v, L = D + PE, LF = C + PADF, LB = C + PE, LA = D + PADF;
+  // acc (used last) overlays q and f1, which are dead by then: 2 blocks fit on a multiprocessor.
   static constexpr size_t k = 0, v = k + C * L * sizeof(E), q = v + C * L * sizeof(E);
-  static constexpr size_t f1 = q + C * L * sizeof(E), f2 = f1 + C * LF * 4;
-  static constexpr size_t pb = f2 + C * LF * 4, acc = pb + C * LB * sizeof(E);
-  static constexpr size_t tmp = acc + C * LA * 4, bet = tmp + 3 * 256 * 4, total = bet + C * 4;
+  static constexpr size_t f1 = q + C * L * sizeof(E), acc = q;
+  static constexpr size_t f2 = std::max(f1 + C * LF * 4, acc + C * LA * 4);
+  static constexpr size_t pb = f2 + C * LF * 4;
+  static constexpr size_t tmp = pb + C * LB * sizeof(E), bet = tmp + 3 * 256 * 4, total = bet + C * 4;
 };
 
 template <typename E, int D>
@@ -519,6 +842,10 @@ __global__ void __launch_bounds__(NT) delta_fwd_kernel(DeltaArgs a) {
     Sf[r * S::LVF + c] = x;
     Sb[r * S::LV + c] = fromf<E>(x);
   }
+  for (int i = tid; i < C * S::LVF; i += NT) {
+    Uf[i] = 0.f;
+    Of[i] = 0.f;
+  }
   auto issue = [&](int ch) {
     unsigned char* st = sm + (ch & 1) * S::stage;
     const int t0 = ch * C;
@@ -547,20 +874,22 @@ __global__ void __launch_bounds__(NT) delta_fwd_kernel(DeltaArgs a) {
     cp_async_wait_all();
     __syncthreads();
     if (ch + 1 < a.nc) issue(ch + 1);
-    bgemm<false, false, false>(Uf, S::LVF, Ws, S::L, Sb, S::LV, C, BV, D);
-    bgemm<false, false, false>(Of, S::LVF, Qs, S::L, Sb, S::LV, C, BV, D);
+    // Uf, Of are zero here (cleared behind their last reads).
+    bgemm_add<false, false>(Uf, S::LVF, Ws, S::L, Sb, S::LV, C, BV, D);
+    bgemm_add<false, false>(Of, S::LVF, Qs, S::L, Sb, S::LV, C, BV, D);
     __syncthreads();
     for (int i = tid; i < C * BV; i += NT) {
       const int r = i / BV, c = i % BV;
       Ub[r * S::LV + c] = fromf<E>(tof(Us[r * S::LV + c]) - Uf[r * S::LVF + c]);
+      Uf[r * S::LVF + c] = 0.f;
     }
     __syncthreads();
     if (SAVE) store_rows_e<E, C, BV>(static_cast<E*>(a.vnew), Ub, S::LV, b, T, H, D, h, t0, c0);
-    bgemm<false, false, true>(Of, S::LVF, Pb, S::LB, Ub, S::LV, C, BV, C);
-    bgemm<true, false, true>(Sf, S::LVF, Ks, S::L, Ub, S::LV, D, BV, C);
+    bgemm_add<false, false>(Of, S::LVF, Pb, S::LB, Ub, S::LV, C, BV, C);
+    bgemm_add<true, false>(Sf, S::LVF, Ks, S::L, Ub, S::LV, D, BV, C);
     __syncthreads();
-    store_rows<E, C, BV>(static_cast<E*>(a.o), Of, S::LVF, b, T, H, D, h, t0, false, c0);
-    for (int i = tid; i < D * BV; i += NT) Sb[(i / BV) * S::LV + i % BV] = fromf<E>(Sf[(i / BV) * S::LVF + i % BV]);
+    store_rows<E, C, BV, true>(static_cast<E*>(a.o), Of, S::LVF, b, T, H, D, h, t0, false, c0);
+    cvt_tile<E, D, BV>(Sb, S::LV, Sf, S::LVF);
     __syncthreads();
   }
   if (a.sFinal)
@@ -586,6 +915,7 @@ __global__ void __launch_bounds__(NT) delta_bwd_seq_kernel(DeltaArgs a) {
     dSf[r * S::LVF + c] = x;
     dSb[r * S::LV + c] = fromf<E>(x);
   }
+  for (int i = tid; i < C * S::LVF; i += NT) dUf[i] = 0.f;
   auto issue = [&](int ch) {
     unsigned char* st = sm + (ch & 1) * S::stage;
     const int t0 = ch * C;
@@ -614,23 +944,292 @@ __global__ void __launch_bounds__(NT) delta_bwd_seq_kernel(DeltaArgs a) {
     cp_async_wait_all();
     __syncthreads();
     if (ch > 0) issue(ch - 1);
-    bgemm2<true, false, false, false, false>(dUf, S::LVF, Pb, S::LB, dOs, S::LV, C, Ks, S::L, dSb,
-                                             S::LV, D, C, BV);
+    // dUf is zero here (cleared behind its last reads).
+    bgemm_add<true, false>(dUf, S::LVF, Pb, S::LB, dOs, S::LV, C, BV, C);
+    bgemm_add<false, false>(dUf, S::LVF, Ks, S::L, dSb, S::LV, C, BV, D);
     __syncthreads();
     for (int i = tid; i < C * BV; i += NT) {
       const int r = i / BV, c = i % BV;
       nUb[r * S::LV + c] = fromf<E>(-dUf[r * S::LVF + c]);
     }
-    store_rows<E, C, BV>(static_cast<E*>(a.dU), dUf, S::LVF, b, T, H, D, h, t0, false, c0);
     __syncthreads();
-    bgemm2<true, false, true, false, true>(dSf, S::LVF, Qs, S::L, dOs, S::LV, C, Ws, S::L, nUb,
-                                           S::LV, C, D, BV);
+    store_rows<E, C, BV, true>(static_cast<E*>(a.dU), dUf, S::LVF, b, T, H, D, h, t0, false, c0);
+    bgemm_add<true, false>(dSf, S::LVF, Qs, S::L, dOs, S::LV, D, BV, C);
+    bgemm_add<true, false>(dSf, S::LVF, Ws, S::L, nUb, S::LV, D, BV, C);
     __syncthreads();
-    for (int i = tid; i < D * BV; i += NT) dSb[(i / BV) * S::LV + i % BV] = fromf<E>(dSf[(i / BV) * S::LVF + i % BV]);
+    cvt_tile<E, D, BV>(dSb, S::LV, dSf, S::LVF);
     __syncthreads();
   }
   if (a.dS0)
     for (int i = tid; i < D * BV; i += NT) a.dS0[bh * n + (i / BV) * D + c0 + i % BV] = dSf[(i / BV) * S::LVF + i % BV];
+}
+
+// bf16 sequential delta kernels with register-resident state (what the benchmarks run; the
+// kernels above serve the float32 checking mode). 4 warps; warp w owns chunk rows [16w, 16w+16)
+// of U' (or dU') and state rows [D/4·w, D/4·(w+1)); two block barriers per chunk.
+template <int D, int BV>
+struct DSeq2Smem {
+  static constexpr int L = D + 8, LB = C + 8, LV = BV + 8;
+  static constexpr size_t w = 0, q = w + C * L * 2, k = q + C * L * 2;
+  static constexpr size_t p = k + C * L * 2, u = p + C * LB * 2;
+  static constexpr size_t stage = u + C * LV * 2;
+  static constexpr size_t sb = 2 * stage, ub = sb + D * LV * 2, total = ub + C * LV * 2;
+};
+
+template <int D, int BV, bool BWD, bool SAVE>
+__global__ void __launch_bounds__(NT2, 1) delta_seq2_kernel(DeltaArgs a) {
+  using S = DSeq2Smem<D, BV>;
+  constexpr int SR = D / 4, SMB = SR / 16, NB = BV / 8;
+  extern __shared__ __align__(128) unsigned char sm[];
+  bf16* const Sb = reinterpret_cast<bf16*>(sm + S::sb);
+  bf16* const Ub = reinterpret_cast<bf16*>(sm + S::ub);
+  const int c0 = blockIdx.x * BV, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const int T = a.T, H = a.H, nc = a.nc;
+  const int64_t n = static_cast<int64_t>(D) * D;
+  const int s0 = warp * SR, r0 = warp * 16;
+  const float* init = BWD ? a.dSFinal : a.s0;
+  float Sr[SMB][NB][4];
+#pragma unroll
+  for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
+        Sr[mb][nb][e] = init ? init[bh * n + static_cast<int64_t>(r) * D + c0 + c] : 0.f;
+      }
+  // bf16 copy of the state into Sb and (SAVE / BWD) into the per-chunk record `rec` (h or dh).
+  auto write_state = [&](int recChunk) {
+    bf16* rec = nullptr;
+    if (recChunk >= 0) rec = static_cast<bf16*>(BWD ? a.dh : a.h) + (static_cast<int64_t>(bh) * nc + recChunk) * n;
+#pragma unroll
+    for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++) {
+        const int r = s0 + mb * 16 + g, c = nb * 8 + t2;
+        const unsigned x = pack_bf16(Sr[mb][nb][0], Sr[mb][nb][1]), y = pack_bf16(Sr[mb][nb][2], Sr[mb][nb][3]);
+        *reinterpret_cast<unsigned*>(Sb + r * S::LV + c) = x;
+        *reinterpret_cast<unsigned*>(Sb + (r + 8) * S::LV + c) = y;
+        if (rec) {
+          *reinterpret_cast<unsigned*>(rec + static_cast<int64_t>(r) * D + c0 + c) = x;
+          *reinterpret_cast<unsigned*>(rec + static_cast<int64_t>(r + 8) * D + c0 + c) = y;
+        }
+      }
+  };
+  auto chunk_at = [&](int i) { return BWD ? nc - 1 - i : i; };
+  auto issue = [&](int i) {
+    unsigned char* st = sm + (i & 1) * S::stage;
+    const int ch = chunk_at(i), t0 = ch * C;
+    load_rows<bf16, C, D, NT2>(reinterpret_cast<bf16*>(st + S::w), S::L, static_cast<const bf16*>(a.W), b, T, H, D, h, t0, false, 0);
+    load_rows<bf16, C, D, NT2>(reinterpret_cast<bf16*>(st + S::k), S::L, static_cast<const bf16*>(a.k), b, T, H, D, h, t0, false, 0);
+    load_rows<bf16, C, BV, NT2>(reinterpret_cast<bf16*>(st + S::u), S::LV, static_cast<const bf16*>(BWD ? a.dO : a.U), b, T, H, D, h, t0, false, c0);
+    if (BWD) {  // the forward leaves Q S + P U' to delta_out_kernel
+      load_rows<bf16, C, D, NT2>(reinterpret_cast<bf16*>(st + S::q), S::L, static_cast<const bf16*>(a.q), b, T, H, D, h, t0, false, 0);
+      const bf16* pg = static_cast<const bf16*>(a.P) + (static_cast<int64_t>(bh) * nc + ch) * C * C;
+      bf16* pd = reinterpret_cast<bf16*>(st + S::p);
+      for (int x = tid; x < C * C / 8; x += NT2) cp_async16(pd + (x / 8) * S::LB + (x % 8) * 8, pg + x * 8);
+    }
+    cp_async_commit();
+  };
+  issue(0);
+  write_state((SAVE || BWD) ? chunk_at(0) : -1);
+  for (int i = 0; i < nc; i++) {
+    const int ch = chunk_at(i), t0 = ch * C;
+    unsigned char* st = sm + (i & 1) * S::stage;
+    const bf16* Ws = reinterpret_cast<const bf16*>(st + S::w);
+    const bf16* Qs = reinterpret_cast<const bf16*>(st + S::q);
+    const bf16* Ks = reinterpret_cast<const bf16*>(st + S::k);
+    const bf16* Pb = reinterpret_cast<const bf16*>(st + S::p);    // backward only
+    const bf16* Us = reinterpret_cast<const bf16*>(st + S::u);  // U tile (forward) or dO tile (backward)
+    cp_async_wait_all();
+    __syncthreads();  // (A)
+    if (i + 1 < nc) issue(i + 1);
+    float X[NB][4];
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) X[nb][e] = 0.f;
+    if (!BWD) {
+      // X = W S (rows r0).
+#pragma unroll
+      for (int kk = 0; kk < D; kk += 16) {
+        unsigned aw[4];
+        frag_a<false>(aw, Ws, S::L, r0, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < BV; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Sb, S::LV, kk, n0, lane);
+          mma16816(X[n0 / 8], aw, bf[0], bf[1]);
+          mma16816(X[n0 / 8 + 1], aw, bf[2], bf[3]);
+        }
+      }
+      // U' = U − W S → Ub (bf16) and, with SAVE, v_new.
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++) {
+        const int c = nb * 8 + t2;
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+          const int r = r0 + g + half * 8;
+          const __nv_bfloat162 u2 = *reinterpret_cast<const __nv_bfloat162*>(Us + r * S::LV + c);
+          const unsigned x = pack_bf16(__low2float(u2) - X[nb][half * 2], __high2float(u2) - X[nb][half * 2 + 1]);
+          *reinterpret_cast<unsigned*>(Ub + r * S::LV + c) = x;
+          if (SAVE && t0 + r < T)
+            *reinterpret_cast<unsigned*>(static_cast<bf16*>(a.vnew) + ((static_cast<int64_t>(b) * T + t0 + r) * H + h) * D + c0 + c) = x;
+        }
+      }
+    } else {
+      // X = dU' = Pᵀ dO (rows r0) + K dS_end.
+#pragma unroll
+      for (int kk = 0; kk < C; kk += 16) {
+        {
+          unsigned ap[4];
+          frag_a<true>(ap, Pb, S::LB, r0, kk, lane);
+#pragma unroll
+          for (int n0 = 0; n0 < BV; n0 += 16) {
+            unsigned bf[4];
+            frag_b<false>(bf, Us, S::LV, kk, n0, lane);
+            mma16816(X[n0 / 8], ap, bf[0], bf[1]);
+            mma16816(X[n0 / 8 + 1], ap, bf[2], bf[3]);
+          }
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < D; kk += 16) {
+        unsigned ak[4];
+        frag_a<false>(ak, Ks, S::L, r0, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < BV; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Sb, S::LV, kk, n0, lane);
+          mma16816(X[n0 / 8], ak, bf[0], bf[1]);
+          mma16816(X[n0 / 8 + 1], ak, bf[2], bf[3]);
+        }
+      }
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++) {
+        const int c = nb * 8 + t2;
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+          const int r = r0 + g + half * 8;
+          const float x0 = X[nb][half * 2], x1 = X[nb][half * 2 + 1];
+          *reinterpret_cast<unsigned*>(Ub + r * S::LV + c) = pack_bf16(-x0, -x1);
+          if (t0 + r < T)
+            *reinterpret_cast<unsigned*>(static_cast<bf16*>(a.dU) + ((static_cast<int64_t>(b) * T + t0 + r) * H + h) * D + c0 + c) = pack_bf16(x0, x1);
+        }
+      }
+    }
+    __syncthreads();  // (B): Ub complete; every warp is done reading Sb
+    // State: S += Kᵀ U' (forward) or dS += Qᵀ dO + Wᵀ (−dU') (backward).
+#pragma unroll
+    for (int kk = 0; kk < C; kk += 16) {
+      unsigned bu[NB / 2][4], bo[NB / 2][4];
+#pragma unroll
+      for (int n0 = 0; n0 < BV; n0 += 16) {
+        frag_b<false>(bu[n0 / 16], Ub, S::LV, kk, n0, lane);
+        if (BWD) frag_b<false>(bo[n0 / 16], Us, S::LV, kk, n0, lane);
+      }
+#pragma unroll
+      for (int mb = 0; mb < SMB; mb++) {
+        unsigned a1[4];
+        frag_a<true>(a1, BWD ? Ws : Ks, S::L, s0 + mb * 16, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < BV; n0 += 16) {
+          mma16816(Sr[mb][n0 / 8], a1, bu[n0 / 16][0], bu[n0 / 16][1]);
+          mma16816(Sr[mb][n0 / 8 + 1], a1, bu[n0 / 16][2], bu[n0 / 16][3]);
+        }
+        if (BWD) {
+          unsigned a2[4];
+          frag_a<true>(a2, Qs, S::L, s0 + mb * 16, kk, lane);
+#pragma unroll
+          for (int n0 = 0; n0 < BV; n0 += 16) {
+            mma16816(Sr[mb][n0 / 8], a2, bo[n0 / 16][0], bo[n0 / 16][1]);
+            mma16816(Sr[mb][n0 / 8 + 1], a2, bo[n0 / 16][2], bo[n0 / 16][3]);
+          }
+        }
+      }
+    }
+    if (i + 1 < nc) write_state((SAVE || BWD) ? chunk_at(i + 1) : -1);
+  }
+  float* fin = BWD ? a.dS0 : a.sFinal;
+  if (fin) {
+#pragma unroll
+    for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+      for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
+          fin[bh * n + static_cast<int64_t>(r) * D + c0 + c] = Sr[mb][nb][e];
+        }
+  }
+}
+
+// Forward output, chunk-parallel: O = Q h_c + P U' from the chunk-start states h and the
+// corrected values U' the sequential kernel saved. 4 warps, 16 rows each; BV = 64 columns.
+template <int D>
+__global__ void __launch_bounds__(NT2) delta_out_kernel(DeltaArgs a) {
+  constexpr int BV = 64, NB = BV / 8, L = D + 8, LB = C + 8, LV = BV + 8;
+  extern __shared__ __align__(128) unsigned char sm[];
+  bf16* Qs = reinterpret_cast<bf16*>(sm);
+  bf16* Pb = Qs + C * L;
+  bf16* Hs = Pb + C * LB;
+  bf16* Us = Hs + D * LV;
+  const int c0 = blockIdx.x * BV, ch = blockIdx.y, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const int T = a.T, H = a.H, t0 = ch * C, r0 = warp * 16;
+  const int64_t cb = static_cast<int64_t>(bh) * a.nc + ch;
+  load_rows<bf16, C, D, NT2>(Qs, L, static_cast<const bf16*>(a.q), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, BV, NT2>(Us, LV, static_cast<const bf16*>(a.vnew), b, T, H, D, h, t0, false, c0);
+  const bf16* pg = static_cast<const bf16*>(a.P) + cb * C * C;
+  for (int x = tid; x < C * C / 8; x += NT2) cp_async16(Pb + (x / 8) * LB + (x % 8) * 8, pg + x * 8);
+  const bf16* hg = static_cast<const bf16*>(a.h) + cb * D * D;
+  for (int x = tid; x < D * BV / 8; x += NT2) {
+    const int r = x / (BV / 8), c = (x % (BV / 8)) * 8;
+    cp_async16(Hs + r * LV + c, hg + static_cast<int64_t>(r) * D + c0 + c);
+  }
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+  float O[NB][4];
+#pragma unroll
+  for (int nb = 0; nb < NB; nb++) O[nb][0] = O[nb][1] = O[nb][2] = O[nb][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D; kk += 16) {
+    unsigned aq[4];
+    frag_a<false>(aq, Qs, L, r0, kk, lane);
+#pragma unroll
+    for (int n0 = 0; n0 < BV; n0 += 16) {
+      unsigned bf[4];
+      frag_b<false>(bf, Hs, LV, kk, n0, lane);
+      mma16816(O[n0 / 8], aq, bf[0], bf[1]);
+      mma16816(O[n0 / 8 + 1], aq, bf[2], bf[3]);
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < C; kk += 16) {
+    if (kk <= r0) {
+      unsigned ap[4];
+      frag_a<false>(ap, Pb, LB, r0, kk, lane);
+#pragma unroll
+      for (int n0 = 0; n0 < BV; n0 += 16) {
+        unsigned bf[4];
+        frag_b<false>(bf, Us, LV, kk, n0, lane);
+        mma16816(O[n0 / 8], ap, bf[0], bf[1]);
+        mma16816(O[n0 / 8 + 1], ap, bf[2], bf[3]);
+      }
+    }
+  }
+  bf16* o = static_cast<bf16*>(a.o);
+#pragma unroll
+  for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = r0 + g + half * 8;
+      if (t0 + r < T)
+        *reinterpret_cast<unsigned*>(o + ((static_cast<int64_t>(b) * T + t0 + r) * H + h) * D + c0 + nb * 8 + t2) =
+            pack_bf16(O[nb][half * 2], O[nb][half * 2 + 1]);
+    }
 }
 
 template <typename E, int D>
@@ -735,11 +1334,8 @@ __global__ void __launch_bounds__(NT) delta_bwd_b_kernel(DeltaArgs a) {
   load_rows<E, C, D>(dWs, S::L, static_cast<const E*>(a.dW), b, T, H, D, h, t0, false, 0);
   load_rows<E, C, D>(dUs, S::L, static_cast<const E*>(a.dU), b, T, H, D, h, t0, false, 0);
   load_mat<E, C, C>(Xs, S::LB, static_cast<const E*>(a.X) + (static_cast<int64_t>(bh) * a.nc + ch) * C * C, C);
+  load_rows<float, C, D>(Acc2, S::LA, a.dKp, b, T, H, D, h, t0, false, 0);
   cp_async_commit();
-  for (int i = tid; i < C * D; i += NT) {
-    const int r = i / D, c = i % D, t = t0 + r;
-    Acc2[r * S::LA + c] = t < T ? a.dKp[((static_cast<int64_t>(b) * T + t) * H + h) * D + c] : 0.f;
-  }
   if (tid < C) {
     bet[tid] = t0 + tid < T ? a.beta[(static_cast<int64_t>(b) * T + t0 + tid) * H + h] : 0.f;
     dbs[tid] = 0.f;
@@ -818,9 +1414,36 @@ static void delta_seq_launch(const DeltaArgs& a, bool save, bool bwd, cudaStream
   CKL("delta sequential kernel");
 }
 
+template <int D, int BV, bool BWD, bool SAVE>
+static void delta_seq2_launch(const DeltaArgs& a, cudaStream_t st) {
+  using S = DSeq2Smem<D, BV>;
+  set_smem<decltype(&delta_seq2_kernel<D, BV, BWD, SAVE>), S::total>(delta_seq2_kernel<D, BV, BWD, SAVE>);
+  delta_seq2_kernel<D, BV, BWD, SAVE><<<dim3(D / BV, 1, a.B * a.H), NT2, S::total, st>>>(a);
+  CKL("delta_seq2_kernel");
+}
+
+template <int D, int BV>
+static void delta_seq2(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st) {
+  if (bwd) {
+    delta_seq2_launch<D, BV, true, false>(a, st);
+    return;
+  }
+  // The bf16 forward always keeps h and U' (its output kernel reads them).
+  delta_seq2_launch<D, BV, false, true>(a, st);
+  constexpr size_t smem = (C * (D + 8) + C * (C + 8) + D * 72 + C * 72) * 2;
+  set_smem<decltype(&delta_out_kernel<D>), smem>(delta_out_kernel<D>);
+  delta_out_kernel<D><<<dim3(D / 64, a.nc, a.B * a.H), NT2, smem, st>>>(a);
+  CKL("delta_out_kernel");
+}
+
 template <typename E, int D>
 static void delta_seq(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st) {
   const int bv = tuning.deltaBV ? tuning.deltaBV : 16;
+  if constexpr (std::is_same_v<E, bf16>) {
+    if (bv == 32) delta_seq2<D, 32>(a, save, bwd, st);
+    else delta_seq2<D, 16>(a, save, bwd, st);
+    return;
+  }
   if (bv == 32) delta_seq_launch<E, D, 32>(a, save, bwd, st);
   else delta_seq_launch<E, D, 16>(a, save, bwd, st);
 }
@@ -881,7 +1504,7 @@ static DeltaArgs delta_args(const Problem& p, Workspace& ws, bool save) {
   a.U = ws.get(kU, rows * es);
   a.P = ws.get(kP, cc * es);
   a.X = ws.get(kX, cc * es);
-  if (save) {
+  if (save || p.prec == Prec::BF16) {
     a.h = ws.get(kH, hh * es);
     a.vnew = ws.get(kVnew, rows * es);
   } else {
