@@ -18,5 +18,22 @@ FLAGS=(-std=c++17 -O3 $ARCH -cudart static -Xptxas -v -lineinfo)
 wait %1 || { cat "$OUT/ptxas-linear_attention.txt" >&2; exit 1; }
 wait %2 || { cat "$OUT/ptxas-la_bench.txt" >&2; exit 1; }
 "$NVCC" $ARCH -cudart static "$OUT/linear_attention.o" "$OUT/la_bench.o" -o "$OUT/la_bench"
+# The Node-API addon (build-cuda/lasp_cuda.node, loaded by native/cuda.ts): Node's own headers
+# (node-gyp's cache, or /usr/include/node) and node-addon-api.
+NODE_INC=${NODE_INC:-}
+if [ -z "$NODE_INC" ]; then
+  for d in "$HOME/.cache/node-gyp/$(node -p process.versions.node 2>/dev/null)/include/node" /usr/include/node /usr/local/include/node; do
+    if [ -f "$d/node_api.h" ]; then NODE_INC=$d; break; fi
+  done
+fi
+if [ -n "$NODE_INC" ] && [ -d node_modules/node-addon-api ]; then
+  "$NVCC" -std=c++17 -O3 $ARCH -Xcompiler -fPIC -c native/cuda/linear_attention.cu -o "$OUT/linear_attention.pic.o"
+  "$NVCC" -std=c++17 -O3 -Xcompiler -fPIC -Xcompiler -fexceptions -I"$NODE_INC" -Inode_modules/node-addon-api \
+    -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED -x cu -c native/cuda/addon_cuda.cc -o "$OUT/addon_cuda.o"
+  "$NVCC" $ARCH -shared -cudart static "$OUT/linear_attention.pic.o" "$OUT/addon_cuda.o" -o "$OUT/lasp_cuda.node"
+  echo "build-cuda: $OUT/lasp_cuda.node"
+else
+  echo "build-cuda: Node headers or node-addon-api not found: addon not built (la_bench only)" >&2
+fi
 grep -E 'spill|stack frame' "$OUT/ptxas-linear_attention.txt" | grep -v ' 0 bytes stack frame, 0 bytes spill' | sort | uniq -c || true
 echo "build-cuda: $OUT/la_bench"

@@ -1,0 +1,221 @@
+// Node-API addon lasp_cuda: the CUDA kernels of la_cuda.h behind two promise-returning calls on
+// host Float32Arrays (a first step: every call copies its inputs to the device and its outputs
+// back; a device-resident model backend comes later). Built by scripts/build-cuda.sh, never by
+// node-gyp; the TypeScript facade is native/cuda.ts.
+#include <napi.h>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "la_cuda.h"
+
+namespace {
+
+using lasp_cuda::Kind;
+using lasp_cuda::Prec;
+
+void ck(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+struct DevMem {
+  void* p = nullptr;
+  explicit DevMem(size_t bytes) { ck(cudaMalloc(&p, bytes ? bytes : 16), "cudaMalloc"); }
+  ~DevMem() {
+    if (p) cudaFree(p);
+  }
+  DevMem(const DevMem&) = delete;
+  DevMem& operator=(const DevMem&) = delete;
+  float* f() const { return static_cast<float*>(p); }
+};
+
+std::vector<float> copyOf(const Napi::Value& v) {
+  if (v.IsNull() || v.IsUndefined()) return {};
+  const auto a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// Inputs in the mode's element type on the device.
+std::unique_ptr<DevMem> upload(const std::vector<float>& x, bool bf) {
+  auto d = std::make_unique<DevMem>(x.size() * (bf ? 2 : 4));
+  if (bf) {
+    std::vector<__nv_bfloat16> t(x.size());
+    for (size_t i = 0; i < x.size(); i++) t[i] = __float2bfloat16(x[i]);
+    ck(cudaMemcpy(d->p, t.data(), t.size() * 2, cudaMemcpyHostToDevice), "upload");
+  } else {
+    ck(cudaMemcpy(d->p, x.data(), x.size() * 4, cudaMemcpyHostToDevice), "upload");
+  }
+  return d;
+}
+std::unique_ptr<DevMem> uploadF32(const std::vector<float>& x) {
+  if (x.empty()) return nullptr;
+  return upload(x, false);
+}
+std::vector<float> download(const void* p, size_t n, bool bf) {
+  std::vector<float> out(n);
+  if (bf) {
+    std::vector<__nv_bfloat16> t(n);
+    ck(cudaMemcpy(t.data(), p, n * 2, cudaMemcpyDeviceToHost), "download");
+    for (size_t i = 0; i < n; i++) out[i] = __bfloat162float(t[i]);
+  } else {
+    ck(cudaMemcpy(out.data(), p, n * 4, cudaMemcpyDeviceToHost), "download");
+  }
+  return out;
+}
+
+// forward(kind, prec, B, T, H, dk, dv, q, k, v, g, gconst, beta, s0[, dO, dSFinal]): the
+// backward form runs the forward (keeping what the backward reuses) and then the backward.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(const Napi::CallbackInfo& info, bool bwd)
+      : Napi::AsyncWorker(info.Env()), deferred_(Napi::Promise::Deferred::New(info.Env())), bwd_(bwd) {
+    p_.kind = static_cast<Kind>(info[0].As<Napi::Number>().Int32Value());
+    p_.prec = static_cast<Prec>(info[1].As<Napi::Number>().Int32Value());
+    p_.B = info[2].As<Napi::Number>().Int32Value();
+    p_.T = info[3].As<Napi::Number>().Int32Value();
+    p_.H = info[4].As<Napi::Number>().Int32Value();
+    p_.dk = info[5].As<Napi::Number>().Int32Value();
+    p_.dv = info[6].As<Napi::Number>().Int32Value();
+    q_ = copyOf(info[7]);
+    k_ = copyOf(info[8]);
+    v_ = copyOf(info[9]);
+    g_ = copyOf(info[10]);
+    gconst_ = copyOf(info[11]);
+    beta_ = copyOf(info[12]);
+    s0_ = copyOf(info[13]);
+    if (bwd_) {
+      dO_ = copyOf(info[14]);
+      dSf_ = copyOf(info[15]);
+    }
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object r = Napi::Object::New(env);
+    auto put = [&](const char* name, const std::vector<float>& x) {
+      if (x.empty()) return;
+      auto a = Napi::Float32Array::New(env, x.size());
+      std::memcpy(a.Data(), x.data(), x.size() * 4);
+      r.Set(name, a);
+    };
+    put("o", o_);
+    put("finalState", sT_);
+    put("dq", dq_);
+    put("dk", dk_);
+    put("dv", dv_);
+    put("dg", dg_);
+    put("dgconst", dgc_);
+    put("dbeta", dbeta_);
+    put("dInitialState", dS0_);
+    deferred_.Resolve(r);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  void run() {
+    ck(cudaSetDevice(0), "cudaSetDevice");
+    const bool bf = p_.prec == Prec::BF16;
+    const size_t nq = static_cast<size_t>(p_.B) * p_.T * p_.H * p_.dk;
+    const size_t nv = static_cast<size_t>(p_.B) * p_.T * p_.H * p_.dv;
+    const size_t ntok = static_cast<size_t>(p_.B) * p_.T * p_.H;
+    const size_t ns = static_cast<size_t>(p_.B) * p_.H * p_.dk * p_.dv;
+    if (q_.size() != nq || k_.size() != nq || v_.size() != nv) throw std::runtime_error("lasp_cuda: q, k, v sizes do not match B,T,H,dk,dv");
+    auto q = upload(q_, bf), k = upload(k_, bf), v = upload(v_, bf);
+    auto g = uploadF32(g_), gc = uploadF32(gconst_), beta = uploadF32(beta_), s0 = uploadF32(s0_);
+    p_.q = q->p;
+    p_.k = k->p;
+    p_.v = v->p;
+    p_.g = g ? g->f() : nullptr;
+    p_.gconst = gc ? gc->f() : nullptr;
+    p_.beta = beta ? beta->f() : nullptr;
+    p_.s0 = s0 ? s0->f() : nullptr;
+    DevMem o(nv * (bf ? 2 : 4)), sT(ns * 4);
+    lasp_cuda::Workspace ws;
+    lasp_cuda::forward(p_, o.p, sT.f(), ws, bwd_);
+    if (!bwd_) {
+      ck(cudaDeviceSynchronize(), "forward");
+      o_ = download(o.p, nv, bf);
+      sT_ = download(sT.p, ns, false);
+      return;
+    }
+    auto dO = upload(dO_, bf);
+    auto dSf = uploadF32(dSf_);
+    DevMem dq(nq * (bf ? 2 : 4)), dk(nq * (bf ? 2 : 4)), dv(nv * (bf ? 2 : 4)), dS0(ns * 4);
+    DevMem dg(ntok * 4), dgc(static_cast<size_t>(p_.H) * 4), dbeta(ntok * 4);
+    const bool sg = p_.kind == Kind::ScalarGate;
+    lasp_cuda::backward(p_, dO->p, dSf ? dSf->f() : nullptr, sT.f(), dq.p, dk.p, dv.p, sg && p_.g ? dg.f() : nullptr,
+                        sg && !p_.g ? dgc.f() : nullptr, p_.kind == Kind::Delta ? dbeta.f() : nullptr, dS0.f(), ws);
+    ck(cudaDeviceSynchronize(), "backward");
+    dq_ = download(dq.p, nq, bf);
+    dk_ = download(dk.p, nq, bf);
+    dv_ = download(dv.p, nv, bf);
+    dS0_ = download(dS0.p, ns, false);
+    if (sg && p_.g) dg_ = download(dg.p, ntok, false);
+    if (sg && !p_.g) dgc_ = download(dgc.p, p_.H, false);
+    if (p_.kind == Kind::Delta) dbeta_ = download(dbeta.p, ntok, false);
+  }
+
+  Napi::Promise::Deferred deferred_;
+  bool bwd_;
+  lasp_cuda::Problem p_;
+  std::vector<float> q_, k_, v_, g_, gconst_, beta_, s0_, dO_, dSf_;
+  std::vector<float> o_, sT_, dq_, dk_, dv_, dg_, dgc_, dbeta_, dS0_;
+};
+
+Napi::Value Forward(const Napi::CallbackInfo& info) {
+  auto* job = new Job(info, false);
+  auto p = job->Promise();
+  job->Queue();
+  return p;
+}
+Napi::Value Backward(const Napi::CallbackInfo& info) {
+  auto* job = new Job(info, true);
+  auto p = job->Promise();
+  job->Queue();
+  return p;
+}
+
+// The first CUDA device, or an error naming why there is none.
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    Napi::Error::New(env, std::string("no CUDA device: ") + (e != cudaSuccess ? cudaGetErrorString(e) : "none found"))
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("device", prop.name);
+  r.Set("multiprocessors", prop.multiProcessorCount);
+  r.Set("computeCapability", std::to_string(prop.major) + "." + std::to_string(prop.minor));
+  return r;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("forward", Napi::Function::New(env, Forward));
+  exports.Set("backward", Napi::Function::New(env, Backward));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(lasp_cuda, Init)
