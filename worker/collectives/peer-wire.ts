@@ -7,21 +7,13 @@
 // Decoding checks every length against the bytes present and refuses what it cannot represent
 // (wrong wire types, 64-bit values above 2^53, groups) with a message naming the field.
 
+import type { PieceHeader } from './message-pieces.js';
+
 /** Bytes of the gRPC message prefix: 1 compressed flag + 4 length (big-endian). */
 export const GRPC_PREFIX_BYTES = 5;
 
 /** The header fields of one piece plus its payload (a view; no copy) and its stream sequence number. */
-export interface WirePeerMessage {
-  jobId: string;
-  generation: number;
-  fromRank: number;
-  step: number;
-  layer: number;
-  op: string;
-  piece: number;
-  pieces: number;
-  totalBytes: number;
-  offset: number;
+export interface WirePeerMessage extends PieceHeader {
   data: Uint8Array;
   seq: number;
 }
