@@ -54,7 +54,7 @@ describe('cuda kernels', () => {
     ['delta', 'bf16', 512, 128],
   ];
   for (const [kind, precision, T, d] of cases) {
-    test(`${kind} ${precision} T=${T} d=${d}: forward and backward match the CPU kernels`, { skip }, async () => {
+    test(`${kind} ${precision} T=${T} d=${d}: forward and backward match the CPU kernels`, { skip }, async (t) => {
       const H = 2;
       const rng = rngFor(`cuda ${kind} ${precision}`);
       const spec = randomSpec(rng, { kind, T, H, dk: d, dv: d, initialState: true });
@@ -88,9 +88,17 @@ describe('cuda kernels', () => {
         dInitialState: relErr(gpuB.dInitialState, cpuB.dInitialState!),
       };
       if (kind === 'delta') errs.dbeta = relErr(gpuB.dbeta!, cpuB.dbeta!);
-      // Gate gradients cancel (Σ q·dq − k·dk): looser in bf16, see docs/cuda.md.
-      if (kind === 'scalar_gate') errs.dg = relErr(gpuB.dg!, cpuB.dg!) * (precision === 'bf16' ? 0.2 : 1);
-      for (const [name, e] of Object.entries(errs)) assert.ok(e < tol, `${name}: relative error ${e.toExponential(2)} ≥ ${tol}`);
+      // Gate gradients cancel (sums of q·dq − k·dk): 5x looser in bf16, see docs/cuda.md.
+      if (kind === 'scalar_gate') errs.dg = relErr(gpuB.dg!, cpuB.dg!);
+      t.diagnostic(
+        Object.entries(errs)
+          .map(([name, e]) => `${name} ${e.toExponential(2)}`)
+          .join(', '),
+      );
+      for (const [name, e] of Object.entries(errs)) {
+        const bound = name === 'dg' && precision === 'bf16' ? 5 * tol : tol;
+        assert.ok(e < bound, `${name}: relative error ${e.toExponential(2)} ≥ ${bound}`);
+      }
     });
   }
 });

@@ -43,6 +43,7 @@ struct Case {
   int B, T, H, dk, dv;
   int gate;  // 0 none, 1 per token, 2 per-head constant
   bool s0, dsf;
+  int segs = 0;  // tuning.chainSegs for this case (0: automatic); also splits the state pass by 4
 };
 
 struct HostData {
@@ -298,6 +299,9 @@ static bool run_case(const Case& c, uint32_t seed) {
   p.beta = c.kind == Kind::Delta ? beta.f() : nullptr;
   p.s0 = c.s0 ? s0.f() : nullptr;
   Workspace ws;
+  tuning = Tuning{};
+  tuning.chainSegs = c.segs;
+  if (c.segs) tuning.chainSplit = 4;
   try {
     forward(p, o.p, sT.f(), ws, true);
     backward(p, dO.p, c.dsf ? dSf.f() : nullptr, sT.f(), dq.p, dk_.p, dv_.p,
@@ -306,8 +310,10 @@ static bool run_case(const Case& c, uint32_t seed) {
     CUDA_OK(cudaDeviceSynchronize());
   } catch (const std::exception& e) {
     std::printf("%-34s ERROR %s\n", c.name, e.what());
+    tuning = Tuning{};
     return false;
   }
+  tuning = Tuning{};
   struct Item {
     const char* name;
     double err;
@@ -358,6 +364,9 @@ static int run_tests() {
       {"bf16 scalar_gate/token B2 T1000 d64", Kind::ScalarGate, Prec::BF16, 2, 1000, 2, 64, 64, 1, false, false},
       {"bf16 delta B1 T2048 H4 d128", Kind::Delta, Prec::BF16, 1, 2048, 4, 128, 128, 0, true, true},
       {"bf16 delta B2 T1000 H2 d64", Kind::Delta, Prec::BF16, 2, 1000, 2, 64, 64, 0, false, true},
+      // two long segments: the state pass splits each into sub-segments
+      {"bf16 linear T2048 H4 d128 seg2", Kind::Linear, Prec::BF16, 1, 2048, 4, 128, 128, 0, true, true, 2},
+      {"bf16 scalar_gate/token T2000 seg2", Kind::ScalarGate, Prec::BF16, 1, 2000, 4, 128, 128, 1, true, true, 2},
       // small cases for compute-sanitizer runs (LASP_CUDA_CASE=small)
       {"small bf16 linear T200 H2 d64", Kind::Linear, Prec::BF16, 1, 200, 2, 64, 64, 0, true, true},
       {"small bf16 scalar_gate/token T200", Kind::ScalarGate, Prec::BF16, 1, 200, 2, 64, 64, 1, true, true},
@@ -493,17 +502,17 @@ static void run_bench(const std::vector<int>& Ts, bool variants) {
       };
       std::vector<Var> vars;
       if (kind == Kind::Delta) {
-        vars.push_back({"bv16", {0, 0, 16}});
+        vars.push_back({"bv16", {0, 0, 16, 1}});
         if (variants) {
-          vars.push_back({"bv32", {0, 0, 32}});
+          vars.push_back({"bv32", {0, 0, 32, 1}});
         }
       } else {
-        vars.push_back({"bv64", {64, 0, 0}});
+        vars.push_back({"bv64", {64, 0, 0, 1}});
         if (variants) {
-          vars.push_back({"bv32", {32, 0, 0}});
-          vars.push_back({"bv64 seg8", {64, 8, 0}});
-          vars.push_back({"bv64 seg16", {64, 16, 0}});
-          vars.push_back({"bv64 seg32", {64, 32, 0}});
+          vars.push_back({"bv32", {32, 0, 0, 1}});
+          vars.push_back({"bv64 split4", {64, 0, 0, 4}});
+          vars.push_back({"bv64 seg16", {64, 16, 0, 1}});
+          vars.push_back({"bv64 seg32", {64, 32, 0, 1}});
         }
       }
       for (const Var& var : vars) {

@@ -64,7 +64,8 @@ double backward_flops(const Problem& p);
 struct Tuning {
   int chainBV = 0;     // dv tile of the linear/scalar_gate chain kernel (32 or 64)
   int chainSegs = 0;   // sequence segments of the chain kernel
-  int deltaBV = 0;     // dv tile of the delta sequential kernels (16, 32 or 64)
+  int deltaBV = 0;     // dv tile of the delta sequential kernels (16 or 32)
+  int chainSplit = 1;  // sub-segments per segment in the chain kernels' state-only pass
 };
 extern Tuning tuning;
 

@@ -73,6 +73,7 @@ struct ChainArgs {
   const float* gconst;  // [H]
   int rev;              // run in reversed time (with the shifted gates of docs/cuda.md)
   int nseg, seglen;
+  int pinSegs, pinStep;  // Pin holds pinSegs states per (b,h); segment s starts from entry s·pinStep
   const float* Pin;  // [B*H, nseg, DK, DV] starting states (OUT) or null (zero)
   float* Useg;       // [B*H, nseg, DK, DV] segment end states from zero (!OUT)
   float* Gseg;       // [B*H, nseg] segment log decays (!OUT)
@@ -140,10 +141,11 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
   const E* k = static_cast<const E*>(a.k);
   const E* v = static_cast<const E*>(a.v);
   const int64_t sbase = (static_cast<int64_t>(bh) * a.nseg + seg) * DK * DVd;
+  const int64_t pbase = (static_cast<int64_t>(bh) * a.pinSegs + static_cast<int64_t>(seg) * a.pinStep) * DK * DVd;
 
   for (int i = tid; i < DK * BV; i += NT) {
     const int r = i / BV, c = i % BV;
-    const float x = a.Pin ? a.Pin[sbase + r * DVd + c0 + c] : 0.f;
+    const float x = a.Pin ? a.Pin[pbase + r * DVd + c0 + c] : 0.f;
     Sf[r * S::LSF + c] = x;
     if (OUT) Sb[r * S::LSB + c] = fromf<E>(x);
   }
@@ -300,6 +302,7 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
   const bf16* k = static_cast<const bf16*>(a.k);
   const bf16* v = static_cast<const bf16*>(a.v);
   const int64_t sbase = (static_cast<int64_t>(bh) * a.nseg + seg) * DK * DVd;
+  const int64_t pbase = (static_cast<int64_t>(bh) * a.pinSegs + static_cast<int64_t>(seg) * a.pinStep) * DK * DVd;
   const int s0 = warp * SR;  // this warp's state rows
   const int r0 = warp * 16;  // this warp's query rows
 
@@ -312,7 +315,7 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
-        Sr[mb][nb][e] = a.Pin ? a.Pin[sbase + static_cast<int64_t>(r) * DVd + c0 + c] : 0.f;
+        Sr[mb][nb][e] = a.Pin ? a.Pin[pbase + static_cast<int64_t>(r) * DVd + c0 + c] : 0.f;
       }
   auto write_sb = [&]() {
 #pragma unroll
@@ -603,19 +606,31 @@ static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Wor
   const int resident = (std::is_same_v<E, bf16> ? 2 : 1) * num_sms();
   int nseg = tuning.chainSegs > 0 ? tuning.chainSegs : std::max(1, resident / (BH * nt));
   nseg = std::max(1, std::min(nseg, nc));
-  a.seglen = cdiv(nc, nseg) * C;
+  // Optionally (tuning.chainSplit = F > 1) the state-only pass splits every segment into F
+  // sub-segments and the scan yields a starting state at every sub-segment boundary. Measured on
+  // the H200 with F = 4: no gain (docs/cuda.md), so off by default.
+  const int F = std::max(1, std::min(tuning.chainSplit, cdiv(nc, nseg)));
+  const int segChunks = cdiv(cdiv(nc, nseg), F) * F;
+  a.seglen = segChunks * C;
   a.nseg = cdiv(a.T, a.seglen);
-  const size_t n = static_cast<size_t>(BH) * a.nseg * DK * a.DVd;
-  a.Useg = static_cast<float*>(ws.get(kUseg, n * 4));
-  a.Gseg = static_cast<float*>(ws.get(kGseg, static_cast<size_t>(BH) * a.nseg * 4));
+  ChainArgs a1 = a;
+  a1.seglen = a.seglen / F;
+  a1.nseg = cdiv(a.T, a1.seglen);
+  const size_t n = static_cast<size_t>(BH) * a1.nseg * DK * a.DVd;
+  a1.Useg = static_cast<float*>(ws.get(kUseg, n * 4));
+  a1.Gseg = static_cast<float*>(ws.get(kGseg, static_cast<size_t>(BH) * a1.nseg * 4));
   float* P = static_cast<float*>(ws.get(kPin, n * 4));
-  a.Pin = nullptr;
-  launch_chain_kernel<E, DK, BV, false>(a, nt, st);
-  chain_scan<<<dim3(cdiv(DK * a.DVd, 256), BH), 256, 0, st>>>(a.Useg, a.Gseg, P, s0, trans, fin,
+  a1.Pin = nullptr;
+  a1.pinSegs = a1.nseg;
+  a1.pinStep = 0;
+  launch_chain_kernel<E, DK, BV, false>(a1, nt, st);
+  chain_scan<<<dim3(cdiv(DK * a.DVd, 256), BH), 256, 0, st>>>(a1.Useg, a1.Gseg, P, s0, trans, fin,
                                                               a.g, a.gconst, a.rev, a.T, a.H, DK,
-                                                              a.DVd, a.nseg);
+                                                              a.DVd, a1.nseg);
   CKL("chain_scan");
   a.Pin = P;
+  a.pinSegs = a1.nseg;
+  a.pinStep = F;
   launch_chain_kernel<E, DK, BV, true>(a, nt, st);
 }
 
