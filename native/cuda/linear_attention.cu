@@ -826,6 +826,158 @@ __global__ void __launch_bounds__(NT) delta_prep_kernel(DeltaArgs a) {
   store_rows<E, C, D>(static_cast<E*>(a.U), Acc, S::LA, b, T, H, D, h, t0, false, 0);
 }
 
+// bf16 prep with register-resident products (4 warps; warp w owns chunk rows [16w, 16w+16)):
+// K Kᵀ and Q Kᵀ (only column blocks left of the diagonal) in registers, P stored from registers,
+// A = β ⊙ strictlyLower(K Kᵀ) to shared memory for the float32 substitution, then
+// W = (X diag β) K and U = (X diag β) V from registers. q's tile is dead once the scores are
+// in registers, and A overlays it.
+template <int D>
+struct Prep2Smem {
+  static constexpr int L = D + 8, LF = C + PADF, LB = C + 8;
+  static constexpr size_t qsz = static_cast<size_t>(C) * L * 2, f1sz = static_cast<size_t>(C) * LF * 4;
+  static constexpr size_t k = 0, v = k + qsz, q = v + qsz, f1 = q;
+  static constexpr size_t f2 = q + (qsz > f1sz ? qsz : f1sz);
+  static constexpr size_t pb = f2 + f1sz, tmp = pb + static_cast<size_t>(C) * LB * 2;
+  static constexpr size_t bet = tmp + 3 * 256 * 4, total = bet + C * 4;
+};
+
+template <int D>
+__global__ void __launch_bounds__(NT2, 2) delta_prep2_kernel(DeltaArgs a) {
+  using S = Prep2Smem<D>;
+  constexpr int L = S::L, LF = S::LF, LB = S::LB, ND = D / 8;
+  extern __shared__ __align__(128) unsigned char sm[];
+  bf16* Ks = reinterpret_cast<bf16*>(sm + S::k);
+  bf16* Vs = reinterpret_cast<bf16*>(sm + S::v);
+  bf16* Qs = reinterpret_cast<bf16*>(sm + S::q);
+  float* F1 = reinterpret_cast<float*>(sm + S::f1);
+  float* F2 = reinterpret_cast<float*>(sm + S::f2);
+  bf16* Pb = reinterpret_cast<bf16*>(sm + S::pb);
+  float* Tmp = reinterpret_cast<float*>(sm + S::tmp);
+  float* bet = reinterpret_cast<float*>(sm + S::bet);
+  const int c = blockIdx.x, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const int T = a.T, H = a.H, t0 = c * C, r0 = warp * 16;
+  load_rows<bf16, C, D, NT2>(Ks, L, static_cast<const bf16*>(a.k), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, D, NT2>(Qs, L, static_cast<const bf16*>(a.q), b, T, H, D, h, t0, false, 0);
+  cp_async_commit();
+  load_rows<bf16, C, D, NT2>(Vs, L, static_cast<const bf16*>(a.v), b, T, H, D, h, t0, false, 0);
+  cp_async_commit();
+  if (tid < C) bet[tid] = t0 + tid < T ? a.beta[(static_cast<int64_t>(b) * T + t0 + tid) * H + h] : 0.f;
+  asm volatile("cp.async.wait_group 1;\n" ::);
+  __syncthreads();
+  float A[8][4], P[8][4];
+#pragma unroll
+  for (int nb = 0; nb < 8; nb++) A[nb][0] = A[nb][1] = A[nb][2] = A[nb][3] = P[nb][0] = P[nb][1] = P[nb][2] = P[nb][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D; kk += 16) {
+    unsigned ak[4], aq[4];
+    frag_a<false>(ak, Ks, L, r0, kk, lane);
+    frag_a<false>(aq, Qs, L, r0, kk, lane);
+#pragma unroll
+    for (int n0 = 0; n0 < C; n0 += 16) {
+      if (n0 <= r0) {
+        unsigned bf[4];
+        frag_b<true>(bf, Ks, L, kk, n0, lane);
+        mma16816(A[n0 / 8], ak, bf[0], bf[1]);
+        mma16816(A[n0 / 8 + 1], ak, bf[2], bf[3]);
+        mma16816(P[n0 / 8], aq, bf[0], bf[1]);
+        mma16816(P[n0 / 8 + 1], aq, bf[2], bf[3]);
+      }
+    }
+  }
+  const int64_t cbase = (static_cast<int64_t>(bh) * a.nc + c) * C * C;
+  bf16* Pg = static_cast<bf16*>(a.P) + cbase;
+#pragma unroll
+  for (int nb = 0; nb < 8; nb++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = r0 + g + half * 8, cc = nb * 8 + t2;
+      *reinterpret_cast<unsigned*>(Pg + r * C + cc) =
+          pack_bf16(cc <= r ? P[nb][half * 2] : 0.f, cc + 1 <= r ? P[nb][half * 2 + 1] : 0.f);
+    }
+  __syncthreads();  // every warp is done with q: A overlays it
+#pragma unroll
+  for (int nb = 0; nb < 8; nb++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = r0 + g + half * 8, cc = nb * 8 + t2;
+      const float br = bet[r];
+      *reinterpret_cast<float2*>(F1 + r * LF + cc) =
+          make_float2(r > cc ? br * A[nb][half * 2] : 0.f, r > cc + 1 ? br * A[nb][half * 2 + 1] : 0.f);
+    }
+  for (int i = tid; i < C * C; i += NT2) F2[(i / C) * LF + i % C] = 0.f;
+  __syncthreads();
+  // X = (I + A)^{-1}: the four 16×16 diagonal blocks by substitution (a thread per column), then
+  // the blocks below them, block row by block row (as delta_prep_kernel).
+  if (tid < 64) {
+    const int blk = tid >> 4, cl = tid & 15, cc = blk * 16 + cl;
+    for (int r = cl; r < 16; r++) {
+      const int i = blk * 16 + r;
+      float x = r == cl ? 1.f : 0.f;
+      for (int j = cl; j < r; j++) x -= F1[i * LF + blk * 16 + j] * F2[(blk * 16 + j) * LF + cc];
+      F2[i * LF + cc] = x;
+    }
+  }
+  __syncthreads();
+  for (int ib = 1; ib < 4; ib++) {
+    for (int idx = tid; idx < ib * 256; idx += NT2) {
+      const int jb = idx >> 8, rr = (idx >> 4) & 15, cc = idx & 15;
+      float s = 0.f;
+      for (int m = jb * 16; m < ib * 16; m++) s += F1[(ib * 16 + rr) * LF + m] * F2[m * LF + jb * 16 + cc];
+      Tmp[idx] = s;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < ib * 256; idx += NT2) {
+      const int jb = idx >> 8, rr = (idx >> 4) & 15, cc = idx & 15;
+      float s = 0.f;
+#pragma unroll
+      for (int l = 0; l < 16; l++) s += F2[(ib * 16 + rr) * LF + ib * 16 + l] * Tmp[jb * 256 + l * 16 + cc];
+      F2[(ib * 16 + rr) * LF + jb * 16 + cc] = -s;
+    }
+    __syncthreads();
+  }
+  // Pb = X diag(β) (bf16); X itself is kept for the backward.
+  for (int i = tid; i < C * C / 2; i += NT2) {
+    const int r = (2 * i) / C, cc = (2 * i) % C;
+    const float2 x = *reinterpret_cast<const float2*>(F2 + r * LF + cc);
+    *reinterpret_cast<unsigned*>(Pb + r * LB + cc) = pack_bf16(x.x * bet[cc], x.y * bet[cc + 1]);
+    if (a.X) *reinterpret_cast<unsigned*>(static_cast<bf16*>(a.X) + cbase + r * C + cc) = pack_bf16(x.x, x.y);
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();
+#pragma unroll
+  for (int pass = 0; pass < 2; pass++) {
+    const bf16* Bs = pass == 0 ? Ks : Vs;
+    float R[ND][4];
+#pragma unroll
+    for (int nb = 0; nb < ND; nb++) R[nb][0] = R[nb][1] = R[nb][2] = R[nb][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < C; kk += 16) {
+      if (kk <= r0) {
+        unsigned ax[4];
+        frag_a<false>(ax, Pb, LB, r0, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < D; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Bs, L, kk, n0, lane);
+          mma16816(R[n0 / 8], ax, bf[0], bf[1]);
+          mma16816(R[n0 / 8 + 1], ax, bf[2], bf[3]);
+        }
+      }
+    }
+    bf16* out = static_cast<bf16*>(pass == 0 ? a.W : a.U);
+#pragma unroll
+    for (int nb = 0; nb < ND; nb++)
+#pragma unroll
+      for (int half = 0; half < 2; half++) {
+        const int r = r0 + g + half * 8;
+        if (t0 + r < T)
+          *reinterpret_cast<unsigned*>(out + ((static_cast<int64_t>(b) * T + t0 + r) * H + h) * D + nb * 8 + t2) =
+              pack_bf16(R[nb][half * 2], R[nb][half * 2 + 1]);
+      }
+  }
+}
+
 template <typename E, int D, int BV>
 struct DSeqSmem {
   static constexpr int PE = Pad<E>::v, L = D + PE, LB = C + PE, LV = BV + PE, LVF = BV + PADF;
@@ -1312,6 +1464,203 @@ __global__ void __launch_bounds__(NT) delta_bwd_a_kernel(DeltaArgs a) {
   store_rows<E, C, D>(static_cast<E*>(a.dW), Acc, S::LA, b, T, H, D, h, t0, false, 0, -1.f);
 }
 
+// bf16 version with register-resident products (4 warps; warp w owns chunk rows [16w, 16w+16)).
+// dP = (dO U'ᵀ) ⊙ Mask stays in registers as the A operand of dP K; the rows of dPᵀ are
+// recomputed as (U' dOᵀ) ⊙ Maskᵀ for dPᵀ Q, so dP never goes through shared memory. dS_end then
+// replaces dO and Q, and dU' replaces K. 104 KB of shared memory: 2 blocks per multiprocessor.
+template <int D>
+struct DB2a2Smem {
+  static constexpr int L = D + 8;
+  static constexpr size_t r1sz = static_cast<size_t>(2 * C * L > D * L ? 2 * C * L : D * L) * 2;
+  static constexpr size_t r1 = 0, up = r1 + r1sz, k = up + static_cast<size_t>(C) * L * 2;
+  static constexpr size_t s = k + static_cast<size_t>(C) * L * 2, total = s + static_cast<size_t>(D) * L * 2;
+};
+
+template <int D>
+__global__ void __launch_bounds__(NT2, 2) delta_bwd_a2_kernel(DeltaArgs a) {
+  using S = DB2a2Smem<D>;
+  constexpr int L = S::L, ND = D / 8;
+  extern __shared__ __align__(128) unsigned char sm[];
+  bf16* dOs = reinterpret_cast<bf16*>(sm + S::r1);
+  bf16* Qs = dOs + C * L;
+  bf16* dHs = reinterpret_cast<bf16*>(sm + S::r1);
+  bf16* Up = reinterpret_cast<bf16*>(sm + S::up);
+  bf16* Ks = reinterpret_cast<bf16*>(sm + S::k);
+  bf16* dUs = Ks;
+  bf16* Ss = reinterpret_cast<bf16*>(sm + S::s);
+  const int ch = blockIdx.x, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const int T = a.T, H = a.H, t0 = ch * C, r0 = warp * 16;
+  const int64_t n = static_cast<int64_t>(D) * D, cb = (static_cast<int64_t>(bh) * a.nc + ch) * n;
+  load_rows<bf16, C, D, NT2>(dOs, L, static_cast<const bf16*>(a.dO), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, D, NT2>(Up, L, static_cast<const bf16*>(a.vnew), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, D, NT2>(Ks, L, static_cast<const bf16*>(a.k), b, T, H, D, h, t0, false, 0);
+  const bf16* hg = static_cast<const bf16*>(a.h) + cb;
+  for (int x = tid; x < D * D / 8; x += NT2) cp_async16(Ss + (x / (D / 8)) * L + (x % (D / 8)) * 8, hg + x * 8);
+  cp_async_commit();
+  load_rows<bf16, C, D, NT2>(Qs, L, static_cast<const bf16*>(a.q), b, T, H, D, h, t0, false, 0);
+  cp_async_commit();
+  asm volatile("cp.async.wait_group 1;\n" ::);
+  __syncthreads();
+  auto store_bf16 = [&](void* dst, const float (&R)[ND][4], float scale) {
+    bf16* out = static_cast<bf16*>(dst);
+#pragma unroll
+    for (int nb = 0; nb < ND; nb++)
+#pragma unroll
+      for (int half = 0; half < 2; half++) {
+        const int r = r0 + g + half * 8;
+        if (t0 + r < T)
+          *reinterpret_cast<unsigned*>(out + ((static_cast<int64_t>(b) * T + t0 + r) * H + h) * D + nb * 8 + t2) =
+              pack_bf16(scale * R[nb][half * 2], scale * R[nb][half * 2 + 1]);
+      }
+  };
+  {
+    // dP rows r0.. (columns j <= row), then dQ = dO Sᵀ + dP K.
+    float P[8][4], R[ND][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) P[nb][0] = P[nb][1] = P[nb][2] = P[nb][3] = 0.f;
+#pragma unroll
+    for (int nb = 0; nb < ND; nb++) R[nb][0] = R[nb][1] = R[nb][2] = R[nb][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D; kk += 16) {
+      unsigned ao[4];
+      frag_a<false>(ao, dOs, L, r0, kk, lane);
+#pragma unroll
+      for (int n0 = 0; n0 < C; n0 += 16) {
+        if (n0 <= r0) {
+          unsigned bf[4];
+          frag_b<true>(bf, Up, L, kk, n0, lane);
+          mma16816(P[n0 / 8], ao, bf[0], bf[1]);
+          mma16816(P[n0 / 8 + 1], ao, bf[2], bf[3]);
+        }
+      }
+#pragma unroll
+      for (int n0 = 0; n0 < D; n0 += 16) {
+        unsigned bf[4];
+        frag_b<true>(bf, Ss, L, kk, n0, lane);
+        mma16816(R[n0 / 8], ao, bf[0], bf[1]);
+        mma16816(R[n0 / 8 + 1], ao, bf[2], bf[3]);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < C / 16; kk++) {
+      if (kk * 16 <= r0) {
+        float m[2][4];
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = r0 + g + (e >> 1) * 8, c = (2 * kk + j) * 8 + t2 + (e & 1);
+            m[j][e] = c <= r ? P[2 * kk + j][e] : 0.f;
+          }
+        unsigned pa[4] = {pack_bf16(m[0][0], m[0][1]), pack_bf16(m[0][2], m[0][3]), pack_bf16(m[1][0], m[1][1]),
+                          pack_bf16(m[1][2], m[1][3])};
+#pragma unroll
+        for (int n0 = 0; n0 < D; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Ks, L, kk * 16, n0, lane);
+          mma16816(R[n0 / 8], pa, bf[0], bf[1]);
+          mma16816(R[n0 / 8 + 1], pa, bf[2], bf[3]);
+        }
+      }
+    }
+    store_bf16(a.dq, R, 1.f);
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();
+  float R[ND][4];
+#pragma unroll
+  for (int nb = 0; nb < ND; nb++) R[nb][0] = R[nb][1] = R[nb][2] = R[nb][3] = 0.f;
+  {
+    // Rows j of dPᵀ: (U'_j · dO_i) for i >= j; dK1 = dPᵀ Q.
+    float P[8][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) P[nb][0] = P[nb][1] = P[nb][2] = P[nb][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D; kk += 16) {
+      unsigned au[4];
+      frag_a<false>(au, Up, L, r0, kk, lane);
+#pragma unroll
+      for (int n0 = 0; n0 < C; n0 += 16) {
+        if (n0 >= r0) {
+          unsigned bf[4];
+          frag_b<true>(bf, dOs, L, kk, n0, lane);
+          mma16816(P[n0 / 8], au, bf[0], bf[1]);
+          mma16816(P[n0 / 8 + 1], au, bf[2], bf[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < C / 16; kk++) {
+      if (kk * 16 >= r0) {
+        float m[2][4];
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = r0 + g + (e >> 1) * 8, c = (2 * kk + j) * 8 + t2 + (e & 1);
+            m[j][e] = c >= r ? P[2 * kk + j][e] : 0.f;
+          }
+        unsigned pa[4] = {pack_bf16(m[0][0], m[0][1]), pack_bf16(m[0][2], m[0][3]), pack_bf16(m[1][0], m[1][1]),
+                          pack_bf16(m[1][2], m[1][3])};
+#pragma unroll
+        for (int n0 = 0; n0 < D; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Qs, L, kk * 16, n0, lane);
+          mma16816(R[n0 / 8], pa, bf[0], bf[1]);
+          mma16816(R[n0 / 8 + 1], pa, bf[2], bf[3]);
+        }
+      }
+    }
+  }
+  __syncthreads();  // dO, Q and K are dead: dS_end and dU' take their place
+  const bf16* dhg = static_cast<const bf16*>(a.dh) + cb;
+  for (int x = tid; x < D * D / 8; x += NT2) cp_async16(dHs + (x / (D / 8)) * L + (x % (D / 8)) * 8, dhg + x * 8);
+  cp_async_commit();
+  load_rows<bf16, C, D, NT2>(dUs, L, static_cast<const bf16*>(a.dU), b, T, H, D, h, t0, false, 0);
+  cp_async_commit();
+  asm volatile("cp.async.wait_group 1;\n" ::);
+  __syncthreads();
+#pragma unroll
+  for (int kk = 0; kk < D; kk += 16) {
+    unsigned au[4];
+    frag_a<false>(au, Up, L, r0, kk, lane);
+#pragma unroll
+    for (int n0 = 0; n0 < D; n0 += 16) {
+      unsigned bf[4];
+      frag_b<true>(bf, dHs, L, kk, n0, lane);
+      mma16816(R[n0 / 8], au, bf[0], bf[1]);
+      mma16816(R[n0 / 8 + 1], au, bf[2], bf[3]);
+    }
+  }
+#pragma unroll
+  for (int nb = 0; nb < ND; nb++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int r = r0 + g + half * 8;
+      if (t0 + r < T)
+        *reinterpret_cast<float2*>(a.dKp + ((static_cast<int64_t>(b) * T + t0 + r) * H + h) * D + nb * 8 + t2) =
+            make_float2(R[nb][half * 2], R[nb][half * 2 + 1]);
+    }
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();
+#pragma unroll
+  for (int nb = 0; nb < ND; nb++) R[nb][0] = R[nb][1] = R[nb][2] = R[nb][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D; kk += 16) {
+    unsigned au[4];
+    frag_a<false>(au, dUs, L, r0, kk, lane);
+#pragma unroll
+    for (int n0 = 0; n0 < D; n0 += 16) {
+      unsigned bf[4];
+      frag_b<true>(bf, Ss, L, kk, n0, lane);
+      mma16816(R[n0 / 8], au, bf[0], bf[1]);
+      mma16816(R[n0 / 8 + 1], au, bf[2], bf[3]);
+    }
+  }
+  store_bf16(a.dW, R, -1.f);
+}
+
 template <typename E, int D>
 struct DB2bSmem {
   static constexpr int PE = Pad<E>::v, L = D + PE, LF = C + PADF, LB = C + PE, LA = D + PADF;
@@ -1466,6 +1815,15 @@ static void delta_seq(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st) 
 template <typename E, int D>
 static void delta_forward_t(DeltaArgs a, bool save, cudaStream_t st) {
   const dim3 grid(a.nc, 1, a.B * a.H);
+  if constexpr (std::is_same_v<E, bf16>) {
+    if (tuning.deltaPrep != 1) {
+      set_smem<decltype(&delta_prep2_kernel<D>), Prep2Smem<D>::total>(delta_prep2_kernel<D>);
+      delta_prep2_kernel<D><<<grid, NT2, Prep2Smem<D>::total, st>>>(a);
+      CKL("delta_prep2_kernel");
+      delta_seq<E, D>(a, save, false, st);
+      return;
+    }
+  }
   set_smem<decltype(&delta_prep_kernel<E, D>), PrepSmem<E, D>::total>(delta_prep_kernel<E, D>);
   delta_prep_kernel<E, D><<<grid, NT, PrepSmem<E, D>::total, st>>>(a);
   CKL("delta_prep_kernel");
@@ -1476,9 +1834,20 @@ template <typename E, int D>
 static void delta_backward_t(const DeltaArgs& a, cudaStream_t st) {
   delta_seq<E, D>(a, false, true, st);
   const dim3 grid(a.nc, 1, a.B * a.H);
-  set_smem<decltype(&delta_bwd_a_kernel<E, D>), DB2aSmem<E, D>::total>(delta_bwd_a_kernel<E, D>);
-  delta_bwd_a_kernel<E, D><<<grid, NT, DB2aSmem<E, D>::total, st>>>(a);
-  CKL("delta_bwd_a_kernel");
+  bool done = false;
+  if constexpr (std::is_same_v<E, bf16>) {
+    if (tuning.deltaPrep != 1) {
+      set_smem<decltype(&delta_bwd_a2_kernel<D>), DB2a2Smem<D>::total>(delta_bwd_a2_kernel<D>);
+      delta_bwd_a2_kernel<D><<<grid, NT2, DB2a2Smem<D>::total, st>>>(a);
+      CKL("delta_bwd_a2_kernel");
+      done = true;
+    }
+  }
+  if (!done) {
+    set_smem<decltype(&delta_bwd_a_kernel<E, D>), DB2aSmem<E, D>::total>(delta_bwd_a_kernel<E, D>);
+    delta_bwd_a_kernel<E, D><<<grid, NT, DB2aSmem<E, D>::total, st>>>(a);
+    CKL("delta_bwd_a_kernel");
+  }
   set_smem<decltype(&delta_bwd_b_kernel<E, D>), DB2bSmem<E, D>::total>(delta_bwd_b_kernel<E, D>);
   delta_bwd_b_kernel<E, D><<<grid, NT, DB2bSmem<E, D>::total, st>>>(a);
   CKL("delta_bwd_b_kernel");
