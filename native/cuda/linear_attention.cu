@@ -835,14 +835,16 @@ template <int D>
 struct Prep2Smem {
   static constexpr int L = D + 8, LF = C + PADF, LB = C + 8;
   static constexpr size_t qsz = static_cast<size_t>(C) * L * 2, f1sz = static_cast<size_t>(C) * LF * 4;
-  static constexpr size_t k = 0, v = k + qsz, q = v + qsz, f1 = q;
+  // A (f1) overlays q once the scores are in registers; X diag β (pb) overlays A after the
+  // substitution. 73 KB: 3 blocks per multiprocessor.
+  static constexpr size_t k = 0, v = k + qsz, q = v + qsz, f1 = q, pb = q;
   static constexpr size_t f2 = q + (qsz > f1sz ? qsz : f1sz);
-  static constexpr size_t pb = f2 + f1sz, tmp = pb + static_cast<size_t>(C) * LB * 2;
+  static constexpr size_t tmp = f2 + f1sz;
   static constexpr size_t bet = tmp + 3 * 256 * 4, total = bet + C * 4;
 };
 
 template <int D>
-__global__ void __launch_bounds__(NT2, 2) delta_prep2_kernel(DeltaArgs a) {
+__global__ void __launch_bounds__(NT2, 3) delta_prep2_kernel(DeltaArgs a) {
   using S = Prep2Smem<D>;
   constexpr int L = S::L, LF = S::LF, LB = S::LB, ND = D / 8;
   extern __shared__ __align__(128) unsigned char sm[];
@@ -907,24 +909,37 @@ __global__ void __launch_bounds__(NT2, 2) delta_prep2_kernel(DeltaArgs a) {
     }
   for (int i = tid; i < C * C; i += NT2) F2[(i / C) * LF + i % C] = 0.f;
   __syncthreads();
-  // X = (I + A)^{-1}: the four 16×16 diagonal blocks by substitution (a thread per column), then
-  // the blocks below them, block row by block row (as delta_prep_kernel).
+  // X = (I + A)^{-1}: the four 16×16 diagonal blocks by substitution (a thread per column, the
+  // column in registers: entries above the diagonal come out 0), then the blocks below them,
+  // block row by block row.
   if (tid < 64) {
     const int blk = tid >> 4, cl = tid & 15, cc = blk * 16 + cl;
-    for (int r = cl; r < 16; r++) {
-      const int i = blk * 16 + r;
-      float x = r == cl ? 1.f : 0.f;
-      for (int j = cl; j < r; j++) x -= F1[i * LF + blk * 16 + j] * F2[(blk * 16 + j) * LF + cc];
-      F2[i * LF + cc] = x;
+    float x[16];
+#pragma unroll
+    for (int r = 0; r < 16; r++) {
+      const float* arow = F1 + (blk * 16 + r) * LF + blk * 16;
+      float s = r == cl ? 1.f : 0.f;
+#pragma unroll
+      for (int j = 0; j < r; j++) s -= arow[j] * x[j];
+      x[r] = s;
     }
+#pragma unroll
+    for (int r = 0; r < 16; r++) F2[(blk * 16 + r) * LF + cc] = x[r];
   }
   __syncthreads();
   for (int ib = 1; ib < 4; ib++) {
     for (int idx = tid; idx < ib * 256; idx += NT2) {
       const int jb = idx >> 8, rr = (idx >> 4) & 15, cc = idx & 15;
-      float s = 0.f;
-      for (int m = jb * 16; m < ib * 16; m++) s += F1[(ib * 16 + rr) * LF + m] * F2[m * LF + jb * 16 + cc];
-      Tmp[idx] = s;
+      const float* arow = F1 + (ib * 16 + rr) * LF;
+      float s0 = 0.f, s1 = 0.f;
+      for (int mb = jb; mb < ib; mb++) {
+#pragma unroll
+        for (int l = 0; l < 16; l += 2) {
+          s0 += arow[mb * 16 + l] * F2[(mb * 16 + l) * LF + jb * 16 + cc];
+          s1 += arow[mb * 16 + l + 1] * F2[(mb * 16 + l + 1) * LF + jb * 16 + cc];
+        }
+      }
+      Tmp[idx] = s0 + s1;
     }
     __syncthreads();
     for (int idx = tid; idx < ib * 256; idx += NT2) {
@@ -1756,6 +1771,274 @@ __global__ void __launch_bounds__(NT) delta_bwd_b_kernel(DeltaArgs a) {
   if (tid < C && t0 + tid < T) a.dbeta[(static_cast<int64_t>(b) * T + t0 + tid) * H + h] = dbs[tid];
 }
 
+// bf16 version of delta_bwd_b_kernel with register-resident products (4 warps; warp w owns chunk
+// rows [16w, 16w+16)): dX rows (β-scaled) → shared; dKβ, dVβ in registers (dV stored, dK
+// accumulated in registers with dK₁ and β ⊙ dKβ); Y = Xᵀ dX → shared; Z = Y Xᵀ, dA and D = diag(β) dA
+// in registers (D K from registers, D → shared for Dᵀ K); dβ row sums through quad shuffles.
+template <int D>
+struct DB2b2Smem {
+  static constexpr int L = D + 8, LB = C + 8;
+  static constexpr size_t tile = static_cast<size_t>(C) * L * 2, sq = static_cast<size_t>(C) * LB * 2;
+  static constexpr size_t k = 0, v = k + tile, dw = v + tile, du = dw + tile, x = du + tile;
+  static constexpr size_t e = x + sq, y = e + sq, bet = y + sq, total = bet + C * 4;
+};
+
+template <int D>
+__global__ void __launch_bounds__(NT2, 2) delta_bwd_b2_kernel(DeltaArgs a) {
+  using S = DB2b2Smem<D>;
+  constexpr int L = S::L, LB = S::LB, ND = D / 8;
+  extern __shared__ __align__(128) unsigned char sm[];
+  bf16* Ks = reinterpret_cast<bf16*>(sm + S::k);
+  bf16* Vs = reinterpret_cast<bf16*>(sm + S::v);
+  bf16* dWs = reinterpret_cast<bf16*>(sm + S::dw);
+  bf16* dUs = reinterpret_cast<bf16*>(sm + S::du);
+  bf16* Xs = reinterpret_cast<bf16*>(sm + S::x);
+  bf16* Es = reinterpret_cast<bf16*>(sm + S::e);  // dX diag β, later D = diag(β) dA
+  bf16* Ys = reinterpret_cast<bf16*>(sm + S::y);
+  float* bet = reinterpret_cast<float*>(sm + S::bet);
+  const int ch = blockIdx.x, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const int T = a.T, H = a.H, t0 = ch * C, r0 = warp * 16;
+  load_rows<bf16, C, D, NT2>(Ks, L, static_cast<const bf16*>(a.k), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, D, NT2>(Vs, L, static_cast<const bf16*>(a.v), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, D, NT2>(dWs, L, static_cast<const bf16*>(a.dW), b, T, H, D, h, t0, false, 0);
+  load_rows<bf16, C, D, NT2>(dUs, L, static_cast<const bf16*>(a.dU), b, T, H, D, h, t0, false, 0);
+  const bf16* xg = static_cast<const bf16*>(a.X) + (static_cast<int64_t>(bh) * a.nc + ch) * C * C;
+  for (int x = tid; x < C * C / 8; x += NT2) cp_async16(Xs + (x / 8) * LB + (x % 8) * 8, xg + x * 8);
+  cp_async_commit();
+  if (tid < C) bet[tid] = t0 + tid < T ? a.beta[(static_cast<int64_t>(b) * T + t0 + tid) * H + h] : 0.f;
+  cp_async_wait_all();
+  __syncthreads();
+  const int ra = r0 + g, rb = r0 + g + 8;
+  const bool oka = t0 + ra < T, okb = t0 + rb < T;
+  const float ba = bet[ra], bb = bet[rb];
+  float dba = 0.f, dbb = 0.f;  // this thread's parts of dβ for rows ra, rb
+  auto zero8 = [](float (&R)[8][4]) {
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) R[nb][0] = R[nb][1] = R[nb][2] = R[nb][3] = 0.f;
+  };
+  {
+    // dX rows = (dW Kᵀ + dU Vᵀ) diag β → Es.
+    float X[8][4];
+    zero8(X);
+#pragma unroll
+    for (int kk = 0; kk < D; kk += 16) {
+      unsigned aw[4], au[4];
+      frag_a<false>(aw, dWs, L, r0, kk, lane);
+      frag_a<false>(au, dUs, L, r0, kk, lane);
+#pragma unroll
+      for (int n0 = 0; n0 < C; n0 += 16) {
+        unsigned bk[4], bv[4];
+        frag_b<true>(bk, Ks, L, kk, n0, lane);
+        frag_b<true>(bv, Vs, L, kk, n0, lane);
+        mma16816(X[n0 / 8], aw, bk[0], bk[1]);
+        mma16816(X[n0 / 8 + 1], aw, bk[2], bk[3]);
+        mma16816(X[n0 / 8], au, bv[0], bv[1]);
+        mma16816(X[n0 / 8 + 1], au, bv[2], bv[3]);
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+      const int c = nb * 8 + t2;
+      const float b0 = bet[c], b1 = bet[c + 1];
+      *reinterpret_cast<unsigned*>(Es + ra * LB + c) = pack_bf16(X[nb][0] * b0, X[nb][1] * b1);
+      *reinterpret_cast<unsigned*>(Es + rb * LB + c) = pack_bf16(X[nb][2] * b0, X[nb][3] * b1);
+    }
+  }
+  // dK = dK₁ + β ⊙ (Xᵀ dW) (+ D K + Dᵀ K below); dV = β ⊙ (Xᵀ dU); their row dots enter dβ.
+  float dK[ND][4];
+#pragma unroll
+  for (int nb = 0; nb < ND; nb++) {
+    const int c = nb * 8 + t2;
+    const float* pa = a.dKp + ((static_cast<int64_t>(b) * T + t0 + ra) * H + h) * D + c;
+    const float* pb = a.dKp + ((static_cast<int64_t>(b) * T + t0 + rb) * H + h) * D + c;
+    const float2 x = oka ? *reinterpret_cast<const float2*>(pa) : make_float2(0.f, 0.f);
+    const float2 y = okb ? *reinterpret_cast<const float2*>(pb) : make_float2(0.f, 0.f);
+    dK[nb][0] = x.x;
+    dK[nb][1] = x.y;
+    dK[nb][2] = y.x;
+    dK[nb][3] = y.y;
+  }
+#pragma unroll
+  for (int pass = 0; pass < 2; pass++) {
+    const bf16* Bs = pass == 0 ? dWs : dUs;
+    const bf16* Rs = pass == 0 ? Ks : Vs;
+    float R[ND][4];
+#pragma unroll
+    for (int nb = 0; nb < ND; nb++) R[nb][0] = R[nb][1] = R[nb][2] = R[nb][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < C; kk += 16) {
+      if (kk >= r0) {
+        unsigned ax[4];
+        frag_a<true>(ax, Xs, LB, r0, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < D; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Bs, L, kk, n0, lane);
+          mma16816(R[n0 / 8], ax, bf[0], bf[1]);
+          mma16816(R[n0 / 8 + 1], ax, bf[2], bf[3]);
+        }
+      }
+    }
+    bf16* dvg = static_cast<bf16*>(a.dv);
+#pragma unroll
+    for (int nb = 0; nb < ND; nb++) {
+      const int c = nb * 8 + t2;
+      const __nv_bfloat162 ka = *reinterpret_cast<const __nv_bfloat162*>(Rs + ra * L + c);
+      const __nv_bfloat162 kb = *reinterpret_cast<const __nv_bfloat162*>(Rs + rb * L + c);
+      dba += __low2float(ka) * R[nb][0] + __high2float(ka) * R[nb][1];
+      dbb += __low2float(kb) * R[nb][2] + __high2float(kb) * R[nb][3];
+      if (pass == 0) {
+        dK[nb][0] += ba * R[nb][0];
+        dK[nb][1] += ba * R[nb][1];
+        dK[nb][2] += bb * R[nb][2];
+        dK[nb][3] += bb * R[nb][3];
+      } else {
+        if (oka)
+          *reinterpret_cast<unsigned*>(dvg + ((static_cast<int64_t>(b) * T + t0 + ra) * H + h) * D + c) =
+              pack_bf16(ba * R[nb][0], ba * R[nb][1]);
+        if (okb)
+          *reinterpret_cast<unsigned*>(dvg + ((static_cast<int64_t>(b) * T + t0 + rb) * H + h) * D + c) =
+              pack_bf16(bb * R[nb][2], bb * R[nb][3]);
+      }
+    }
+  }
+  __syncthreads();  // Es (dX) complete
+  {
+    // Y rows = Xᵀ dX → Ys.
+    float Y[8][4];
+    zero8(Y);
+#pragma unroll
+    for (int kk = 0; kk < C; kk += 16) {
+      if (kk >= r0) {
+        unsigned ax[4];
+        frag_a<true>(ax, Xs, LB, r0, kk, lane);
+#pragma unroll
+        for (int n0 = 0; n0 < C; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Es, LB, kk, n0, lane);
+          mma16816(Y[n0 / 8], ax, bf[0], bf[1]);
+          mma16816(Y[n0 / 8 + 1], ax, bf[2], bf[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+      const int c = nb * 8 + t2;
+      *reinterpret_cast<unsigned*>(Ys + ra * LB + c) = pack_bf16(Y[nb][0], Y[nb][1]);
+      *reinterpret_cast<unsigned*>(Ys + rb * LB + c) = pack_bf16(Y[nb][2], Y[nb][3]);
+    }
+  }
+  __syncthreads();  // Ys complete; Es (dX) dead
+  {
+    // Z rows = Y Xᵀ; dA = −Z ⊙ strictlyLower; D = diag(β) dA; K Kᵀ rows for dβ.
+    float Z[8][4];
+    zero8(Z);
+#pragma unroll
+    for (int kk = 0; kk < C; kk += 16) {
+      unsigned ay[4];
+      frag_a<false>(ay, Ys, LB, r0, kk, lane);
+#pragma unroll
+      for (int n0 = 0; n0 < C; n0 += 16) {
+        if (n0 <= r0) {
+          unsigned bf[4];
+          frag_b<true>(bf, Xs, LB, kk, n0, lane);
+          mma16816(Z[n0 / 8], ay, bf[0], bf[1]);
+          mma16816(Z[n0 / 8 + 1], ay, bf[2], bf[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+      const int c = nb * 8 + t2;
+      Z[nb][0] = ra > c ? -Z[nb][0] : 0.f;
+      Z[nb][1] = ra > c + 1 ? -Z[nb][1] : 0.f;
+      Z[nb][2] = rb > c ? -Z[nb][2] : 0.f;
+      Z[nb][3] = rb > c + 1 ? -Z[nb][3] : 0.f;
+    }
+    // Σ_j dA_ij (k_i · k_j), a 16-column block of K Kᵀ at a time.
+#pragma unroll
+    for (int n0 = 0; n0 < C; n0 += 16) {
+      if (n0 <= r0) {
+        float G[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int kk = 0; kk < D; kk += 16) {
+          unsigned ak[4], bf[4];
+          frag_a<false>(ak, Ks, L, r0, kk, lane);
+          frag_b<true>(bf, Ks, L, kk, n0, lane);
+          mma16816(G[0], ak, bf[0], bf[1]);
+          mma16816(G[1], ak, bf[2], bf[3]);
+        }
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+          dba += Z[n0 / 8 + j][0] * G[j][0] + Z[n0 / 8 + j][1] * G[j][1];
+          dbb += Z[n0 / 8 + j][2] * G[j][2] + Z[n0 / 8 + j][3] * G[j][3];
+        }
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < 8; nb++) {
+      const int c = nb * 8 + t2;
+      Z[nb][0] *= ba;
+      Z[nb][1] *= ba;
+      Z[nb][2] *= bb;
+      Z[nb][3] *= bb;
+      *reinterpret_cast<unsigned*>(Es + ra * LB + c) = pack_bf16(Z[nb][0], Z[nb][1]);
+      *reinterpret_cast<unsigned*>(Es + rb * LB + c) = pack_bf16(Z[nb][2], Z[nb][3]);
+    }
+    // dK += D K (D's rows from registers, columns j < row).
+#pragma unroll
+    for (int kk = 0; kk < C / 16; kk++) {
+      if (kk * 16 <= r0) {
+        unsigned pa[4] = {pack_bf16(Z[2 * kk][0], Z[2 * kk][1]), pack_bf16(Z[2 * kk][2], Z[2 * kk][3]),
+                          pack_bf16(Z[2 * kk + 1][0], Z[2 * kk + 1][1]), pack_bf16(Z[2 * kk + 1][2], Z[2 * kk + 1][3])};
+#pragma unroll
+        for (int n0 = 0; n0 < D; n0 += 16) {
+          unsigned bf[4];
+          frag_b<false>(bf, Ks, L, kk * 16, n0, lane);
+          mma16816(dK[n0 / 8], pa, bf[0], bf[1]);
+          mma16816(dK[n0 / 8 + 1], pa, bf[2], bf[3]);
+        }
+      }
+    }
+  }
+  __syncthreads();  // D complete in Es
+  // dK += Dᵀ K (rows j of Dᵀ: D[i][j] for i > j).
+#pragma unroll
+  for (int kk = 0; kk < C; kk += 16) {
+    if (kk >= r0) {
+      unsigned ad[4];
+      frag_a<true>(ad, Es, LB, r0, kk, lane);
+#pragma unroll
+      for (int n0 = 0; n0 < D; n0 += 16) {
+        unsigned bf[4];
+        frag_b<false>(bf, Ks, L, kk, n0, lane);
+        mma16816(dK[n0 / 8], ad, bf[0], bf[1]);
+        mma16816(dK[n0 / 8 + 1], ad, bf[2], bf[3]);
+      }
+    }
+  }
+  bf16* dkg = static_cast<bf16*>(a.dk);
+#pragma unroll
+  for (int nb = 0; nb < ND; nb++) {
+    const int c = nb * 8 + t2;
+    if (oka)
+      *reinterpret_cast<unsigned*>(dkg + ((static_cast<int64_t>(b) * T + t0 + ra) * H + h) * D + c) =
+          pack_bf16(dK[nb][0], dK[nb][1]);
+    if (okb)
+      *reinterpret_cast<unsigned*>(dkg + ((static_cast<int64_t>(b) * T + t0 + rb) * H + h) * D + c) =
+          pack_bf16(dK[nb][2], dK[nb][3]);
+  }
+  dba += __shfl_xor_sync(0xffffffffu, dba, 1);
+  dba += __shfl_xor_sync(0xffffffffu, dba, 2);
+  dbb += __shfl_xor_sync(0xffffffffu, dbb, 1);
+  dbb += __shfl_xor_sync(0xffffffffu, dbb, 2);
+  if ((lane & 3) == 0) {
+    if (oka) a.dbeta[(static_cast<int64_t>(b) * T + t0 + ra) * H + h] = dba;
+    if (okb) a.dbeta[(static_cast<int64_t>(b) * T + t0 + rb) * H + h] = dbb;
+  }
+}
+
 template <typename K, size_t SMEM>
 static void set_smem(K kernel) {
   CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(SMEM)));
@@ -1847,6 +2130,14 @@ static void delta_backward_t(const DeltaArgs& a, cudaStream_t st) {
     set_smem<decltype(&delta_bwd_a_kernel<E, D>), DB2aSmem<E, D>::total>(delta_bwd_a_kernel<E, D>);
     delta_bwd_a_kernel<E, D><<<grid, NT, DB2aSmem<E, D>::total, st>>>(a);
     CKL("delta_bwd_a_kernel");
+  }
+  if constexpr (std::is_same_v<E, bf16>) {
+    if (tuning.deltaPrep != 1) {
+      set_smem<decltype(&delta_bwd_b2_kernel<D>), DB2b2Smem<D>::total>(delta_bwd_b2_kernel<D>);
+      delta_bwd_b2_kernel<D><<<grid, NT2, DB2b2Smem<D>::total, st>>>(a);
+      CKL("delta_bwd_b2_kernel");
+      return;
+    }
   }
   set_smem<decltype(&delta_bwd_b_kernel<E, D>), DB2bSmem<E, D>::total>(delta_bwd_b_kernel<E, D>);
   delta_bwd_b_kernel<E, D><<<grid, NT, DB2bSmem<E, D>::total, st>>>(a);
