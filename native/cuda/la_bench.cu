@@ -505,7 +505,8 @@ static void run_bench(const std::vector<int>& Ts, bool variants) {
         vars.push_back({"bv16", {0, 0, 16, 1}});
         if (variants) {
           vars.push_back({"bv32", {0, 0, 32, 1}});
-          vars.push_back({"bv16 prep1", {0, 0, 16, 1, 1}});
+          vars.push_back({"bv16 prep1", {0, 0, 16, 1, 0, 1}});
+          vars.push_back({"bv16 fwd8", {0, 0, 16, 1, 8, 0}});
         }
       } else {
         vars.push_back({"bv64", {64, 0, 0, 1}});

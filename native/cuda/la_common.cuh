@@ -78,6 +78,12 @@ __device__ __forceinline__ void frag_b(unsigned (&b)[4], const bf16* B, int ldb,
   }
 }
 
+// B fragment of op(B) = B (stored [K][N]) for k0..k0+15 and one 8-column block n0.
+__device__ __forceinline__ void frag_b8(unsigned (&b)[2], const bf16* B, int ldb, int k0, int n0, int lane) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(B + (k0 + (lane & 15)) * ldb + n0));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(b[0]), "=r"(b[1]) : "r"(s));
+}
+
 // A warp's TM×16-row by 16-column output tile: c[i][nb][4] for row block i, column block nb.
 template <int TM>
 __device__ __forceinline__ void acc_load(float (&c)[TM][2][4], const float* Cm, int ldc, int m0, int n0,

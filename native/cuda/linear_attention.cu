@@ -831,6 +831,33 @@ __global__ void __launch_bounds__(NT) delta_prep_kernel(DeltaArgs a) {
 // A = β ⊙ strictlyLower(K Kᵀ) to shared memory for the float32 substitution, then
 // W = (X diag β) K and U = (X diag β) V from registers. q's tile is dead once the scores are
 // in registers, and A overlays it.
+// m16n8k16 fragments of float32 shared matrices split into bf16 hi and lo parts (x ≈ hi + lo).
+__device__ __forceinline__ void split_bf16(float x, float y, unsigned& hi, unsigned& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+  hi = *reinterpret_cast<const unsigned*>(&h);
+  lo = pack_bf16(x - __low2float(h), y - __high2float(h));
+}
+// A (row-major, ld) at rows m0.., columns k0..k0+15.
+__device__ __forceinline__ void frag_a_f32(unsigned (&hi)[4], unsigned (&lo)[4], const float* A, int ld, int m0, int k0,
+                                           int lane) {
+  const int g = lane >> 2, t2 = (lane & 3) * 2;
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    const float2 x = *reinterpret_cast<const float2*>(A + (m0 + g + (e & 1) * 8) * ld + k0 + t2 + (e >> 1) * 8);
+    split_bf16(x.x, x.y, hi[e], lo[e]);
+  }
+}
+// B stored [K][N] (row-major, ld) at rows k0..k0+15, columns n0..n0+7.
+__device__ __forceinline__ void frag_b_f32(unsigned (&hi)[2], unsigned (&lo)[2], const float* B, int ld, int k0, int n0,
+                                           int lane) {
+  const int g = lane >> 2, t2 = (lane & 3) * 2;
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    const int k = k0 + t2 + e * 8;
+    split_bf16(B[k * ld + n0 + g], B[(k + 1) * ld + n0 + g], hi[e], lo[e]);
+  }
+}
+
 template <int D>
 struct Prep2Smem {
   static constexpr int L = D + 8, LF = C + PADF, LB = C + 8;
@@ -839,8 +866,8 @@ struct Prep2Smem {
   // substitution. 73 KB: 3 blocks per multiprocessor.
   static constexpr size_t k = 0, v = k + qsz, q = v + qsz, f1 = q, pb = q;
   static constexpr size_t f2 = q + (qsz > f1sz ? qsz : f1sz);
-  static constexpr size_t tmp = f2 + f1sz;
-  static constexpr size_t bet = tmp + 3 * 256 * 4, total = bet + C * 4;
+  static constexpr size_t tmp = f2 + f1sz;  // 16 × 52 floats
+  static constexpr size_t bet = tmp + 16 * 52 * 4, total = bet + C * 4;
 };
 
 template <int D>
@@ -927,30 +954,56 @@ __global__ void __launch_bounds__(NT2, 3) delta_prep2_kernel(DeltaArgs a) {
     for (int r = 0; r < 16; r++) F2[(blk * 16 + r) * LF + cc] = x[r];
   }
   __syncthreads();
-  for (int ib = 1; ib < 4; ib++) {
-    for (int idx = tid; idx < ib * 256; idx += NT2) {
-      const int jb = idx >> 8, rr = (idx >> 4) & 15, cc = idx & 15;
-      const float* arow = F1 + (ib * 16 + rr) * LF;
-      float s0 = 0.f, s1 = 0.f;
-      for (int mb = jb; mb < ib; mb++) {
+  // Blocks below the diagonal, block row by block row, by warp 0 on the tensor cores in split
+  // bf16 (hi + lo, three products: close to float32): Tmp = A[ib, :ib] X[:ib, :ib], then
+  // X[ib, :ib] = −X[ib, ib] Tmp.
+  if (warp == 0) {
 #pragma unroll
-        for (int l = 0; l < 16; l += 2) {
-          s0 += arow[mb * 16 + l] * F2[(mb * 16 + l) * LF + jb * 16 + cc];
-          s1 += arow[mb * 16 + l + 1] * F2[(mb * 16 + l + 1) * LF + jb * 16 + cc];
+    for (int ib = 1; ib < 4; ib++) {
+      float acc[6][4];
+#pragma unroll
+      for (int nb = 0; nb < 6; nb++) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.f;
+#pragma unroll
+      for (int kb = 0; kb < ib; kb++) {
+        unsigned ah[4], al[4];
+        frag_a_f32(ah, al, F1, LF, ib * 16, kb * 16, lane);
+#pragma unroll
+        for (int nb = 0; nb < 2 * ib; nb++) {
+          if (nb * 8 < kb * 16 + 16) {
+            unsigned bh[2], bl[2];
+            frag_b_f32(bh, bl, F2, LF, kb * 16, nb * 8, lane);
+            mma16816(acc[nb], ah, bh[0], bh[1]);
+            mma16816(acc[nb], ah, bl[0], bl[1]);
+            mma16816(acc[nb], al, bh[0], bh[1]);
+          }
         }
       }
-      Tmp[idx] = s0 + s1;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < ib * 256; idx += NT2) {
-      const int jb = idx >> 8, rr = (idx >> 4) & 15, cc = idx & 15;
-      float s = 0.f;
 #pragma unroll
-      for (int l = 0; l < 16; l++) s += F2[(ib * 16 + rr) * LF + ib * 16 + l] * Tmp[jb * 256 + l * 16 + cc];
-      F2[(ib * 16 + rr) * LF + jb * 16 + cc] = -s;
+      for (int nb = 0; nb < 2 * ib; nb++) {
+        *reinterpret_cast<float2*>(Tmp + g * 52 + nb * 8 + t2) = make_float2(acc[nb][0], acc[nb][1]);
+        *reinterpret_cast<float2*>(Tmp + (g + 8) * 52 + nb * 8 + t2) = make_float2(acc[nb][2], acc[nb][3]);
+        acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.f;
+      }
+      __syncwarp();
+      unsigned ah[4], al[4];
+      frag_a_f32(ah, al, F2, LF, ib * 16, ib * 16, lane);
+#pragma unroll
+      for (int nb = 0; nb < 2 * ib; nb++) {
+        unsigned bh[2], bl[2];
+        frag_b_f32(bh, bl, Tmp, 52, 0, nb * 8, lane);
+        mma16816(acc[nb], ah, bh[0], bh[1]);
+        mma16816(acc[nb], ah, bl[0], bl[1]);
+        mma16816(acc[nb], al, bh[0], bh[1]);
+      }
+#pragma unroll
+      for (int nb = 0; nb < 2 * ib; nb++) {
+        *reinterpret_cast<float2*>(F2 + (ib * 16 + g) * LF + nb * 8 + t2) = make_float2(-acc[nb][0], -acc[nb][1]);
+        *reinterpret_cast<float2*>(F2 + (ib * 16 + g + 8) * LF + nb * 8 + t2) = make_float2(-acc[nb][2], -acc[nb][3]);
+      }
+      __syncwarp();
     }
-    __syncthreads();
   }
+  __syncthreads();
   // Pb = X diag(β) (bf16); X itself is kept for the backward.
   for (int i = tid; i < C * C / 2; i += NT2) {
     const int r = (2 * i) / C, cc = (2 * i) % C;
@@ -1149,18 +1202,20 @@ __global__ void __launch_bounds__(NT) delta_bwd_seq_kernel(DeltaArgs a) {
 // bf16 sequential delta kernels with register-resident state (what the benchmarks run; the
 // kernels above serve the float32 checking mode). 4 warps; warp w owns chunk rows [16w, 16w+16)
 // of U' (or dU') and state rows [D/4·w, D/4·(w+1)); two block barriers per chunk.
-template <int D, int BV>
+template <int D, int BV, bool BWD>
 struct DSeq2Smem {
-  static constexpr int L = D + 8, LB = C + 8, LV = BV + 8;
-  static constexpr size_t w = 0, q = w + C * L * 2, k = q + C * L * 2;
-  static constexpr size_t p = k + C * L * 2, u = p + C * LB * 2;
+  // LV: rows of 16 + 16 bytes (BV = 8: 48 bytes, conflict-free ldmatrix). q and P: backward only.
+  static constexpr int L = D + 8, LB = C + 8, LV = BV == 8 ? 24 : BV + 8;
+  static constexpr size_t w = 0, q = w + C * L * 2, k = q + (BWD ? C * L * 2 : 0);
+  static constexpr size_t p = k + C * L * 2, u = p + (BWD ? C * LB * 2 : 0);
   static constexpr size_t stage = u + C * LV * 2;
   static constexpr size_t sb = 2 * stage, ub = sb + D * LV * 2, total = ub + C * LV * 2;
 };
 
 template <int D, int BV, bool BWD, bool SAVE>
-__global__ void __launch_bounds__(NT2, 1) delta_seq2_kernel(DeltaArgs a) {
-  using S = DSeq2Smem<D, BV>;
+__global__ void __launch_bounds__(NT2, BV == 8 ? 2 : 1) delta_seq2_kernel(DeltaArgs a) {
+  static_assert(BV >= 16 || !BWD, "the backward runs dv tiles of 16 or 32");
+  using S = DSeq2Smem<D, BV, BWD>;
   constexpr int SR = D / 4, SMB = SR / 16, NB = BV / 8;
   extern __shared__ __align__(128) unsigned char sm[];
   bf16* const Sb = reinterpret_cast<bf16*>(sm + S::sb);
@@ -1232,18 +1287,36 @@ __global__ void __launch_bounds__(NT2, 1) delta_seq2_kernel(DeltaArgs a) {
     for (int nb = 0; nb < NB; nb++)
 #pragma unroll
       for (int e = 0; e < 4; e++) X[nb][e] = 0.f;
-    if (!BWD) {
-      // X = W S (rows r0).
+    if constexpr (!BWD && BV == 8) {
+      // X = W S (rows r0), two accumulator chains.
+      float X2[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int kk = 0; kk < D; kk += 16) {
-        unsigned aw[4];
+      for (int kk = 0; kk < D; kk += 32) {
+        unsigned aw[4], bf[2], aw2[4], bf2[2];
         frag_a<false>(aw, Ws, S::L, r0, kk, lane);
+        frag_b8(bf, Sb, S::LV, kk, 0, lane);
+        frag_a<false>(aw2, Ws, S::L, r0, kk + 16, lane);
+        frag_b8(bf2, Sb, S::LV, kk + 16, 0, lane);
+        mma16816(X[0], aw, bf[0], bf[1]);
+        mma16816(X2, aw2, bf2[0], bf2[1]);
+      }
 #pragma unroll
-        for (int n0 = 0; n0 < BV; n0 += 16) {
-          unsigned bf[4];
-          frag_b<false>(bf, Sb, S::LV, kk, n0, lane);
-          mma16816(X[n0 / 8], aw, bf[0], bf[1]);
-          mma16816(X[n0 / 8 + 1], aw, bf[2], bf[3]);
+      for (int e = 0; e < 4; e++) X[0][e] += X2[e];
+    }
+    if constexpr (!BWD) {
+      // X = W S (rows r0).
+      if constexpr (BV >= 16) {
+#pragma unroll
+        for (int kk = 0; kk < D; kk += 16) {
+          unsigned aw[4];
+          frag_a<false>(aw, Ws, S::L, r0, kk, lane);
+#pragma unroll
+          for (int n0 = 0; n0 < BV; n0 += 16) {
+            unsigned bf[4];
+            frag_b<false>(bf, Sb, S::LV, kk, n0, lane);
+            mma16816(X[n0 / 8], aw, bf[0], bf[1]);
+            mma16816(X[n0 / 8 + 1], aw, bf[2], bf[3]);
+          }
         }
       }
       // U' = U − W S → Ub (bf16) and, with SAVE, v_new.
@@ -1303,6 +1376,20 @@ __global__ void __launch_bounds__(NT2, 1) delta_seq2_kernel(DeltaArgs a) {
     }
     __syncthreads();  // (B): Ub complete; every warp is done reading Sb
     // State: S += Kᵀ U' (forward) or dS += Qᵀ dO + Wᵀ (−dU') (backward).
+    if constexpr (BV == 8) {
+#pragma unroll
+      for (int kk = 0; kk < C; kk += 16) {
+        unsigned bu[2];
+        frag_b8(bu, Ub, S::LV, kk, 0, lane);
+#pragma unroll
+        for (int mb = 0; mb < SMB; mb++) {
+          unsigned a1[4];
+          frag_a<true>(a1, Ks, S::L, s0 + mb * 16, kk, lane);
+          mma16816(Sr[mb][0], a1, bu[0], bu[1]);
+        }
+      }
+    }
+    if constexpr (BV >= 16) {
 #pragma unroll
     for (int kk = 0; kk < C; kk += 16) {
       unsigned bu[NB / 2][4], bo[NB / 2][4];
@@ -1330,6 +1417,7 @@ __global__ void __launch_bounds__(NT2, 1) delta_seq2_kernel(DeltaArgs a) {
           }
         }
       }
+    }
     }
     if (i + 1 < nc) write_state((SAVE || BWD) ? chunk_at(i + 1) : -1);
   }
@@ -2063,7 +2151,7 @@ static void delta_seq_launch(const DeltaArgs& a, bool save, bool bwd, cudaStream
 
 template <int D, int BV, bool BWD, bool SAVE>
 static void delta_seq2_launch(const DeltaArgs& a, cudaStream_t st) {
-  using S = DSeq2Smem<D, BV>;
+  using S = DSeq2Smem<D, BV, BWD>;
   set_smem<decltype(&delta_seq2_kernel<D, BV, BWD, SAVE>), S::total>(delta_seq2_kernel<D, BV, BWD, SAVE>);
   delta_seq2_kernel<D, BV, BWD, SAVE><<<dim3(D / BV, 1, a.B * a.H), NT2, S::total, st>>>(a);
   CKL("delta_seq2_kernel");
@@ -2072,7 +2160,7 @@ static void delta_seq2_launch(const DeltaArgs& a, cudaStream_t st) {
 template <int D, int BV>
 static void delta_seq2(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st) {
   if (bwd) {
-    delta_seq2_launch<D, BV, true, false>(a, st);
+    if constexpr (BV >= 16) delta_seq2_launch<D, BV, true, false>(a, st);
     return;
   }
   // The bf16 forward always keeps h and U' (its output kernel reads them).
@@ -2087,7 +2175,8 @@ template <typename E, int D>
 static void delta_seq(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st) {
   const int bv = tuning.deltaBV ? tuning.deltaBV : 16;
   if constexpr (std::is_same_v<E, bf16>) {
-    if (bv == 32) delta_seq2<D, 32>(a, save, bwd, st);
+    if (!bwd && (tuning.deltaFwdBV ? tuning.deltaFwdBV : 16) == 8) delta_seq2<D, 8>(a, save, bwd, st);
+    else if (bv == 32) delta_seq2<D, 32>(a, save, bwd, st);
     else delta_seq2<D, 16>(a, save, bwd, st);
     return;
   }
