@@ -43,7 +43,8 @@ struct Case {
   int B, T, H, dk, dv;
   int gate;  // 0 none, 1 per token, 2 per-head constant
   bool s0, dsf;
-  int segs = 0;  // tuning.chainSegs for this case (0: automatic); also splits the state pass by 4
+  int segs = 0;  // tuning.chainSegs for this case (0: automatic); also splits the state pass by 4;
+                 // delta: tuning.deltaPipe (the forward in this many pipelined pieces)
 };
 
 struct HostData {
@@ -300,8 +301,12 @@ static bool run_case(const Case& c, uint32_t seed) {
   p.s0 = c.s0 ? s0.f() : nullptr;
   Workspace ws;
   tuning = Tuning{};
-  tuning.chainSegs = c.segs;
-  if (c.segs) tuning.chainSplit = 4;
+  if (c.kind == Kind::Delta) {
+    if (c.segs) tuning.deltaPipe = c.segs;
+  } else {
+    tuning.chainSegs = c.segs;
+    if (c.segs) tuning.chainSplit = 4;
+  }
   try {
     forward(p, o.p, sT.f(), ws, true);
     backward(p, dO.p, c.dsf ? dSf.f() : nullptr, sT.f(), dq.p, dk_.p, dv_.p,
@@ -367,10 +372,14 @@ static int run_tests() {
       // two long segments: the state pass splits each into sub-segments
       {"bf16 linear T2048 H4 d128 seg2", Kind::Linear, Prec::BF16, 1, 2048, 4, 128, 128, 0, true, true, 2},
       {"bf16 scalar_gate/token T2000 seg2", Kind::ScalarGate, Prec::BF16, 1, 2000, 4, 128, 128, 1, true, true, 2},
+      // the delta forward in pipelined pieces (uneven: 31 chunks in 3 and 5 pieces)
+      {"bf16 delta T1990 H4 d128 pipe3", Kind::Delta, Prec::BF16, 1, 1990, 4, 128, 128, 0, true, true, 3},
+      {"bf16 delta B2 T1990 H2 d64 pipe5", Kind::Delta, Prec::BF16, 2, 1990, 2, 64, 64, 0, true, true, 5},
       // small cases for compute-sanitizer runs (LASP_CUDA_CASE=small)
       {"small bf16 linear T200 H2 d64", Kind::Linear, Prec::BF16, 1, 200, 2, 64, 64, 0, true, true},
       {"small bf16 scalar_gate/token T200", Kind::ScalarGate, Prec::BF16, 1, 200, 2, 64, 64, 1, true, true},
       {"small bf16 delta T200 H2 d64", Kind::Delta, Prec::BF16, 1, 200, 2, 64, 64, 0, true, true},
+      {"small bf16 delta T200 H2 d64 pipe2", Kind::Delta, Prec::BF16, 1, 200, 2, 64, 64, 0, true, true, 2},
   };
   int fails = 0;
   uint32_t seed = static_cast<uint32_t>(std::random_device{}());
@@ -505,8 +514,11 @@ static void run_bench(const std::vector<int>& Ts, bool variants) {
         vars.push_back({"bv16", {0, 0, 16, 1}});
         if (variants) {
           vars.push_back({"bv32", {0, 0, 32, 1}});
-          vars.push_back({"bv16 prep1", {0, 0, 16, 1, 0, 1}});
-          vars.push_back({"bv16 fwd8", {0, 0, 16, 1, 8, 0}});
+          vars.push_back({"bv16 prep1", {0, 0, 16, 1, 0, 1, 1}});
+          vars.push_back({"bv16 fwd8", {0, 0, 16, 1, 8, 1, 0}});
+          vars.push_back({"bv16 pipe2", {0, 0, 16, 1, 0, 2, 0}});
+          vars.push_back({"bv16 pipe4", {0, 0, 16, 1, 0, 4, 0}});
+          vars.push_back({"bv16 pipe8", {0, 0, 16, 1, 0, 8, 0}});
         }
       } else {
         vars.push_back({"bv64", {64, 0, 0, 1}});

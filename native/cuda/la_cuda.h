@@ -67,6 +67,7 @@ struct Tuning {
   int deltaBV = 0;     // dv tile of the delta sequential kernels (16 or 32)
   int chainSplit = 1;  // sub-segments per segment in the chain kernels' state-only pass
   int deltaFwdBV = 0;  // dv tile of the delta forward sequential kernel (8 or 16; 0: 16; 8 measured slower)
+  int deltaPipe = 1;   // delta bf16 forward in this many pipelined pieces (1: off)
   int deltaPrep = 0;   // delta bf16 prep and bwd_a kernels: 0 register-resident (*2), 1 the shared-tile ones
 };
 extern Tuning tuning;

@@ -42,7 +42,7 @@ Workspace::~Workspace() {
 }
 
 enum Slot {
-  kUseg = 0, kGseg, kPin, kDG, kW, kU, kP, kX, kH, kVnew, kDH, kDU, kDKp, kDW, kNumSlots
+  kUseg = 0, kGseg, kPin, kDG, kW, kU, kP, kX, kH, kVnew, kDH, kDU, kDKp, kDW, kMid, kNumSlots
 };
 
 static int num_sms() {
@@ -709,6 +709,7 @@ struct DeltaArgs {
   const void* v;
   const float* beta;
   int B, T, H, D, nc;
+  int cb, ce;  // chunk range [cb, ce) of the bf16 forward kernels (pipelined pieces)
   void* W;  // [B,T,H,D]
   void* U;  // [B,T,H,D]
   void* P;  // [B*H, nc, C, C]
@@ -885,7 +886,7 @@ __global__ void __launch_bounds__(NT2, 3) delta_prep2_kernel(DeltaArgs a) {
   bf16* Pb = reinterpret_cast<bf16*>(sm + S::pb);
   float* Tmp = reinterpret_cast<float*>(sm + S::tmp);
   float* bet = reinterpret_cast<float*>(sm + S::bet);
-  const int c = blockIdx.x, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int c = blockIdx.x + a.cb, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
   const int T = a.T, H = a.H, t0 = c * C, r0 = warp * 16;
   load_rows<bf16, C, D, NT2>(Ks, L, static_cast<const bf16*>(a.k), b, T, H, D, h, t0, false, 0);
@@ -1256,7 +1257,9 @@ __global__ void __launch_bounds__(NT2, BV == 8 ? 2 : 1) delta_seq2_kernel(DeltaA
         }
       }
   };
-  auto chunk_at = [&](int i) { return BWD ? nc - 1 - i : i; };
+  // The forward may run a piece [cb, ce) of the chunks (from the state a.s0 at chunk cb).
+  const int cbeg = BWD ? 0 : a.cb, ncl = BWD ? nc : a.ce - a.cb;
+  auto chunk_at = [&](int i) { return BWD ? nc - 1 - i : cbeg + i; };
   auto issue = [&](int i) {
     unsigned char* st = sm + (i & 1) * S::stage;
     const int ch = chunk_at(i), t0 = ch * C;
@@ -1273,7 +1276,7 @@ __global__ void __launch_bounds__(NT2, BV == 8 ? 2 : 1) delta_seq2_kernel(DeltaA
   };
   issue(0);
   write_state((SAVE || BWD) ? chunk_at(0) : -1);
-  for (int i = 0; i < nc; i++) {
+  for (int i = 0; i < ncl; i++) {
     const int ch = chunk_at(i), t0 = ch * C;
     unsigned char* st = sm + (i & 1) * S::stage;
     const bf16* Ws = reinterpret_cast<const bf16*>(st + S::w);
@@ -1283,7 +1286,7 @@ __global__ void __launch_bounds__(NT2, BV == 8 ? 2 : 1) delta_seq2_kernel(DeltaA
     const bf16* Us = reinterpret_cast<const bf16*>(st + S::u);  // U tile (forward) or dO tile (backward)
     cp_async_wait_all();
     __syncthreads();  // (A)
-    if (i + 1 < nc) issue(i + 1);
+    if (i + 1 < ncl) issue(i + 1);
     float X[NB][4];
 #pragma unroll
     for (int nb = 0; nb < NB; nb++)
@@ -1421,7 +1424,7 @@ __global__ void __launch_bounds__(NT2, BV == 8 ? 2 : 1) delta_seq2_kernel(DeltaA
       }
     }
     }
-    if (i + 1 < nc) write_state((SAVE || BWD) ? chunk_at(i + 1) : -1);
+    if (i + 1 < ncl) write_state((SAVE || BWD) ? chunk_at(i + 1) : -1);
   }
   float* fin = BWD ? a.dS0 : a.sFinal;
   if (fin) {
@@ -1447,7 +1450,7 @@ __global__ void __launch_bounds__(NT2) delta_out_kernel(DeltaArgs a) {
   bf16* Pb = Qs + C * L;
   bf16* Hs = Pb + C * LB;
   bf16* Us = Hs + D * LV;
-  const int c0 = blockIdx.x * BV, ch = blockIdx.y, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
+  const int c0 = blockIdx.x * BV, ch = blockIdx.y + a.cb, bh = blockIdx.z, b = bh / a.H, h = bh % a.H;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
   const int T = a.T, H = a.H, t0 = ch * C, r0 = warp * 16;
   const int64_t cb = static_cast<int64_t>(bh) * a.nc + ch;
@@ -2169,7 +2172,7 @@ static void delta_seq2(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st)
   delta_seq2_launch<D, BV, false, true>(a, st);
   constexpr size_t smem = (C * (D + 8) + C * (C + 8) + D * 72 + C * 72) * 2;
   set_smem<decltype(&delta_out_kernel<D>), smem>(delta_out_kernel<D>);
-  delta_out_kernel<D><<<dim3(D / 64, a.nc, a.B * a.H), NT2, smem, st>>>(a);
+  delta_out_kernel<D><<<dim3(D / 64, a.ce - a.cb, a.B * a.H), NT2, smem, st>>>(a);
   CKL("delta_out_kernel");
 }
 
@@ -2186,10 +2189,73 @@ static void delta_seq(const DeltaArgs& a, bool save, bool bwd, cudaStream_t st) 
   else delta_seq_launch<E, D, 16>(a, save, bwd, st);
 }
 
+// Side streams and events of the pipelined bf16 delta forward (created once, never destroyed).
+static cudaStream_t side_stream(int i) {
+  static cudaStream_t s[2] = {nullptr, nullptr};
+  if (!s[i]) CK(cudaStreamCreateWithFlags(&s[i], cudaStreamNonBlocking));
+  return s[i];
+}
+static cudaEvent_t pipe_event(int i) {
+  static cudaEvent_t e[64] = {};
+  if (!e[i]) CK(cudaEventCreateWithFlags(&e[i], cudaEventDisableTiming));
+  return e[i];
+}
+
+// Pipelined bf16 forward (tuning.deltaPipe = NP > 1 pieces of the chunks): prep of piece p+1
+// (side stream 0) and the output of piece p−1 (side stream 1) run beside the sequential kernel
+// of piece p (the caller's stream), which fills only 128 of 132 multiprocessors with 4 warps
+// each; the sequential pieces hand the state on through a workspace buffer.
+template <int D>
+static void delta_forward_pipe(DeltaArgs a, bool save, int NP, Workspace& ws, cudaStream_t st) {
+  const int nc = a.nc, BH = a.B * a.H;
+  const size_t sn = static_cast<size_t>(BH) * D * D;
+  float* mid = static_cast<float*>(ws.get(kMid, 2 * sn * 4));
+  const float* s0 = a.s0;
+  float* sFinal = a.sFinal;
+  cudaStream_t s1 = side_stream(0), s2 = side_stream(1);
+  CK(cudaEventRecord(pipe_event(0), st));
+  CK(cudaStreamWaitEvent(s1, pipe_event(0), 0));
+  CK(cudaStreamWaitEvent(s2, pipe_event(0), 0));
+  set_smem<decltype(&delta_prep2_kernel<D>), Prep2Smem<D>::total>(delta_prep2_kernel<D>);
+  for (int p = 0; p < NP; p++) {
+    DeltaArgs ap = a;
+    ap.cb = static_cast<int>(static_cast<int64_t>(nc) * p / NP);
+    ap.ce = static_cast<int>(static_cast<int64_t>(nc) * (p + 1) / NP);
+    if (ap.ce <= ap.cb) continue;
+    delta_prep2_kernel<D><<<dim3(ap.ce - ap.cb, 1, BH), NT2, Prep2Smem<D>::total, s1>>>(ap);
+    CKL("delta_prep2_kernel");
+    CK(cudaEventRecord(pipe_event(1 + p), s1));
+  }
+  constexpr size_t smem = (C * (D + 8) + C * (C + 8) + D * 72 + C * 72) * 2;
+  set_smem<decltype(&delta_out_kernel<D>), smem>(delta_out_kernel<D>);
+  for (int p = 0; p < NP; p++) {
+    DeltaArgs ap = a;
+    ap.cb = static_cast<int>(static_cast<int64_t>(nc) * p / NP);
+    ap.ce = static_cast<int>(static_cast<int64_t>(nc) * (p + 1) / NP);
+    if (ap.ce <= ap.cb) continue;
+    ap.s0 = p == 0 ? s0 : mid + ((p - 1) & 1) * sn;
+    ap.sFinal = p == NP - 1 ? sFinal : mid + (p & 1) * sn;
+    CK(cudaStreamWaitEvent(st, pipe_event(1 + p), 0));
+    delta_seq2_launch<D, 16, false, true>(ap, st);
+    CK(cudaEventRecord(pipe_event(1 + NP + p), st));
+    CK(cudaStreamWaitEvent(s2, pipe_event(1 + NP + p), 0));
+    delta_out_kernel<D><<<dim3(D / 64, ap.ce - ap.cb, BH), NT2, smem, s2>>>(ap);
+    CKL("delta_out_kernel");
+  }
+  CK(cudaEventRecord(pipe_event(1 + 2 * NP), s2));
+  CK(cudaStreamWaitEvent(st, pipe_event(1 + 2 * NP), 0));
+  (void)save;
+}
+
 template <typename E, int D>
-static void delta_forward_t(DeltaArgs a, bool save, cudaStream_t st) {
+static void delta_forward_t(DeltaArgs a, bool save, cudaStream_t st, Workspace& ws) {
   const dim3 grid(a.nc, 1, a.B * a.H);
   if constexpr (std::is_same_v<E, bf16>) {
+    const int np = std::min(tuning.deltaPipe, 16);
+    if (np > 1 && tuning.deltaPrep != 1 && (tuning.deltaBV == 0 || tuning.deltaBV == 16) && tuning.deltaFwdBV != 8) {
+      delta_forward_pipe<D>(a, save, np, ws, st);
+      return;
+    }
     if (tuning.deltaPrep != 1) {
       set_smem<decltype(&delta_prep2_kernel<D>), Prep2Smem<D>::total>(delta_prep2_kernel<D>);
       delta_prep2_kernel<D><<<grid, NT2, Prep2Smem<D>::total, st>>>(a);
@@ -2263,6 +2329,8 @@ static DeltaArgs delta_args(const Problem& p, Workspace& ws, bool save) {
   a.H = p.H;
   a.D = p.dk;
   a.nc = cdiv(p.T, C);
+  a.cb = 0;
+  a.ce = a.nc;
   const size_t es = esize(p), BH = static_cast<size_t>(p.B) * p.H;
   const size_t rows = static_cast<size_t>(p.B) * p.T * p.H * p.dk;
   const size_t cc = BH * a.nc * C * C, hh = BH * a.nc * p.dk * p.dv;
@@ -2289,9 +2357,9 @@ void forward(const Problem& p, void* o, float* sFinal, Workspace& ws, bool save,
     a.o = o;
     a.sFinal = sFinal;
     if (!save) a.X = nullptr;
-    if (f32) delta_forward_t<float, 64>(a, save, st);
-    else if (p.dk == 64) delta_forward_t<bf16, 64>(a, save, st);
-    else delta_forward_t<bf16, 128>(a, save, st);
+    if (f32) delta_forward_t<float, 64>(a, save, st, ws);
+    else if (p.dk == 64) delta_forward_t<bf16, 64>(a, save, st, ws);
+    else delta_forward_t<bf16, 128>(a, save, st, ws);
     return;
   }
   ChainArgs a{};
