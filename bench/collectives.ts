@@ -7,7 +7,8 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { StreamTransport } from '../worker/collectives/peer-clients.js';
 import { positiveInt } from '../cli/args.js';
 import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
@@ -49,6 +50,8 @@ export interface CollectivesBenchRow {
 export interface CollectivesBenchResult {
   workers: number;
   pieceBytes: number;
+  /** What carried the Stream calls. */
+  transport: StreamTransport;
   rows: CollectivesBenchRow[];
 }
 
@@ -150,7 +153,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
       if (progress)
         process.stderr.write(`collectives bench: ${size} B per rank: allGather ${fmt(allGatherMs)} ms, raw TCP ${fmt(tcpMs)} ms\n`);
     }
-    return { workers: W, pieceBytes: ready[0]!.pieceBytes, rows };
+    return { workers: W, pieceBytes: ready[0]!.pieceBytes, transport: endpoint.streamTransport ?? 'http2', rows };
   } finally {
     for (const l of links) {
       if (l.proc.connected) l.send({ type: 'exit' });
@@ -167,7 +170,7 @@ function formatBytes(n: number): string {
 }
 
 export function printCollectivesBench(r: CollectivesBenchResult): string {
-  const head = `AllGather between ${r.workers} processes on loopback (gRPC, pieces of ${formatBytes(r.pieceBytes)}) vs the same exchange over raw TCP; GB/s = bytes received per rank / time`;
+  const head = `AllGather between ${r.workers} processes on loopback (gRPC over ${r.transport}, pieces of ${formatBytes(r.pieceBytes)}) vs the same exchange over raw TCP; GB/s = bytes received per rank / time`;
   const table = formatTable(
     ['size per rank', 'allgather ms', 'allgather GB/s', 'raw TCP ms', 'raw TCP GB/s', 'ratio'],
     r.rows.map((x) => [formatBytes(x.bytes), fmt(x.allGatherMs), fmt(x.allGatherGBps), fmt(x.tcpMs), fmt(x.tcpGBps), fmt(x.ratio, 2)]),
@@ -195,14 +198,25 @@ export function registerCollectivesBench(bench: Command): void {
     .option('--iterations <n>', 'measured iterations per size (fewer for large sizes)', positiveInt('--iterations'), 21)
     .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
     .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
+    .addOption(new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js']).default('http2'))
     .option('--json', 'print one JSON object instead of a table')
-    .action(async (o: { workers: number; sizes: number[]; iterations: number; pieceBytes?: number; inFlight?: number; json?: boolean }) => {
-      const endpoint: PeerEndpointOptions = { timeoutMs: 60_000 };
-      if (o.pieceBytes !== undefined) endpoint.pieceBytes = o.pieceBytes;
-      if (o.inFlight !== undefined) endpoint.maxInFlight = o.inFlight;
-      const r = await runCollectivesBench({ workers: o.workers, sizes: o.sizes, iterations: o.iterations, endpoint });
-      process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printCollectivesBench(r)}\n`);
-    });
+    .action(
+      async (o: {
+        workers: number;
+        sizes: number[];
+        iterations: number;
+        pieceBytes?: number;
+        inFlight?: number;
+        transport: StreamTransport;
+        json?: boolean;
+      }) => {
+        const endpoint: PeerEndpointOptions = { timeoutMs: 60_000, streamTransport: o.transport };
+        if (o.pieceBytes !== undefined) endpoint.pieceBytes = o.pieceBytes;
+        if (o.inFlight !== undefined) endpoint.maxInFlight = o.inFlight;
+        const r = await runCollectivesBench({ workers: o.workers, sizes: o.sizes, iterations: o.iterations, endpoint });
+        process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printCollectivesBench(r)}\n`);
+      },
+    );
 }
 
 // ---- worker process side ----------------------------------------------------------------------
