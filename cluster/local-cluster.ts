@@ -26,6 +26,8 @@ export interface LocalClusterOptions {
   missesAllowed?: number;
   /** How long to wait for every worker to register. Default 20000 ms. */
   startTimeoutMs?: number;
+  /** Workers' --collective-timeout-ms: deadline of every collective op. Default: the worker's (30000 ms). */
+  collectiveTimeoutMs?: number;
   /** Workers' --drain-timeout-ms: how long a SIGTERMed worker waits for its job to release it. Default 0 (stop at once: stop() means the whole cluster goes). */
   drainTimeoutMs?: number;
   /** Further coordinator options (host is always 127.0.0.1). Default none. */
@@ -135,6 +137,7 @@ function spawnWorker(index: number, entry: string, coordinator: string, threads:
     '--exit-with-stdin',
     '--drain-timeout-ms',
     String(opts.drainTimeoutMs ?? 0),
+    ...(opts.collectiveTimeoutMs !== undefined ? ['--collective-timeout-ms', String(opts.collectiveTimeoutMs)] : []),
   ];
   const execArgv = withWorkerNodeFlags(opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== ''));
   const child = spawn(process.execPath, [...execArgv, ...args], {

@@ -1,4 +1,5 @@
 // `lasp worker`: runs one worker process until SIGTERM/SIGINT.
+import { positiveInt } from '../cli/args.js';
 import { WORKER_NODE_FLAGS } from '../cluster/worker-node-flags.js';
 import { startWorkerHttp } from './http-probes.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -20,6 +21,7 @@ interface WorkerCliOptions extends TlsFlagValues {
   httpPort?: number;
   httpHost?: string;
   drainTimeoutMs: number;
+  collectiveTimeoutMs: number;
   drain?: boolean;
   api?: string;
 }
@@ -76,6 +78,12 @@ export function workerCommand(): Command {
       120000,
     )
     .option(
+      '--collective-timeout-ms <ms>',
+      'deadline of every collective op: a peer that has not answered by then fails the step (raise it when ranks legitimately wait long on each other, e.g. contiguous softmax layers at long T)',
+      positiveInt('--collective-timeout-ms'),
+      30000,
+    )
+    .option(
       '--drain',
       "do not run a worker: ask the coordinator's HTTP API to drain the running worker --id (its job checkpoints after the current step and goes on without it; the worker exits)",
     )
@@ -108,6 +116,7 @@ export function workerCommand(): Command {
     const worker = await startWorker({
       coordinator,
       drainTimeoutMs: o.drainTimeoutMs,
+      collectiveTimeoutMs: o.collectiveTimeoutMs,
       host: o.host,
       bindHost: o.bindHost,
       port: o.port,

@@ -41,12 +41,16 @@ export function taskTypes(): string[] {
 /**
  * "echo": returns its config with the rank's place in the group. With `config.tensor` (an array of
  * numbers) it also returns tensor "echo" = tensor + rank; with `config.failOnRank` equal to the
- * rank it throws; with `config.sleepMs` it waits that long first (abortable).
+ * rank it throws; with `config.sleepMs` it waits that long first (abortable; only on rank
+ * `config.sleepOnRank` when that is given); with `config.allGather` the ranks then AllGather one
+ * float each (a collective whose deadline a sleeping rank can run out).
  */
-registerTask('echo', async ({ assignment, config, signal }) => {
-  const c = (config ?? {}) as { tensor?: unknown; failOnRank?: unknown; sleepMs?: unknown };
-  if (typeof c.sleepMs === 'number' && c.sleepMs > 0) await sleep(c.sleepMs, signal);
+registerTask('echo', async ({ comm, assignment, config, signal }) => {
+  const c = (config ?? {}) as { tensor?: unknown; failOnRank?: unknown; sleepMs?: unknown; sleepOnRank?: unknown; allGather?: unknown };
+  const sleeps = c.sleepOnRank === undefined || c.sleepOnRank === assignment.rank;
+  if (typeof c.sleepMs === 'number' && c.sleepMs > 0 && sleeps) await sleep(c.sleepMs, signal);
   if (c.failOnRank === assignment.rank) throw new Error(`echo: asked to fail on rank ${assignment.rank}`);
+  if (c.allGather === true) await comm.allGather({ step: 0, layer: 0, op: 'echo' }, new Uint8Array(4).fill(assignment.rank));
   const tensors: NamedTensor[] = [];
   if (c.tensor !== undefined) {
     if (!Array.isArray(c.tensor) || !c.tensor.every((x) => typeof x === 'number'))
