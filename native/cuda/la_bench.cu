@@ -522,6 +522,9 @@ static void run_bench(const std::vector<int>& Ts, bool variants) {
         }
       } else {
         vars.push_back({"bv64", {64, 0, 0, 1}});
+        vars.push_back({"bv64 parF", {64, 0, 0, 1, 0, 1, 0, 1}});
+        vars.push_back({"bv64 parFB", {64, 0, 0, 1, 0, 1, 0, 3}});
+        if (kind == Kind::ScalarGate) vars.push_back({"bv64 noclosed", {64, 0, 0, 1, 0, 1, 0, 0, 0}});
         if (variants) {
           vars.push_back({"bv32", {32, 0, 0, 1}});
           vars.push_back({"bv64 split4", {64, 0, 0, 4}});

@@ -69,6 +69,9 @@ struct Tuning {
   int deltaFwdBV = 0;  // dv tile of the delta forward sequential kernel (8 or 16; 0: 16; 8 measured slower)
   int deltaPipe = 1;   // delta bf16 forward in this many pipelined pieces (1: off)
   int deltaPrep = 0;   // delta bf16 prep and bwd_a kernels: 0 register-resident (*2), 1 the shared-tile ones
+  int chainPar = 0;    // linear/scalar_gate bf16: chunk-parallel output pass (bit 0 forward, bit 1 backward;
+                       // 0: the output pass along each segment)
+  int chainClosed = 0;  // scalar_gate, constant decay: in-chunk decay from a table e^{(i−j)γ} (measured slower; breaks dgconst)
 };
 extern Tuning tuning;
 

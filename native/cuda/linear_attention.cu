@@ -42,7 +42,7 @@ Workspace::~Workspace() {
 }
 
 enum Slot {
-  kUseg = 0, kGseg, kPin, kDG, kW, kU, kP, kX, kH, kVnew, kDH, kDU, kDKp, kDW, kMid, kNumSlots
+  kUseg = 0, kGseg, kPin, kDG, kW, kU, kP, kX, kH, kVnew, kDH, kDU, kDKp, kDW, kMid, kLc, kNumSlots
 };
 
 static int num_sms() {
@@ -81,6 +81,15 @@ struct ChainArgs {
   const void* dotsrc;  // optional [B,T,H,DV]: dotdst[b,t,h] += dotsign · <o_t, dotsrc_t>
   float* dotdst;
   float dotsign;
+  // Chunk-parallel output (tuning.chainPar): the state pass (MODE 2) also writes every chunk's
+  // starting state from zero at its segment's start, Lc (bf16), and its log decay since the
+  // segment's start, Gpre; the output pass (MODE 3, one block per chunk) starts from
+  // Lc + e^{Gpre} P_seg. cps: chunks per segment of the state pass; nc: chunks.
+  bf16* Lc;
+  float* Gpre;
+  int cps, nc;
+  int par;     // host side: use the chunk-parallel output pass
+  int closed;  // constant decay: the in-chunk decay Γ_ij = e^{(i−j)γ} from a table (tuning.chainClosed)
 };
 
 __device__ __forceinline__ float chain_gate(const ChainArgs& a, int b, int h, int t) {
@@ -258,15 +267,15 @@ __global__ void __launch_bounds__(NT) chain_kernel(ChainArgs a) {
 // Two block barriers per chunk; the next chunk's q, k, v and gates load while this one computes.
 constexpr int NT2 = 128;
 
-template <int DK, int BV, bool OUT>
+template <int DK, int BV, bool OUT, int NBUF = 2>
 struct Chain2Smem {
   static constexpr int LQ = DK + 8, LV = BV + 8;
   static constexpr size_t q = 0;
-  static constexpr size_t k = q + (OUT ? 2 * C * LQ * 2 : 0);
-  static constexpr size_t v = k + 2 * C * LQ * 2;
-  static constexpr size_t sb = v + 2 * C * LV * 2;
+  static constexpr size_t k = q + (OUT ? NBUF * C * LQ * 2 : 0);
+  static constexpr size_t v = k + NBUF * C * LQ * 2;
+  static constexpr size_t sb = v + NBUF * C * LV * 2;
   static constexpr size_t gc = sb + (OUT ? DK * LV * 2 : 0);
-  static constexpr size_t eg = gc + 2 * C * 4, ek = eg + 2 * C * 4, total = ek + 2 * C * 4;
+  static constexpr size_t eg = gc + 2 * C * 4, ek = eg + 2 * C * 4, ed = ek + 2 * C * 4, total = ed + C * 4;
 };
 
 __device__ __forceinline__ unsigned pack_bf16(float a, float b) {
@@ -278,9 +287,13 @@ __device__ __forceinline__ unsigned scale_bf16x2(unsigned x, float a, float b) {
   return pack_bf16(__low2float(h) * a, __high2float(h) * b);
 }
 
-template <int DK, int BV, bool OUT>
-__global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
-  using S = Chain2Smem<DK, BV, OUT>;
+// MODE 0: state only (segment end states from zero); 1: output pass along the segment (OUT);
+// 2: as 0, also writing every chunk's starting state (Lc, Gpre); 3: output of one chunk
+// (blockIdx.y = chunk) from Lc + e^{Gpre} P_seg, no state update (chunk-parallel output).
+template <int DK, int BV, int MODE>
+__global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArgs a) {
+  constexpr bool OUT = MODE == 1 || MODE == 3;
+  using S = Chain2Smem<DK, BV, OUT, MODE == 3 ? 1 : 2>;
   constexpr int SR = DK / 4, SMB = SR / 16, NB = BV / 8;
   extern __shared__ __align__(128) unsigned char sm[];
   bf16* const Qs0 = reinterpret_cast<bf16*>(sm + S::q);
@@ -290,6 +303,7 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
   float* const Gc0 = reinterpret_cast<float*>(sm + S::gc);
   float* const eG0 = reinterpret_cast<float*>(sm + S::eg);
   float* const eK0 = reinterpret_cast<float*>(sm + S::ek);
+  float* const Ed = reinterpret_cast<float*>(sm + S::ed);
 
   const int tile = blockIdx.x, seg = blockIdx.y, bh = blockIdx.z;
   const int b = bh / a.H, h = bh % a.H, c0 = tile * BV;
@@ -305,18 +319,23 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
   const int64_t pbase = (static_cast<int64_t>(bh) * a.pinSegs + static_cast<int64_t>(seg) * a.pinStep) * DK * DVd;
   const int s0 = warp * SR;  // this warp's state rows
   const int r0 = warp * 16;  // this warp's query rows
+  const bool closed = OUT && a.gconst && a.closed;
+  // Constant decay γ: Γ_ij = e^{(i−j)γ} for 0 ≤ i−j < C (read after the first barrier).
+  if (closed && tid < C) Ed[tid] = __expf(static_cast<float>(tid) * a.gconst[h]);
 
   // State registers: rows s0 + 16·mb + g (+8), columns 8·nb + t2 (+1).
   float Sr[SMB][NB][4];
+  if constexpr (MODE != 3) {
 #pragma unroll
-  for (int mb = 0; mb < SMB; mb++)
+    for (int mb = 0; mb < SMB; mb++)
 #pragma unroll
-    for (int nb = 0; nb < NB; nb++)
+      for (int nb = 0; nb < NB; nb++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
-        Sr[mb][nb][e] = a.Pin ? a.Pin[pbase + static_cast<int64_t>(r) * DVd + c0 + c] : 0.f;
-      }
+        for (int e = 0; e < 4; e++) {
+          const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
+          Sr[mb][nb][e] = a.Pin ? a.Pin[pbase + static_cast<int64_t>(r) * DVd + c0 + c] : 0.f;
+        }
+  }
   auto write_sb = [&]() {
 #pragma unroll
     for (int mb = 0; mb < SMB; mb++)
@@ -327,7 +346,25 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
         *reinterpret_cast<unsigned*>(Sb + (r + 8) * S::LV + c) = pack_bf16(Sr[mb][nb][2], Sr[mb][nb][3]);
       }
   };
-  if (OUT) write_sb();
+  if constexpr (MODE == 1) write_sb();
+  if constexpr (MODE == 3) {
+    // This chunk's starting state: Lc + e^{Gpre} P (P: the state at its segment's start).
+    const int64_t cb = static_cast<int64_t>(bh) * a.nc + seg;
+    const bf16* L = a.Lc + cb * DK * DVd;
+    const float* P = a.Pin ? a.Pin + (static_cast<int64_t>(bh) * a.pinSegs + seg / a.cps) * DK * DVd : nullptr;
+    const float dec = P ? __expf(a.Gpre[cb]) : 0.f;
+    for (int i = tid; i < DK * BV / 2; i += NT2) {
+      const int r = i / (BV / 2), c = 2 * (i % (BV / 2));
+      const __nv_bfloat162 l2 = *reinterpret_cast<const __nv_bfloat162*>(L + static_cast<int64_t>(r) * DVd + c0 + c);
+      float x = __low2float(l2), y = __high2float(l2);
+      if (P) {
+        const float2 p2 = *reinterpret_cast<const float2*>(P + static_cast<int64_t>(r) * DVd + c0 + c);
+        x += dec * p2.x;
+        y += dec * p2.y;
+      }
+      *reinterpret_cast<unsigned*>(Sb + r * S::LV + c) = pack_bf16(x, y);
+    }
+  }
 
   auto issue = [&](int t0, int buf) {
     if (OUT) load_rows<bf16, C, DK, NT2>(Qs0 + buf * C * S::LQ, S::LQ, q, b, T, H, DK, h, t0, rev, 0);
@@ -438,7 +475,12 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
 #pragma unroll
       for (int nb = 0; nb < C / 8; nb++) {
         const int j0 = nb * 8 + t2, j1 = j0 + 1;
-        if (gated) {
+        if (closed) {
+          P[nb][0] = j0 <= ra ? P[nb][0] * Ed[(ra - j0) & (C - 1)] : 0.f;
+          P[nb][1] = j1 <= ra ? P[nb][1] * Ed[(ra - j1) & (C - 1)] : 0.f;
+          P[nb][2] = j0 <= rb ? P[nb][2] * Ed[(rb - j0) & (C - 1)] : 0.f;
+          P[nb][3] = j1 <= rb ? P[nb][3] * Ed[(rb - j1) & (C - 1)] : 0.f;
+        } else if (gated) {
           const float G0 = Gc[j0], G1 = Gc[j1];
           P[nb][0] = j0 <= ra ? P[nb][0] * __expf(Ga - G0) : 0.f;
           P[nb][1] = j1 <= ra ? P[nb][1] * __expf(Ga - G1) : 0.f;
@@ -494,6 +536,21 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
       }
       __syncthreads();  // (B): every warp is done reading the bf16 state
     }
+    if constexpr (MODE == 2) {
+      // This chunk's starting state (from zero at the segment's start) and its log decay.
+      const int64_t cb = static_cast<int64_t>(bh) * a.nc + t0 / C;
+      bf16* L = a.Lc + cb * DK * DVd;
+#pragma unroll
+      for (int mb = 0; mb < SMB; mb++)
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+          const int r = s0 + mb * 16 + g, c = c0 + nb * 8 + t2;
+          *reinterpret_cast<unsigned*>(L + static_cast<int64_t>(r) * DVd + c) = pack_bf16(Sr[mb][nb][0], Sr[mb][nb][1]);
+          *reinterpret_cast<unsigned*>(L + static_cast<int64_t>(r + 8) * DVd + c) = pack_bf16(Sr[mb][nb][2], Sr[mb][nb][3]);
+        }
+      if (tile == 0 && tid == 0) a.Gpre[cb] = gsum;
+    }
+    if constexpr (MODE == 3) break;
     // S ← e^{G_C} S + (e^{G_C − G} ⊙ K)ᵀ V, in registers.
     if (gated) {
       const float e = __expf(gC);
@@ -533,7 +590,7 @@ __global__ void __launch_bounds__(NT2, 2) chain2_kernel(ChainArgs a) {
         }
       }
     }
-    if (OUT) write_sb();
+    if constexpr (MODE == 1) write_sb();
     if (gated && warp == 0 && more) gate_scan(gn0, gn1, buf ^ 1);
     gsum += gC;
   }
@@ -574,17 +631,17 @@ __global__ void chain_scan(const float* Useg, const float* Gseg, float* Pout, co
   }
 }
 
-template <typename E, int DK, int BV, bool OUT>
+template <typename E, int DK, int BV, bool OUT, int MODE = OUT ? 1 : 0>
 static void launch_chain_kernel(const ChainArgs& a, int nt, cudaStream_t st) {
   static bool attr = false;
   if constexpr (std::is_same_v<E, bf16>) {
-    using S = Chain2Smem<DK, BV, OUT>;
+    using S = Chain2Smem<DK, BV, OUT, MODE == 3 ? 1 : 2>;
     if (!attr) {
-      CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(S::total)));
       attr = true;
     }
-    chain2_kernel<DK, BV, OUT><<<dim3(nt, a.nseg, a.B * a.H), NT2, S::total, st>>>(a);
+    chain2_kernel<DK, BV, MODE><<<dim3(nt, a.nseg, a.B * a.H), NT2, S::total, st>>>(a);
   } else {
     using S = ChainSmem<E, DK, BV, OUT>;
     if (!attr) {
@@ -608,6 +665,41 @@ static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Wor
   // waves ran 3–4% faster than 8 segments of 256 chunks).
   int nseg = tuning.chainSegs > 0 ? tuning.chainSegs : std::max({1, resident / (BH * nt), cdiv(nc, 64)});
   nseg = std::max(1, std::min(nseg, nc));
+  if constexpr (std::is_same_v<E, bf16>) {
+    if (a.par) {
+      // Chunk-parallel output: state pass (writing every chunk's starting state), scan, then one
+      // block per (dv tile, chunk, b·h) for the outputs.
+      a.cps = cdiv(nc, nseg);
+      a.seglen = a.cps * C;
+      a.nseg = cdiv(a.T, a.seglen);
+      a.nc = nc;
+      const size_t n = static_cast<size_t>(BH) * a.nseg * DK * a.DVd;
+      const size_t nl = static_cast<size_t>(BH) * nc * DK * a.DVd * 2, nlr = (nl + 255) / 256 * 256;
+      unsigned char* lc = static_cast<unsigned char*>(ws.get(kLc, nlr + static_cast<size_t>(BH) * nc * 4));
+      a.Lc = reinterpret_cast<bf16*>(lc);
+      a.Gpre = reinterpret_cast<float*>(lc + nlr);
+      a.Useg = static_cast<float*>(ws.get(kUseg, n * 4));
+      a.Gseg = static_cast<float*>(ws.get(kGseg, static_cast<size_t>(BH) * a.nseg * 4));
+      float* P = static_cast<float*>(ws.get(kPin, n * 4));
+      ChainArgs a1 = a;
+      a1.Pin = nullptr;
+      a1.pinSegs = a.nseg;
+      a1.pinStep = 0;
+      launch_chain_kernel<E, DK, BV, false, 2>(a1, nt, st);
+      chain_scan<<<dim3(cdiv(DK * a.DVd, 256), BH), 256, 0, st>>>(a.Useg, a.Gseg, P, s0, trans, fin, a.g,
+                                                                  a.gconst, a.rev, a.T, a.H, DK, a.DVd,
+                                                                  a.nseg);
+      CKL("chain_scan");
+      ChainArgs a3 = a;
+      a3.Pin = P;
+      a3.pinSegs = a.nseg;
+      a3.pinStep = 0;
+      a3.seglen = C;
+      a3.nseg = nc;
+      launch_chain_kernel<E, DK, BV, true, 3>(a3, nt, st);
+      return;
+    }
+  }
   // Optionally (tuning.chainSplit = F > 1) the state-only pass splits every segment into F
   // sub-segments and the scan yields a starting state at every sub-segment boundary. Measured on
   // the H200 with F = 4: no gain (docs/cuda.md), so off by default.
@@ -2374,6 +2466,8 @@ void forward(const Problem& p, void* o, float* sFinal, Workspace& ws, bool save,
   a.g = p.kind == Kind::ScalarGate ? p.g : nullptr;
   a.gconst = p.kind == Kind::ScalarGate && !p.g ? p.gconst : nullptr;
   a.o = o;
+  a.par = tuning.chainPar & 1;
+  a.closed = tuning.chainClosed;
   if (f32) chain_run<float>(a, p.s0, 0, sFinal, ws, st);
   else chain_run<bf16>(a, p.s0, 0, sFinal, ws, st);
 }
@@ -2432,6 +2526,8 @@ void backward(const Problem& p, const void* dO, const float* dSFinal, const floa
     a.dotsrc = dG ? dotsrc : nullptr;
     a.dotdst = dG && dotsrc ? dG : nullptr;
     a.dotsign = sign;
+    a.par = (tuning.chainPar >> 1) & 1;
+    a.closed = tuning.chainClosed;
     if (f32) chain_run<float>(a, s0, trans, fin, ws, st);
     else chain_run<bf16>(a, s0, trans, fin, ws, st);
   };
