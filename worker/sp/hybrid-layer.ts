@@ -8,7 +8,7 @@ import { kernels, type AttentionSpec, type Kind } from '../../native/kernels.js'
 import { ops, type ShortConvSpec } from '../../native/ops.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { tensor } from '../../model/backend.js';
-import { tag, type SpContext } from './lasp2.js';
+import { tag, timed, type SpContext } from './lasp2.js';
 import { lasp2SegBackward, lasp2SegForward } from './lasp2-segments.js';
 import { localRows, localSlice, makeLayout, ownSegments, type Layout, type LayoutName } from './layout.js';
 import { makeProblem, type ProblemConfig } from './random-problem.js';
@@ -104,14 +104,7 @@ async function segmentConv(ctx: SpContext, layout: Layout, x: Float32Array, w: F
   const rows = localRows(layout, comm.rank);
   const plan = haloPlan(comm, layout, rows, h, `a short convolution of size ${K}`);
   const seg = (a: Float32Array, off: number, n: number) => a.subarray(off * C, (off + n) * C);
-  const wait = async <T>(p: Promise<T>): Promise<T> => {
-    const t0 = performance.now();
-    try {
-      return await p;
-    } finally {
-      ctx.timing!.collectiveMs += performance.now() - t0;
-    }
-  };
+  const wait = <T>(p: Promise<T>): Promise<T> => timed(ctx, p);
   // Forward halos.
   const local = new Map<number, Float32Array>();
   const sends: Promise<void>[] = [];

@@ -3,7 +3,7 @@
 // in sequence order: each rank sends the summaries of all its segments in ONE AllGather message
 // (forward) and their state gradients in one (backward), and every rank folds all segments.
 import { kernels, summaryALength, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
-import { tag, stateSize, type SpContext } from './lasp2.js';
+import { tag, stateSize, timed, type SpContext } from './lasp2.js';
 import { ownSegments, type Layout } from './layout.js';
 import { pack, unpack } from './wire.js';
 
@@ -15,15 +15,6 @@ export interface SegForward {
   finalState: Float32Array;
   /** Compact A of every segment of the layout, in sequence order. */
   a: Float32Array[];
-}
-
-async function waited<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
-  const t0 = performance.now();
-  try {
-    return await p;
-  } finally {
-    if (ctx.timing) ctx.timing.collectiveMs += performance.now() - t0;
-  }
 }
 
 function check(ctx: SpContext, layout: Layout, specs: AttentionSpec[]) {
@@ -56,7 +47,7 @@ export async function lasp2SegForward(
     const x = await kernels.summary(s);
     mine.push(x.a, x.u);
   }
-  const parts = await waited(ctx, ctx.comm.allGather(tag(ctx, 'fwd.summary'), pack(mine)));
+  const parts = await timed(ctx, ctx.comm.allGather(tag(ctx, 'fwd.summary'), pack(mine)));
   // Every segment's summary, in sequence order.
   const summaries: { a: Float32Array; u: Float32Array }[] = new Array(layout.segments.length);
   for (const [r, p] of parts.entries()) {
@@ -94,7 +85,7 @@ export async function lasp2SegBackward(
   const n = stateSize(first);
   const mine: Float32Array[] = [];
   for (const [i, s] of specs.entries()) mine.push(await kernels.stateGrad(s, dO[i]!));
-  const parts = await waited(ctx, ctx.comm.allGather(tag(ctx, 'bwd.stategrad'), pack(mine)));
+  const parts = await timed(ctx, ctx.comm.allGather(tag(ctx, 'bwd.stategrad'), pack(mine)));
   const d: Float32Array[] = new Array(layout.segments.length);
   for (const [r, p] of parts.entries()) {
     const segs = ownSegments(layout, r);

@@ -36,7 +36,8 @@ export function tag(ctx: SpContext, op: string): CollectiveTag {
   return { step: ctx.step, layer: ctx.layer, op: ctx.scope ? op + ctx.scope : op };
 }
 
-async function timed<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
+/** Awaits `p`, adding the wait to ctx.timing.collectiveMs (when timing is on). */
+export async function timed<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
   const t0 = performance.now();
   try {
     return await p;

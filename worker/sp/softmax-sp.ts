@@ -17,7 +17,7 @@
 import { kernels, output, type SoftmaxSpec } from '../../native/kernels.js';
 import type { LocalQkv, SoftmaxContext, SoftmaxShape } from '../../model/backend.js';
 import type { Block } from './blocks.js';
-import { tag, type SpContext } from './lasp2.js';
+import { tag, timed, type SpContext } from './lasp2.js';
 import { ownSegments, type Layout } from './layout.js';
 import { concatF32, pack, unpack } from './wire.js';
 
@@ -54,15 +54,6 @@ export interface SoftmaxSpState extends SoftmaxContext {
 export interface HaloPlan {
   /** Own segments: index, local offset, rows, halo rows it receives and the rank it comes from. */
   segs: { index: number; offset: number; rows: number; halo: number; from: number; next: number | null; nextHalo: number }[];
-}
-
-async function waited<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
-  const t0 = performance.now();
-  try {
-    return await p;
-  } finally {
-    if (ctx.timing) ctx.timing.collectiveMs += performance.now() - t0;
-  }
 }
 
 function rowsOf(seqs: LocalQkv[], shape: SoftmaxShape): number {
@@ -162,7 +153,7 @@ async function fullForward(ctx: SpContext, layout: Layout | undefined, shape: So
   const pieces: { block: Block; k: Float32Array; v: Float32Array }[][] = seqs.map(() => []);
   let cursor = 0; // contiguous: the next global row
   for (const [j, blocks] of [...expect].sort((a, b) => a[0] - b[0])) {
-    const msg = await waited(ctx, comm.recv(t, j));
+    const msg = await timed(ctx, comm.recv(t, j));
     let bl: Block[];
     if (blocks) bl = blocks;
     else {
@@ -179,7 +170,7 @@ async function fullForward(ctx: SpContext, layout: Layout | undefined, shape: So
       for (const [i, block] of bl.entries())
         pieces[b]!.push({ block, k: parts[b * 2 * bl.length + i]!, v: parts[b * 2 * bl.length + bl.length + i]! });
   }
-  await waited(ctx, Promise.all(sends));
+  await timed(ctx, Promise.all(sends));
   if (!layout) own[0]!.block = { start: cursor, end: cursor + rows };
   const prefix = Math.max(...own.map((s) => s.block!.end));
   const calls: SegmentCall[][] = [];
@@ -286,7 +277,7 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
     out.push({ dq: dqs[b]!, dk: dkOwn, dv: dvOwn });
   }
   for (const [j, segs] of [...state.sent].sort((a, b) => a[0] - b[0])) {
-    const msg = await waited(ctx, comm.recv(t, j));
+    const msg = await timed(ctx, comm.recv(t, j));
     const lengths = out.flatMap(() => [...segs.map((g) => g.rows * H * dk), ...segs.map((g) => g.rows * H * dv)]);
     const parts = unpack(msg, lengths, `softmax.dkv from rank ${j}`);
     for (const [b, o] of out.entries())
@@ -295,7 +286,7 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
         await kernels.addInto(view(o.dv, g.offset, g.rows, H * dv), parts[b * 2 * segs.length + segs.length + i]!);
       }
   }
-  await waited(ctx, Promise.all(sends));
+  await timed(ctx, Promise.all(sends));
   return out;
 }
 
@@ -377,7 +368,7 @@ async function windowForward(ctx: SpContext, layout: Layout | undefined, shape: 
     const got = local.get(s.index);
     if (got) halos.set(s.index, got);
     else {
-      const msg = await waited(ctx, comm.recv(tag(ctx, `swa.halo.${s.index}`), s.from));
+      const msg = await timed(ctx, comm.recv(tag(ctx, `swa.halo.${s.index}`), s.from));
       halos.set(
         s.index,
         unpack(
@@ -388,7 +379,7 @@ async function windowForward(ctx: SpContext, layout: Layout | undefined, shape: 
       );
     }
   }
-  await waited(ctx, Promise.all(sends));
+  await timed(ctx, Promise.all(sends));
   const calls: SegmentCall[][] = [];
   const outs: Float32Array[] = [];
   for (const [b, q] of seqs.entries()) {
@@ -478,7 +469,7 @@ async function windowBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32
     if (s.next === null || s.nextHalo === 0) continue;
     let parts = local.get(s.index + 1);
     if (!parts) {
-      const msg = await waited(ctx, comm.recv(tag(ctx, `swa.dhalo.${s.index + 1}`), s.next));
+      const msg = await timed(ctx, comm.recv(tag(ctx, `swa.dhalo.${s.index + 1}`), s.next));
       parts = unpack(
         msg,
         Array.from({ length: B }, () => [s.nextHalo * H * dk, s.nextHalo * H * dv]).flat(),
@@ -490,6 +481,6 @@ async function windowBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32
       await kernels.addInto(view(o.dv, s.offset + s.rows - s.nextHalo, s.nextHalo, H * dv), parts[2 * b + 1]!);
     }
   }
-  await waited(ctx, Promise.all(sends));
+  await timed(ctx, Promise.all(sends));
   return out;
 }
