@@ -3,38 +3,19 @@
 // received (equal to what its peer received and sent) and a latency histogram per collective op.
 // A draining worker is not ready (/readyz 503, draining: true) and stops once its group releases it.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Coordinator } from '../coordinator/coordinator.js';
+import { spawnProbedWorker } from './helpers/worker-process.js';
 import { parseTrainConfig } from '../train/config.js';
 import { runTraining } from '../train/driver.js';
 import { startWorkerHttp } from '../worker/http-probes.js';
 import { startWorker as startInProcessWorker } from '../worker/main.js';
 
-const lasp = fileURLToPath(new URL('../cli/lasp.js', import.meta.url));
-
-function startWorker(id: string, coordinator: string): { child: ChildProcess; url: Promise<string> } {
-  const child = spawn(process.execPath, [lasp, 'worker', '--coordinator', coordinator, '--id', id, '--threads', '1', '--http-port', '0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const url = new Promise<string>((resolve, reject) => {
-    const lines: string[] = [];
-    const timer = setTimeout(() => reject(new Error(`no HTTP probes line:\n${lines.join('\n')}`)), 15_000);
-    createInterface({ input: child.stderr! }).on('line', (l) => {
-      lines.push(l);
-      const m = /HTTP probes on (http:\/\/[\d.]+:\d+)/.exec(l);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-  });
-  return { child, url };
+function startWorker(id: string, coordinator: string) {
+  return spawnProbedWorker(id, coordinator, ['--threads', '1']);
 }
 
 function sample(text: string, name: string, labels: string): number {

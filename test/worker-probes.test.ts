@@ -1,33 +1,16 @@
 // `lasp worker --http-port`: the worker's /healthz, /readyz and /metrics. Ready once registered
 // and heard from; not ready when the coordinator goes silent; healthy while the process serves.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Coordinator } from '../coordinator/coordinator.js';
-
-const lasp = fileURLToPath(new URL('../cli/lasp.js', import.meta.url));
+import { spawnProbedWorker } from './helpers/worker-process.js';
 
 test('worker HTTP probes: healthz, readyz follows the coordinator, Prometheus metrics', async () => {
   const coordinator = await Coordinator.start({ port: 0, heartbeatIntervalMs: 300 });
-  const child = spawn(process.execPath, [lasp, 'worker', '--coordinator', coordinator.address, '--id', 'probe-w', '--http-port', '0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const { child, url: probes } = spawnProbedWorker('probe-w', coordinator.address);
   let stopped = false;
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      const lines: string[] = [];
-      const timer = setTimeout(() => reject(new Error(`no HTTP probes line:\n${lines.join('\n')}`)), 15_000);
-      createInterface({ input: child.stderr! }).on('line', (l) => {
-        lines.push(l);
-        const m = /HTTP probes on (http:\/\/[\d.]+:\d+)/.exec(l);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[1]!);
-        }
-      });
-    });
+    const url = await probes;
     const get = async (path: string) => {
       const r = await fetch(url + path);
       return { status: r.status, text: await r.text() };
