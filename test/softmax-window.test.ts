@@ -1,12 +1,13 @@
-// Sliding-window softmax attention (kernels.softmax with `window`) against a float64 reference
-// written here: query i (position qOffset + i) sees the keys j with qOffset + i − window < j ≤
-// qOffset + i. Bounds as in softmax.test.ts: 1e-5 relative for o and lse, 1e-4 for gradients;
+// Sliding-window softmax attention (kernels.softmax with `window`) against the float64 softmax
+// reference of test/helpers/reference.ts (its `window` option): query i (position qOffset + i)
+// sees the keys j with qOffset + i − window < j ≤ qOffset + i. Bounds as in softmax.test.ts: 1e-5 relative for o and lse, 1e-4 for gradients;
 // the reference backward itself is checked against finite differences on tiny cases.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kernels, type SoftmaxSpec } from '../native/kernels.js';
 import { rngFor } from './helpers/rng.js';
 import { assertClose, describeCase, maxAbs } from './helpers/check.js';
+import { fdSoftmaxGrad, refSoftmaxBackward, refSoftmaxForward } from './helpers/reference.js';
 
 const FWD = 1e-5;
 const BWD = 1e-4;
@@ -19,105 +20,6 @@ interface Case {
   dv: number;
   qOffset: number;
   window: number;
-}
-
-type Arr = Float32Array | Float64Array;
-
-/** Probabilities of row i of head h over its visible keys [lo, hi). */
-function row(s: SoftmaxSpec, h: number, i: number, q: Arr, k: Arr): { lo: number; hi: number; p: Float64Array; lse: number } {
-  const { H, dk } = s;
-  const Tk = s.Tk ?? s.Tq;
-  const pos = (s.qOffset ?? 0) + i;
-  const hi = Math.min(Tk, pos + 1);
-  const lo = s.window ? Math.max(0, pos - s.window + 1) : 0;
-  const scale = s.scale ?? 1 / Math.sqrt(dk);
-  const n = Math.max(0, hi - lo);
-  const p = new Float64Array(n);
-  if (n === 0) return { lo, hi, p, lse: -Infinity };
-  let m = -Infinity;
-  for (let j = lo; j < hi; j++) {
-    let acc = 0;
-    for (let d = 0; d < dk; d++) acc += q[(i * H + h) * dk + d]! * k[(j * H + h) * dk + d]!;
-    p[j - lo] = scale * acc;
-    m = Math.max(m, p[j - lo]!);
-  }
-  let z = 0;
-  for (let j = 0; j < n; j++) {
-    p[j] = Math.exp(p[j]! - m);
-    z += p[j]!;
-  }
-  for (let j = 0; j < n; j++) p[j] = p[j]! / z;
-  return { lo, hi, p, lse: m + Math.log(z) };
-}
-
-function refForward(s: SoftmaxSpec, q: Arr = s.q, k: Arr = s.k, v: Arr = s.v): { o: Float64Array; lse: Float64Array } {
-  const { Tq, H, dv } = s;
-  const o = new Float64Array(Tq * H * dv);
-  const lse = new Float64Array(H * Tq);
-  for (let h = 0; h < H; h++)
-    for (let i = 0; i < Tq; i++) {
-      const r = row(s, h, i, q, k);
-      lse[h * Tq + i] = r.lse;
-      for (let j = r.lo; j < r.hi; j++)
-        for (let d = 0; d < dv; d++) o[(i * H + h) * dv + d] = o[(i * H + h) * dv + d]! + r.p[j - r.lo]! * v[(j * H + h) * dv + d]!;
-    }
-  return { o, lse };
-}
-
-function refBackward(s: SoftmaxSpec, dO: Arr): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
-  const { Tq, H, dk, dv } = s;
-  const Tk = s.Tk ?? Tq;
-  const scale = s.scale ?? 1 / Math.sqrt(dk);
-  const dq = new Float64Array(Tq * H * dk);
-  const dK = new Float64Array(Tk * H * dk);
-  const dV = new Float64Array(Tk * H * dv);
-  for (let h = 0; h < H; h++)
-    for (let i = 0; i < Tq; i++) {
-      const r = row(s, h, i, s.q, s.k);
-      const ob = (i * H + h) * dv;
-      const dP = new Float64Array(r.p.length);
-      let Di = 0;
-      for (let j = r.lo; j < r.hi; j++) {
-        let acc = 0;
-        for (let d = 0; d < dv; d++) acc += dO[ob + d]! * s.v[(j * H + h) * dv + d]!;
-        dP[j - r.lo] = acc;
-        Di += r.p[j - r.lo]! * acc;
-      }
-      for (let j = r.lo; j < r.hi; j++) {
-        const p = r.p[j - r.lo]!;
-        for (let d = 0; d < dv; d++) dV[(j * H + h) * dv + d] = dV[(j * H + h) * dv + d]! + p * dO[ob + d]!;
-        const dS = p * (dP[j - r.lo]! - Di) * scale;
-        for (let d = 0; d < dk; d++) {
-          dq[(i * H + h) * dk + d] = dq[(i * H + h) * dk + d]! + dS * s.k[(j * H + h) * dk + d]!;
-          dK[(j * H + h) * dk + d] = dK[(j * H + h) * dk + d]! + dS * s.q[(i * H + h) * dk + d]!;
-        }
-      }
-    }
-  return { dq, dk: dK, dv: dV };
-}
-
-/** Central differences of L = Σ dO⊙o (float64 forward) w.r.t. every element of q, k or v. */
-function fdGrad(s: SoftmaxSpec, dO: Arr, field: 'q' | 'k' | 'v'): Float64Array {
-  const x = { q: Float64Array.from(s.q), k: Float64Array.from(s.k), v: Float64Array.from(s.v) };
-  const loss = () => {
-    const { o } = refForward(s, x.q, x.k, x.v);
-    let L = 0;
-    for (let i = 0; i < o.length; i++) L += o[i]! * dO[i]!;
-    return L;
-  };
-  const a = x[field];
-  const g = new Float64Array(a.length);
-  const h = 1e-6;
-  for (let i = 0; i < a.length; i++) {
-    const v0 = a[i]!;
-    a[i] = v0 + h;
-    const lp = loss();
-    a[i] = v0 - h;
-    const lm = loss();
-    a[i] = v0;
-    g[i] = (lp - lm) / (2 * h);
-  }
-  return g;
 }
 
 function makeSpec(name: string, c: Case) {
@@ -170,11 +72,11 @@ describe('sliding-window softmax attention matches a float64 reference', () => {
     test(name, async () => {
       const { spec, dO, ctx } = makeSpec(name, c);
       const fwd = await kernels.softmax.forward(spec);
-      const ref = refForward(spec);
+      const ref = refSoftmaxForward(spec);
       assertClose(fwd.o, ref.o, FWD, 'o', ctx);
       checkLse(fwd.lse, ref.lse, ctx);
       const got = await kernels.softmax.backward(spec, fwd, dO);
-      const want = refBackward(spec, dO);
+      const want = refSoftmaxBackward(spec, dO);
       const floor = maxAbs(want.dq, want.dk, want.dv);
       assertClose(got.dq, want.dq, BWD, 'dq', ctx, floor);
       assertClose(got.dk, want.dk, BWD, 'dk', ctx, floor);
@@ -196,15 +98,15 @@ describe('sliding-window softmax attention matches a float64 reference', () => {
       { Tq: 4, Tk: 6, H: 2, dk: 2, dv: 3, qOffset: 2, window: 2 },
     ]) {
       const { spec, dO, ctx } = makeSpec(`fd-${c.window}-${c.Tq}`, c);
-      const want = refBackward(spec, dO);
+      const want = refSoftmaxBackward(spec, dO);
       for (const f of ['q', 'k', 'v'] as const) {
-        const fd = fdGrad(spec, dO, f);
+        const fd = fdSoftmaxGrad(spec, dO, f);
         const an = want[f === 'q' ? 'dq' : f === 'k' ? 'dk' : 'dv'];
         assertClose(an, fd, 1e-6, `d${f} vs finite differences`, ctx, maxAbs(fd));
       }
       // And the kernel's gradients against the same finite differences.
       const got = await kernels.softmax.backward(spec, await kernels.softmax.forward(spec), dO);
-      assertClose(got.dk, fdGrad(spec, dO, 'k'), BWD, 'kernel dk vs finite differences', ctx, maxAbs(want.dk));
+      assertClose(got.dk, fdSoftmaxGrad(spec, dO, 'k'), BWD, 'kernel dk vs finite differences', ctx, maxAbs(want.dk));
     }
   });
 

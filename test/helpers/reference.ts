@@ -288,31 +288,36 @@ export interface RefSoftmaxSpec {
   causal?: boolean | undefined;
   qOffset?: number | undefined;
   scale?: number | undefined;
+  /** Sliding window (causal only): query i sees the keys j with qOffset + i − window < j ≤ qOffset + i. 0 or absent: no window. */
+  window?: number | undefined;
 }
 
-function softmaxRow(s: RefSoftmaxSpec, h: number, i: number): { keys: number; p: Float64Array; lse: number } {
+/** Row i of head h: probabilities p[j − first] over its visible keys first ≤ j < keys. */
+function softmaxRow(s: RefSoftmaxSpec, h: number, i: number): { first: number; keys: number; p: Float64Array; lse: number } {
   const Tk = s.Tk ?? s.Tq;
   const { H, dk } = s;
   const causal = s.causal ?? true;
   const scale = s.scale ?? 1 / Math.sqrt(dk);
   const last = causal ? Math.min(Tk - 1, (s.qOffset ?? 0) + i) : Tk - 1; // query i sees keys j <= qOffset+i
   const keys = last + 1;
-  const p = new Float64Array(Math.max(keys, 0));
-  if (keys <= 0) return { keys: 0, p, lse: -Infinity };
+  const first = causal && s.window ? Math.max(0, (s.qOffset ?? 0) + i - s.window + 1) : 0;
+  const n = Math.max(keys - first, 0);
+  const p = new Float64Array(n);
+  if (n === 0) return { first, keys: first, p, lse: -Infinity };
   let m = -Infinity;
-  for (let j = 0; j < keys; j++) {
+  for (let j = 0; j < n; j++) {
     let acc = 0;
-    for (let d = 0; d < dk; d++) acc += s.q[(i * H + h) * dk + d]! * s.k[(j * H + h) * dk + d]!;
+    for (let d = 0; d < dk; d++) acc += s.q[(i * H + h) * dk + d]! * s.k[((first + j) * H + h) * dk + d]!;
     p[j] = scale * acc;
     m = Math.max(m, p[j]!);
   }
   let z = 0;
-  for (let j = 0; j < keys; j++) {
+  for (let j = 0; j < n; j++) {
     p[j] = Math.exp(p[j]! - m);
     z += p[j]!;
   }
-  for (let j = 0; j < keys; j++) p[j] = p[j]! / z;
-  return { keys, p, lse: m + Math.log(z) };
+  for (let j = 0; j < n; j++) p[j] = p[j]! / z;
+  return { first, keys, p, lse: m + Math.log(z) };
 }
 
 /** o [Tq,H,dv]; lse [H,Tq] = log Σ_j exp(scale·q_i·k_j) over visible keys (−∞ and o=0 if none). */
@@ -324,8 +329,8 @@ export function refSoftmaxForward(s: RefSoftmaxSpec): { o: Float64Array; lse: Fl
     for (let i = 0; i < Tq; i++) {
       const r = softmaxRow(s, h, i);
       lse[h * Tq + i] = r.lse;
-      for (let j = 0; j < r.keys; j++) {
-        for (let d = 0; d < dv; d++) o[(i * H + h) * dv + d] = o[(i * H + h) * dv + d]! + r.p[j]! * s.v[(j * H + h) * dv + d]!;
+      for (let j = r.first; j < r.keys; j++) {
+        for (let d = 0; d < dv; d++) o[(i * H + h) * dv + d] = o[(i * H + h) * dv + d]! + r.p[j - r.first]! * s.v[(j * H + h) * dv + d]!;
       }
     }
   }
@@ -345,18 +350,18 @@ export function refSoftmaxBackward(s: RefSoftmaxSpec, dO: Arr): { dq: Float64Arr
       const r = softmaxRow(s, h, i);
       const ob = (i * H + h) * dv;
       // dP_ij = dO_i·v_j; dS_ij = p_ij (dP_ij − Σ_l p_il dP_il)
-      const dP = new Float64Array(r.keys);
+      const dP = new Float64Array(r.p.length);
       let Di = 0;
-      for (let j = 0; j < r.keys; j++) {
+      for (let j = r.first; j < r.keys; j++) {
         let acc = 0;
         for (let d = 0; d < dv; d++) acc += dO[ob + d]! * s.v[(j * H + h) * dv + d]!;
-        dP[j] = acc;
-        Di += r.p[j]! * acc;
+        dP[j - r.first] = acc;
+        Di += r.p[j - r.first]! * acc;
       }
-      for (let j = 0; j < r.keys; j++) {
-        const p = r.p[j]!;
+      for (let j = r.first; j < r.keys; j++) {
+        const p = r.p[j - r.first]!;
         for (let d = 0; d < dv; d++) dV[(j * H + h) * dv + d] = dV[(j * H + h) * dv + d]! + p * dO[ob + d]!;
-        const dS = p * (dP[j]! - Di) * scale;
+        const dS = p * (dP[j - r.first]! - Di) * scale;
         for (let d = 0; d < dk; d++) {
           dq[(i * H + h) * dk + d] = dq[(i * H + h) * dk + d]! + dS * s.k[(j * H + h) * dk + d]!;
           dK[(j * H + h) * dk + d] = dK[(j * H + h) * dk + d]! + dS * s.q[(i * H + h) * dk + d]!;
