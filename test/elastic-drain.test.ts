@@ -84,7 +84,12 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs
   for (;;) {
     const v = await f();
     if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\nservice log:\n${serviceLog.slice(-15).join('\n')}`);
+    if (Date.now() > end) {
+      const workers = [...procs].map(
+        ([id, p]) => `worker ${id} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'}):\n${p.log.slice(-10).join('\n')}`,
+      );
+      throw new Error(`timed out waiting for ${what}\nservice log:\n${serviceLog.slice(-15).join('\n')}\n${workers.join('\n')}`);
+    }
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
