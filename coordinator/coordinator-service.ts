@@ -2,6 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorHandlers } from '../proto/generated/lasp/v1/Coordinator.js';
 import { serviceError } from './grpc-call.js';
+import { identifierProblem } from './status-details.js';
 import type { WorkerRegistry } from './registry.js';
 
 export function coordinatorHandlers(
@@ -12,8 +13,12 @@ export function coordinatorHandlers(
   return {
     Register: (call, callback) => {
       const r = call.request;
-      if (!r.workerId) return callback(serviceError(grpc.status.INVALID_ARGUMENT, 'Register: worker_id must not be empty'));
-      if (!r.address) return callback(serviceError(grpc.status.INVALID_ARGUMENT, `Register ${r.workerId}: address must not be empty`));
+      const invalid =
+        identifierProblem('worker_id', r.workerId) ??
+        identifierProblem('address', r.address, 255) ??
+        (r.host === '' ? undefined : identifierProblem('host', r.host, 255)) ??
+        (r.device === '' ? undefined : identifierProblem('device', r.device, 64));
+      if (invalid) return callback(serviceError(grpc.status.INVALID_ARGUMENT, `Register: ${invalid}`));
       const known = registry.get(r.workerId);
       // Registering again while in a group means the process lost its group (restart, or it was
       // declared dead): the group's generation is broken, so its other members get aborted.

@@ -1,6 +1,7 @@
 // Unary gRPC calls as promises, always with a deadline, failing with an error that names the
 // remote party, the method and the gRPC status.
 import * as grpc from '@grpc/grpc-js';
+import { clampDetails } from './status-details.js';
 
 /** A failed call: `target` names the remote party (e.g. "worker w-1 (127.0.0.1:40001)"). */
 export class RpcError extends Error {
@@ -45,7 +46,8 @@ export function callUnary<Res>(
 }
 
 /** A gRPC error for a handler's callback: `{ code, details }` with a message the caller sees. */
-export function serviceError(code: grpc.status, details: string): grpc.ServiceError {
+export function serviceError(code: grpc.status, message: string): grpc.ServiceError {
+  const details = clampDetails(message);
   const err = new Error(details) as grpc.ServiceError;
   err.code = code;
   err.details = details;

@@ -5,6 +5,7 @@ import { protos } from '../proto/load.js';
 import type { HealthHandlers } from '../proto/generated/grpc/health/v1/Health.js';
 import type { HealthCheckResponse } from '../proto/generated/grpc/health/v1/HealthCheckResponse.js';
 import { serviceError } from './grpc-call.js';
+import { quoteUntrusted } from './status-details.js';
 
 export type ServingStatus = 'SERVING' | 'NOT_SERVING';
 type WatchCall = grpc.ServerWritableStream<unknown, HealthCheckResponse>;
@@ -40,7 +41,7 @@ export class HealthService {
     return {
       Check: (call, callback) => {
         const status = this.statuses.get(call.request.service);
-        if (status === undefined) callback(serviceError(grpc.status.NOT_FOUND, `unknown service ${JSON.stringify(call.request.service)}`));
+        if (status === undefined) callback(serviceError(grpc.status.NOT_FOUND, `unknown service ${quoteUntrusted(call.request.service)}`));
         else callback(null, { status });
       },
       Watch: (call) => {

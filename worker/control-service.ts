@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { WorkerControlHandlers } from '../proto/generated/lasp/v1/WorkerControl.js';
 import type { TaskReply } from '../proto/generated/lasp/v1/TaskReply.js';
 import { serviceError } from '../coordinator/grpc-call.js';
+import { clampDetails, identifierProblem, quoteUntrusted } from '../coordinator/status-details.js';
 import type { Communicator, GroupAssignment } from './collectives/communicator.js';
 import { encodeTensor } from './tensor-bytes.js';
 import { getTask, taskTypes } from './tasks.js';
@@ -93,7 +94,7 @@ export class ControlService {
         const m = this.current;
         // Idempotent: aborting another or an already aborted generation is a no-op.
         if (m && m.assignment.jobId === jobId && m.assignment.generation === generation && m.aborted === undefined) {
-          m.aborted = reason || 'aborted';
+          m.aborted = clampDetails(reason || 'aborted');
           m.task?.controller.abort(m.aborted);
           this.peer.abortGroup(jobId, generation, m.aborted);
           this.log(`aborted job ${jobId} generation ${generation}: ${m.aborted}`);
@@ -106,7 +107,7 @@ export class ControlService {
         const handler = getTask(r.type);
         if (!handler)
           return callback(
-            serviceError(grpc.status.INVALID_ARGUMENT, `unknown task type ${JSON.stringify(r.type)} (known: ${taskTypes().join(', ')})`),
+            serviceError(grpc.status.INVALID_ARGUMENT, `unknown task type ${quoteUntrusted(r.type)} (known: ${taskTypes().join(', ')})`),
           );
         let config: unknown;
         try {
@@ -140,21 +141,25 @@ export class ControlService {
 }
 
 function validateAssignment(a: GroupAssignment): string | undefined {
-  if (!a.jobId) return 'job_id must not be empty';
+  const bad = identifierProblem('job_id', a.jobId, 256);
+  if (bad) return bad;
   if (!(a.generation >= 1)) return `generation must be >= 1, got ${a.generation}`;
   if (!(a.world >= 1)) return `world must be >= 1, got ${a.world}`;
   if (a.rank >= a.world) return `rank ${a.rank} out of range for world ${a.world}`;
   if (a.peers.length !== a.world) return `${a.peers.length} peer addresses for world ${a.world}`;
-  if (a.peers.some((p) => !p)) return 'empty peer address';
+  for (const [i, p] of a.peers.entries()) {
+    const badPeer = identifierProblem(`peers[${i}]`, p, 255);
+    if (badPeer) return badPeer;
+  }
   return undefined;
 }
 
 /** Why a task of (jobId, generation) may not run on membership `m`; undefined when it may. */
 function preconditionFailure(m: Membership | undefined, jobId: string, generation: number): string | undefined {
-  if (!m) return `no group assigned (task is for job ${jobId} generation ${generation})`;
+  if (!m) return `no group assigned (task is for job ${quoteUntrusted(jobId)} generation ${generation})`;
   const a = m.assignment;
   if (a.jobId !== jobId || a.generation !== generation)
-    return `task is for job ${jobId} generation ${generation}, but this worker is in job ${a.jobId} generation ${a.generation}`;
+    return `task is for job ${quoteUntrusted(jobId)} generation ${generation}, but this worker is in job ${a.jobId} generation ${a.generation}`;
   if (m.aborted !== undefined) return `generation ${generation} of job ${jobId} was aborted: ${m.aborted}`;
   if (m.task) return `already running task ${m.task.type} of job ${jobId} generation ${generation}`;
   return undefined;

@@ -5,6 +5,7 @@
 // nothing, so the worker keeps serving.
 import * as grpc from '@grpc/grpc-js';
 import { timingSafeEqual } from 'node:crypto';
+import { clampDetails, quoteUntrusted } from '../coordinator/status-details.js';
 import { protos } from '../proto/load.js';
 import type { PeerHandlers } from '../proto/generated/lasp/v1/Peer.js';
 import type { PeerMessage__Output } from '../proto/generated/lasp/v1/PeerMessage.js';
@@ -76,8 +77,8 @@ interface Group {
 
 /** The gRPC status a refused piece is answered with. */
 function statusOf(err: unknown): { code: grpc.status; details: string } {
-  if (err instanceof DeliverError) return { code: err.code, details: err.message };
-  return { code: grpc.status.INTERNAL, details: err instanceof Error ? err.message : String(err) };
+  if (err instanceof DeliverError) return { code: err.code, details: clampDetails(err.message) };
+  return { code: grpc.status.INTERNAL, details: clampDetails(err instanceof Error ? err.message : String(err)) };
 }
 
 function fail(code: grpc.status, message: string): never {
@@ -238,12 +239,12 @@ export class PeerEndpoint {
     if (g === undefined) {
       fail(
         grpc.status.FAILED_PRECONDITION,
-        `no current group (got job ${JSON.stringify(m.jobId)} generation ${m.generation})${this.lastEnded ? `; ${this.lastEnded}` : ''}`,
+        `no current group (got job ${quoteUntrusted(m.jobId)} generation ${m.generation})${this.lastEnded ? `; ${this.lastEnded}` : ''}`,
       );
     }
     const a = g.assignment;
     if (m.jobId !== a.jobId)
-      fail(grpc.status.FAILED_PRECONDITION, `job_id must be ${JSON.stringify(a.jobId)} (current group), got ${JSON.stringify(m.jobId)}`);
+      fail(grpc.status.FAILED_PRECONDITION, `job_id must be ${JSON.stringify(a.jobId)} (current group), got ${quoteUntrusted(m.jobId)}`);
     if (m.generation !== a.generation)
       fail(grpc.status.FAILED_PRECONDITION, `generation must be ${a.generation} (current), got ${m.generation}`);
     if (m.fromRank >= a.world || m.fromRank === a.rank) {
