@@ -1,9 +1,8 @@
 // The operations the model layers are written against (docs/training-plan.md, "To build" 1).
 // Tensors are plain row-major Float32Arrays with a shape; `cpuBackend` runs every op through the
-// native addon (off the JavaScript thread). A CUDA backend
-// implements the same interface with device buffers behind `data`.
+// native addon (off the JavaScript thread); hostBackend(k) runs them on another kernel set
+// (native/kernel-set.ts), e.g. the CUDA one.
 import {
-  kernels,
   KINDS,
   output,
   zeros,
@@ -13,7 +12,8 @@ import {
   type SavedForward,
   type SoftmaxSpec,
 } from '../native/kernels.js';
-import { ops, type ShortConvSpec } from '../native/ops.js';
+import { cpuKernels, type KernelSet } from '../native/kernel-set.js';
+import type { ShortConvSpec } from '../native/ops.js';
 
 /** Attention kinds of a model layer: the linear kinds, softmax and sliding-window softmax (swa). */
 export const LAYER_KINDS = [...KINDS, 'softmax', 'swa'] as const;
@@ -151,120 +151,129 @@ export interface Backend {
   l2NormalizeRowsBackward(y: Tensor, inv: Float32Array, dy: Float32Array, d: number): Promise<Tensor>;
 }
 
-export const cpuBackend: Backend = {
-  async matmul(a, b, opts = {}) {
-    const [ar, ac] = dims2(a);
-    const [br, bc] = dims2(b);
-    const [M, K] = opts.transA ? [ac, ar] : [ar, ac];
-    const [K2, N] = opts.transB ? [bc, br] : [br, bc];
-    if (K !== K2) throw new Error(`lasp model: matmul inner dimensions differ: ${K} vs ${K2}`);
-    const C = await kernels.gemm({
-      M,
-      N,
-      K,
-      A: a.data,
-      B: b.data,
-      transA: opts.transA ?? false,
-      transB: opts.transB ?? false,
-      alpha: opts.alpha ?? 1,
-      beta: opts.beta ?? 0,
-      ...(opts.out ? { C: opts.out } : {}),
-      multiThreaded: true,
-    });
-    return tensor([M, N], C);
-  },
-  async add(a, b) {
-    const out = output(a.data.length);
-    out.set(a.data);
-    await kernels.addInto(out, b.data);
-    return tensor(a.shape, out);
-  },
-  addInto: (dst, src) => kernels.addInto(dst, src),
-  async rmsNorm(x, w, eps) {
-    const [N, D] = dims2(x);
-    const { y, rstd } = await ops.rmsNorm({ N, D, x: x.data, w, eps });
-    return { y: tensor([N, D], y), rstd };
-  },
-  async rmsNormBackward(x, w, eps, rstd, dy) {
-    const [N, D] = dims2(x);
-    const { dx, dw } = await ops.rmsNormBackward({ N, D, x: x.data, w, eps }, rstd, dy.data);
-    return { dx: tensor([N, D], dx), dw };
-  },
-  async swiglu(a, b) {
-    return tensor(a.shape, await ops.swiglu(a.data, b.data));
-  },
-  async swigluBackward(a, b, dy) {
-    const { da, db } = await ops.swigluBackward(a.data, b.data, dy.data);
-    return { da: tensor(a.shape, da), db: tensor(b.shape, db) };
-  },
-  async embedding(table, V, D, ids) {
-    return tensor([ids.length, D], await ops.embedding({ V, D, ids, table }));
-  },
-  embeddingBackward: (V, D, ids, dy) => ops.embeddingBackward({ V, D, ids }, dy.data),
-  async crossEntropy(logits, targets, scale) {
-    const [N, V] = dims2(logits);
-    const r = await ops.crossEntropy({ N, V, logits: logits.data, targets, scale });
-    return { loss: r.loss, count: r.count, dlogits: tensor([N, V], r.dlogits) };
-  },
-  async attention(specs) {
-    const o: Float32Array[] = [];
-    const saved: (SavedForward | undefined)[] = [];
-    for (const spec of specs) {
-      const r = await kernels.forward(spec, { saveForBackward: true });
-      o.push(r.o);
-      saved.push(r.saved);
-    }
-    return { o, ctx: { specs, saved } };
-  },
-  async attentionBackward(ctx, dO) {
-    const out: BackwardResult[] = [];
-    for (const [b, spec] of ctx.specs.entries()) out.push(await kernels.backward(spec, dO[b]!, undefined, ctx.saved?.[b]));
-    return out;
-  },
-  async softmaxAttention(seqs, shape) {
-    const calls: { spec: SoftmaxSpec; fwd: { o: Float32Array; lse: Float32Array } }[] = [];
-    for (const s of seqs) {
-      const T = s.q.length / (shape.H * shape.dk);
-      const spec: SoftmaxSpec = { Tq: T, Tk: T, H: shape.H, dk: shape.dk, dv: shape.dv, causal: true, window: shape.window, ...s };
-      if (shape.scale !== undefined) spec.scale = shape.scale;
-      calls.push({ spec, fwd: await kernels.softmax.forward(spec) });
-    }
-    const ctx: CpuSoftmaxContext = { sequences: seqs.length, calls };
-    return { o: calls.map((c) => c.fwd.o), ctx };
-  },
-  async softmaxAttentionBackward(ctx, dO) {
-    const c = ctx as CpuSoftmaxContext;
-    if (!c.calls) throw new Error('lasp model: softmaxAttentionBackward with a context from another backend');
-    const out: { dq: Float32Array; dk: Float32Array; dv: Float32Array }[] = [];
-    for (const [b, x] of c.calls.entries()) out.push(await kernels.softmax.backward(x.spec, x.fwd, dO[b]!));
-    return out;
-  },
-  async shortConv(xs, ws, K, sequences, layer) {
-    const ys: Tensor[] = [];
-    for (const [i, x] of xs.entries()) ys.push(tensor(x.shape, await ops.shortConv(convSpec(x, ws[i]!, K, sequences))));
-    return { ys, ctx: { xs, ws, K, B: sequences, layer } };
-  },
-  async shortConvBackward(ctx, dys) {
-    const dxs: Tensor[] = [];
-    const dws: Float32Array[] = [];
-    for (const [i, x] of ctx.xs.entries()) {
-      const g = await ops.shortConvBackward(convSpec(x, ctx.ws[i]!, ctx.K, ctx.B, ctx.halos?.[i]), dys[i]!.data);
-      dxs.push(tensor(x.shape, g.dx));
-      dws.push(g.dw);
-    }
-    return { dxs, dws };
-  },
-  logSigmoidScaled: async (z, invTau) => tensor(z.shape, await ops.logSigmoidScaled(z.data, invTau)),
-  logSigmoidScaledBackward: async (z, dg, invTau) => tensor(z.shape, await ops.logSigmoidScaledBackward(z.data, dg, invTau)),
-  sigmoid: async (z) => tensor(z.shape, await ops.sigmoid(z.data)),
-  sigmoidBackward: async (y, dy) => tensor(y.shape, await ops.sigmoidBackward(y.data, dy)),
-  async l2NormalizeRows(x, d, eps) {
-    const rows = x.data.length / d;
-    const { y, inv } = await ops.l2NormalizeRows(x.data, rows, d, eps);
-    return { y: tensor(x.shape, y), inv };
-  },
-  l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, await ops.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
-};
+/**
+ * The backend over one kernel set with host-resident tensors: every op hands its Float32Arrays to
+ * the set's kernels (for the CUDA set: copied to the device and back, docs/cuda.md).
+ */
+export function hostBackend(k: KernelSet): Backend {
+  return {
+    async matmul(a, b, opts = {}) {
+      const [ar, ac] = dims2(a);
+      const [br, bc] = dims2(b);
+      const [M, K] = opts.transA ? [ac, ar] : [ar, ac];
+      const [K2, N] = opts.transB ? [bc, br] : [br, bc];
+      if (K !== K2) throw new Error(`lasp model: matmul inner dimensions differ: ${K} vs ${K2}`);
+      const C = await k.gemm({
+        M,
+        N,
+        K,
+        A: a.data,
+        B: b.data,
+        transA: opts.transA ?? false,
+        transB: opts.transB ?? false,
+        alpha: opts.alpha ?? 1,
+        beta: opts.beta ?? 0,
+        ...(opts.out ? { C: opts.out } : {}),
+        multiThreaded: true,
+      });
+      return tensor([M, N], C);
+    },
+    async add(a, b) {
+      const out = output(a.data.length);
+      out.set(a.data);
+      await k.addInto(out, b.data);
+      return tensor(a.shape, out);
+    },
+    addInto: (dst, src) => k.addInto(dst, src),
+    async rmsNorm(x, w, eps) {
+      const [N, D] = dims2(x);
+      const { y, rstd } = await k.rmsNorm({ N, D, x: x.data, w, eps });
+      return { y: tensor([N, D], y), rstd };
+    },
+    async rmsNormBackward(x, w, eps, rstd, dy) {
+      const [N, D] = dims2(x);
+      const { dx, dw } = await k.rmsNormBackward({ N, D, x: x.data, w, eps }, rstd, dy.data);
+      return { dx: tensor([N, D], dx), dw };
+    },
+    async swiglu(a, b) {
+      return tensor(a.shape, await k.swiglu(a.data, b.data));
+    },
+    async swigluBackward(a, b, dy) {
+      const { da, db } = await k.swigluBackward(a.data, b.data, dy.data);
+      return { da: tensor(a.shape, da), db: tensor(b.shape, db) };
+    },
+    async embedding(table, V, D, ids) {
+      return tensor([ids.length, D], await k.embedding({ V, D, ids, table }));
+    },
+    embeddingBackward: (V, D, ids, dy) => k.embeddingBackward({ V, D, ids }, dy.data),
+    async crossEntropy(logits, targets, scale) {
+      const [N, V] = dims2(logits);
+      const r = await k.crossEntropy({ N, V, logits: logits.data, targets, scale });
+      return { loss: r.loss, count: r.count, dlogits: tensor([N, V], r.dlogits) };
+    },
+    async attention(specs) {
+      const o: Float32Array[] = [];
+      const saved: (SavedForward | undefined)[] = [];
+      for (const spec of specs) {
+        const r = await k.forward(spec, { saveForBackward: true });
+        o.push(r.o);
+        saved.push(r.saved);
+      }
+      return { o, ctx: { specs, saved } };
+    },
+    async attentionBackward(ctx, dO) {
+      const out: BackwardResult[] = [];
+      for (const [b, spec] of ctx.specs.entries()) out.push(await k.backward(spec, dO[b]!, undefined, ctx.saved?.[b]));
+      return out;
+    },
+    async softmaxAttention(seqs, shape) {
+      const calls: { spec: SoftmaxSpec; fwd: { o: Float32Array; lse: Float32Array } }[] = [];
+      for (const s of seqs) {
+        const T = s.q.length / (shape.H * shape.dk);
+        const spec: SoftmaxSpec = { Tq: T, Tk: T, H: shape.H, dk: shape.dk, dv: shape.dv, causal: true, window: shape.window, ...s };
+        if (shape.scale !== undefined) spec.scale = shape.scale;
+        calls.push({ spec, fwd: await k.softmax.forward(spec) });
+      }
+      const ctx: CpuSoftmaxContext = { sequences: seqs.length, calls };
+      return { o: calls.map((c) => c.fwd.o), ctx };
+    },
+    async softmaxAttentionBackward(ctx, dO) {
+      const c = ctx as CpuSoftmaxContext;
+      if (!c.calls) throw new Error('lasp model: softmaxAttentionBackward with a context from another backend');
+      const out: { dq: Float32Array; dk: Float32Array; dv: Float32Array }[] = [];
+      for (const [b, x] of c.calls.entries()) out.push(await k.softmax.backward(x.spec, x.fwd, dO[b]!));
+      return out;
+    },
+    async shortConv(xs, ws, K, sequences, layer) {
+      const ys: Tensor[] = [];
+      for (const [i, x] of xs.entries()) ys.push(tensor(x.shape, await k.shortConv(convSpec(x, ws[i]!, K, sequences))));
+      return { ys, ctx: { xs, ws, K, B: sequences, layer } };
+    },
+    async shortConvBackward(ctx, dys) {
+      const dxs: Tensor[] = [];
+      const dws: Float32Array[] = [];
+      for (const [i, x] of ctx.xs.entries()) {
+        const g = await k.shortConvBackward(convSpec(x, ctx.ws[i]!, ctx.K, ctx.B, ctx.halos?.[i]), dys[i]!.data);
+        dxs.push(tensor(x.shape, g.dx));
+        dws.push(g.dw);
+      }
+      return { dxs, dws };
+    },
+    logSigmoidScaled: async (z, invTau) => tensor(z.shape, await k.logSigmoidScaled(z.data, invTau)),
+    logSigmoidScaledBackward: async (z, dg, invTau) => tensor(z.shape, await k.logSigmoidScaledBackward(z.data, dg, invTau)),
+    sigmoid: async (z) => tensor(z.shape, await k.sigmoid(z.data)),
+    sigmoidBackward: async (y, dy) => tensor(y.shape, await k.sigmoidBackward(y.data, dy)),
+    async l2NormalizeRows(x, d, eps) {
+      const rows = x.data.length / d;
+      const { y, inv } = await k.l2NormalizeRows(x.data, rows, d, eps);
+      return { y: tensor(x.shape, y), inv };
+    },
+    l2NormalizeRowsBackward: async (y, inv, dy, d) => tensor(y.shape, await k.l2NormalizeRowsBackward(y.data, inv, dy, inv.length, d)),
+  };
+}
+
+/** The native CPU kernels. */
+export const cpuBackend: Backend = hostBackend(cpuKernels);
 
 interface CpuSoftmaxContext extends SoftmaxContext {
   readonly calls: readonly { spec: SoftmaxSpec; fwd: { o: Float32Array; lse: Float32Array } }[];

@@ -508,7 +508,8 @@ export interface SoftmaxSpec {
   window?: number;
 }
 
-function checkSoftmax(spec: SoftmaxSpec) {
+/** The checked fields of a softmax call (defaults filled in); throws naming the first bad argument. */
+export function checkSoftmax(spec: SoftmaxSpec) {
   if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
   const Tq = checkInt('Tq', spec.Tq, 1);
   const Tk = spec.Tk === undefined ? Tq : checkInt('Tk', spec.Tk, 1);

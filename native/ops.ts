@@ -4,6 +4,17 @@
 // any native code runs, then runs the op off the JavaScript thread. Layouts are row-major.
 import { addon } from './binding.js';
 import { checkArray, checkInt, describe, fail, output } from './kernels.js';
+import {
+  checkAdamW,
+  checkArrays,
+  checkEmbedding,
+  checkF32,
+  checkFinite,
+  checkIds,
+  checkNumber,
+  checkRmsNorm,
+  checkShortConv,
+} from './op-checks.js';
 
 export interface RmsNormSpec {
   /** Rows. */
@@ -73,44 +84,6 @@ export interface AdamWHyper {
   step: number;
 }
 
-/** A finite number in [min, max] (an exclusive end when the flag says so). */
-function checkNumber(name: string, value: unknown, min: number, max: number, exclusive: { min?: boolean; max?: boolean } = {}): number {
-  const lo = exclusive.min ? '(' : '[';
-  const hi = exclusive.max ? ')' : ']';
-  if (
-    typeof value !== 'number' ||
-    !Number.isFinite(value) ||
-    value < min ||
-    value > max ||
-    (exclusive.min && value === min) ||
-    (exclusive.max && value === max)
-  ) {
-    fail(`${name} must be a finite number in ${lo}${min}, ${max}${hi}, got ${describe(value)}`);
-  }
-  return value;
-}
-
-/** An Int32Array of `length` ids, each in [lo, hi); names the first bad element. */
-function checkIds(name: string, value: unknown, length: number, lo: number, hi: number, shape: string): Int32Array {
-  if (!(value instanceof Int32Array)) fail(`${name} must be an Int32Array of length ${length} (${shape}), got ${describe(value)}`);
-  if (value.length !== length) fail(`${name} must have length ${length} (${shape}), got ${value.length}`);
-  for (let i = 0; i < value.length; i++) {
-    const id = value[i]!;
-    if (id < lo || id >= hi) fail(`${name}[${i}] = ${id} is out of range [${lo}, ${hi})`);
-  }
-  return value;
-}
-
-function checkRmsNorm(spec: RmsNormSpec) {
-  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
-  const N = checkInt('N', spec.N, 1);
-  const D = checkInt('D', spec.D, 1);
-  const eps = checkNumber('eps', spec.eps ?? 1e-6, 0, 1, { min: true });
-  const x = checkArray('x', spec.x, N * D, '[N,D]');
-  const w = checkArray('w', spec.w, D, '[D]');
-  return { N, D, eps, x, w };
-}
-
 /** y = x / sqrt(mean(x²) + eps) ⊙ w per row; rstd [N] = 1/sqrt(mean(x²) + eps), for the backward. */
 async function rmsNorm(spec: RmsNormSpec): Promise<{ y: Float32Array; rstd: Float32Array }> {
   const { N, D, eps, x, w } = checkRmsNorm(spec);
@@ -129,16 +102,6 @@ async function rmsNormBackward(spec: RmsNormSpec, rstd: Float32Array, dy: Float3
   const dw = output(D);
   await addon().rmsNormBackward(N, D, x, w, rstd, dy, dx, dw);
   return { dx, dw };
-}
-
-function checkF32(name: string, x: unknown): Float32Array {
-  if (!(x instanceof Float32Array)) fail(`${name} must be a Float32Array, got ${describe(x)}`);
-  return x;
-}
-
-function checkFinite(name: string, x: unknown): number {
-  if (typeof x !== 'number' || !Number.isFinite(x)) fail(`${name} must be a finite number, got ${describe(x)}`);
-  return x;
 }
 
 /** g = logsigmoid(z) · invTau elementwise (log gates ≤ 0 from pre-activations). */
@@ -247,20 +210,6 @@ export interface ShortConvSpec {
   silu?: boolean;
 }
 
-function checkShortConv(spec: ShortConvSpec) {
-  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
-  const B = checkInt('B', spec.B ?? 1, 1);
-  const T = checkInt('T', spec.T, 1);
-  const C = checkInt('C', spec.C, 1);
-  const K = checkInt('K', spec.K, 1, 64);
-  const x = checkArray('x', spec.x, B * T * C, '[B,T,C]');
-  const w = checkArray('w', spec.w, K * C, '[K,C]');
-  const halo = spec.halo === undefined ? null : checkArray('halo', spec.halo, B * (K - 1) * C, '[B,K-1,C]');
-  const silu = spec.silu ?? false;
-  if (typeof silu !== 'boolean') fail(`silu must be a boolean, got ${describe(silu)}`);
-  return { B, T, C, K, x, w, halo, silu };
-}
-
 /** y[b,t,c] = act(Σ_j w[j,c] · x[b,t−j,c]), act = SiLU or identity; rows before t = 0 from `halo` or zero. */
 async function shortConv(spec: ShortConvSpec): Promise<Float32Array> {
   const { B, T, C, K, x, w, halo, silu } = checkShortConv(spec);
@@ -281,16 +230,6 @@ async function shortConvBackward(
   const dhalo = halo ? output(B * (K - 1) * C) : null;
   await addon().shortConvBackward(B, T, C, K, silu, x, halo, w, dy, dx, dw, dhalo);
   return dhalo ? { dx, dw, dhalo } : { dx, dw };
-}
-
-function checkEmbedding(spec: EmbeddingSpec) {
-  if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
-  const V = checkInt('V', spec.V, 1);
-  const D = checkInt('D', spec.D, 1);
-  if (!(spec.ids instanceof Int32Array) || spec.ids.length < 1) fail(`ids must be a non-empty Int32Array, got ${describe(spec.ids)}`);
-  const N = spec.ids.length;
-  const ids = checkIds('ids', spec.ids, N, 0, V, '[N]');
-  return { N, V, D, ids };
 }
 
 /** y [N,D] = rows ids of table [V,D]. */
@@ -326,28 +265,8 @@ async function crossEntropy(spec: CrossEntropySpec): Promise<CrossEntropyResult>
 
 /** One AdamW step, in place on params, m and v (decoupled weight decay, bias-corrected moments). */
 async function adamW(state: AdamWState, hyper: AdamWHyper): Promise<void> {
-  if (state === null || typeof state !== 'object') fail(`state must be an object, got ${describe(state)}`);
-  if (hyper === null || typeof hyper !== 'object') fail(`hyper must be an object, got ${describe(hyper)}`);
-  if (!(state.params instanceof Float32Array)) fail(`params must be a Float32Array, got ${describe(state.params)}`);
-  const n = state.params.length;
-  const grads = checkArray('grads', state.grads, n, 'same length as params');
-  const m = checkArray('m', state.m, n, 'same length as params');
-  const v = checkArray('v', state.v, n, 'same length as params');
-  const lr = checkNumber('lr', hyper.lr, 0, 1e9);
-  const beta1 = checkNumber('beta1', hyper.beta1 ?? 0.9, 0, 1, { max: true });
-  const beta2 = checkNumber('beta2', hyper.beta2 ?? 0.999, 0, 1, { max: true });
-  const eps = checkNumber('eps', hyper.eps ?? 1e-8, 0, 1e9, { min: true });
-  const weightDecay = checkNumber('weightDecay', hyper.weightDecay ?? 0, 0, 1e9);
-  const step = checkInt('step', hyper.step, 1);
+  const { n, grads, m, v, lr, beta1, beta2, eps, weightDecay, step } = checkAdamW(state, hyper);
   await addon().adamwStep(n, state.params, grads, m, v, lr, beta1, beta2, eps, weightDecay, step);
-}
-
-function checkArrays(arrays: readonly Float32Array[]): Float32Array[] {
-  if (!Array.isArray(arrays)) fail(`arrays must be an array of Float32Arrays, got ${describe(arrays)}`);
-  arrays.forEach((a, i) => {
-    if (!(a instanceof Float32Array)) fail(`arrays[${i}] must be a Float32Array, got ${describe(a)}`);
-  });
-  return [...arrays];
 }
 
 /** Σ over the arrays of Σ x² (double accumulation, fixed order: the same bits every run). */

@@ -2,8 +2,8 @@
 // segments r and 2W−1−r of 2W). The affine fold of DESIGN.md §3 runs unchanged over the segments
 // in sequence order: each rank sends the summaries of all its segments in ONE AllGather message
 // (forward) and their state gradients in one (backward), and every rank folds all segments.
-import { kernels, summaryALength, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
-import { tag, stateSize, timed, type SpContext } from './lasp2.js';
+import { summaryALength, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
+import { kernelsOf, tag, stateSize, timed, type SpContext } from './lasp2.js';
 import { ownSegments, type Layout } from './layout.js';
 import { pack, unpack } from './wire.js';
 
@@ -44,7 +44,7 @@ export async function lasp2SegForward(
   const aLen = summaryALength(first.kind, first.H, first.dk);
   const mine: Float32Array[] = [];
   for (const s of specs) {
-    const x = await kernels.summary(s);
+    const x = await kernelsOf(ctx).summary(s);
     mine.push(x.a, x.u);
   }
   const parts = await timed(ctx, ctx.comm.allGather(tag(ctx, 'fwd.summary'), pack(mine)));
@@ -59,13 +59,13 @@ export async function lasp2SegForward(
     );
     for (const [i, s] of segs.entries()) summaries[s.index] = { a: x[2 * i]!, u: x[2 * i + 1]! };
   }
-  const states = await kernels.foldStates(shape, summaries, initialState);
+  const states = await kernelsOf(ctx).foldStates(shape, summaries, initialState);
   const o: Float32Array[] = [];
   const incoming: Float32Array[] = [];
   for (const [i, s] of specs.entries()) {
     const inc = states[own[i]!.index]!;
     incoming.push(inc);
-    o.push((await kernels.forward({ ...s, initialState: inc })).o);
+    o.push((await kernelsOf(ctx).forward({ ...s, initialState: inc })).o);
   }
   return { o, incoming, finalState: states[layout.segments.length]!, a: summaries.map((s) => s.a) };
 }
@@ -84,7 +84,7 @@ export async function lasp2SegBackward(
   const shape = { kind: first.kind, H: first.H, dk: first.dk, dv: first.dv };
   const n = stateSize(first);
   const mine: Float32Array[] = [];
-  for (const [i, s] of specs.entries()) mine.push(await kernels.stateGrad(s, dO[i]!));
+  for (const [i, s] of specs.entries()) mine.push(await kernelsOf(ctx).stateGrad(s, dO[i]!));
   const parts = await timed(ctx, ctx.comm.allGather(tag(ctx, 'bwd.stategrad'), pack(mine)));
   const d: Float32Array[] = new Array(layout.segments.length);
   for (const [r, p] of parts.entries()) {
@@ -96,9 +96,9 @@ export async function lasp2SegBackward(
     );
     for (const [i, s] of segs.entries()) d[s.index] = x[i]!;
   }
-  const { e, dInitialState } = await kernels.suffixFold(shape, fwd.a, d, dFinalState);
+  const { e, dInitialState } = await kernelsOf(ctx).suffixFold(shape, fwd.a, d, dFinalState);
   const grads: BackwardResult[] = [];
   for (const [i, s] of specs.entries())
-    grads.push(await kernels.backward({ ...s, initialState: fwd.incoming[i]! }, dO[i]!, e[own[i]!.index]));
+    grads.push(await kernelsOf(ctx).backward({ ...s, initialState: fwd.incoming[i]! }, dO[i]!, e[own[i]!.index]));
   return { grads, dInitialState };
 }

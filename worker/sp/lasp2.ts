@@ -1,7 +1,8 @@
 // Generalised LASP-2 (DESIGN.md §3): one AllGather of block summaries forward and one of state
 // gradients backward per layer, whatever the sequence length. Works for all five kinds, causal
 // and non-causal (linear), uneven blocks and an optional initial state.
-import { kernels, summaryALength, type AttentionSpec, type BackwardResult, type SavedForward } from '../../native/kernels.js';
+import { cpuKernels, type KernelSet } from '../../native/kernel-set.js';
+import { summaryALength, type AttentionSpec, type BackwardResult, type SavedForward } from '../../native/kernels.js';
 import type { CollectiveTag, Communicator } from '../collectives/communicator.js';
 import { f32Bytes, pack, unpack, bytesF32 } from './wire.js';
 
@@ -16,6 +17,13 @@ export interface SpContext {
   timing?: { collectiveMs: number };
   /** Appended to every op name, so several calls of one (step, layer) stay apart (e.g. "#3" for sequence 3). Default "". */
   scope?: string;
+  /** The kernels of this rank's device. Default the CPU's. */
+  kernels?: KernelSet;
+}
+
+/** The kernel set a context runs on. */
+export function kernelsOf(ctx: SpContext): KernelSet {
+  return ctx.kernels ?? cpuKernels;
 }
 
 /** What the forward keeps for the backward. */
@@ -65,25 +73,25 @@ export async function lasp2Forward(ctx: SpContext, spec: AttentionSpec, initialS
   const n = stateSize(spec);
   if (spec.causal === false) {
     // Every output reads the common state S_0 + sum_j K_j^T V_j.
-    const own = await kernels.summary(spec);
+    const own = await kernelsOf(ctx).summary(spec);
     const parts = await timed(ctx, comm.allGather(tag(ctx, 'fwd.kv'), f32Bytes(own.u)));
     const others = parts
       .map((p, r) => ({ r, u: unpack(p, [n], `fwd.kv from rank ${r}`)[0] as Float32Array }))
       .filter((x) => x.r !== comm.rank);
     const incoming = others.length
       ? ((
-          await kernels.foldStates(
+          await kernelsOf(ctx).foldStates(
             shape,
             others.map((x) => ({ a: new Float32Array(0), u: x.u })),
             initialState,
           )
         ).at(-1) as Float32Array)
       : (initialState ?? new Float32Array(n));
-    const f = await kernels.forward({ ...spec, initialState: incoming });
+    const f = await kernelsOf(ctx).forward({ ...spec, initialState: incoming });
     return { o: f.o, incoming, finalState: f.finalState, a: [] };
   }
   const aLen = summaryALength(spec.kind, spec.H, spec.dk);
-  const own = await kernels.summary(spec);
+  const own = await kernelsOf(ctx).summary(spec);
   let parts: Uint8Array[];
   let local: Promise<{ o: Float32Array }> | undefined;
   if (separable(spec)) {
@@ -93,7 +101,9 @@ export async function lasp2Forward(ctx: SpContext, spec: AttentionSpec, initialS
     let gatherDone = 0;
     let localDone = 0;
     const gather = comm.allGather(tag(ctx, 'fwd.summary'), pack([own.a, own.u])).then((r) => ((gatherDone = performance.now()), r));
-    local = kernels.forward(spec).then((r) => ((localDone = performance.now()), r));
+    local = kernelsOf(ctx)
+      .forward(spec)
+      .then((r) => ((localDone = performance.now()), r));
     [parts] = await Promise.all([gather, local]);
     if (ctx.timing) ctx.timing.collectiveMs += Math.max(0, gatherDone - localDone);
   } else {
@@ -103,15 +113,15 @@ export async function lasp2Forward(ctx: SpContext, spec: AttentionSpec, initialS
     const [a, u] = unpack(p, [aLen, n], `fwd.summary from rank ${r}`) as [Float32Array, Float32Array];
     return { a, u };
   });
-  const states = await kernels.foldStates(shape, summaries, initialState);
+  const states = await kernelsOf(ctx).foldStates(shape, summaries, initialState);
   const incoming = states[comm.rank] as Float32Array;
   const finalState = states[comm.world] as Float32Array;
   let o: Float32Array;
   if (local) {
     o = (await local).o;
-    await kernels.addStateTerm(spec, incoming, o);
+    await kernelsOf(ctx).addStateTerm(spec, incoming, o);
   } else {
-    o = (await kernels.forward({ ...spec, initialState: incoming })).o;
+    o = (await kernelsOf(ctx).forward({ ...spec, initialState: incoming })).o;
   }
   return { o, incoming, finalState, a: summaries.map((s) => s.a) };
 }
@@ -131,7 +141,7 @@ export async function lasp2Backward(
   const { comm } = ctx;
   const shape = { kind: spec.kind, H: spec.H, dk: spec.dk, dv: spec.dv };
   const n = stateSize(spec);
-  const own = await kernels.stateGrad(spec, dO);
+  const own = await kernelsOf(ctx).stateGrad(spec, dO);
   const parts = await timed(ctx, comm.allGather(tag(ctx, 'bwd.stategrad'), f32Bytes(own)));
   const d = parts.map((p, r) => bytesF32(p, `bwd.stategrad from rank ${r}`));
   for (const [r, x] of d.entries())
@@ -140,7 +150,7 @@ export async function lasp2Backward(
     // Gradient of the common state: sum of every rank's Q^T dO plus dFinal.
     const sum = async (parts: Float32Array[]) =>
       (
-        await kernels.suffixFold(
+        await kernelsOf(ctx).suffixFold(
           shape,
           parts.map(() => new Float32Array(0)),
           parts,
@@ -149,11 +159,11 @@ export async function lasp2Backward(
       ).dInitialState;
     const others = d.filter((_, r) => r !== comm.rank);
     const fromOthers = others.length ? await sum(others) : dFinalState;
-    const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, fromOthers);
+    const g = await kernelsOf(ctx).backward({ ...spec, initialState: fwd.incoming }, dO, fromOthers);
     return { ...g, dInitialState: await sum(d) };
   }
-  const { e, dInitialState } = await kernels.suffixFold(shape, fwd.a, d, dFinalState);
-  const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, e[comm.rank]);
+  const { e, dInitialState } = await kernelsOf(ctx).suffixFold(shape, fwd.a, d, dFinalState);
+  const g = await kernelsOf(ctx).backward({ ...spec, initialState: fwd.incoming }, dO, e[comm.rank]);
   return { ...g, dInitialState };
 }
 
@@ -182,7 +192,7 @@ export async function lasp2ForwardBatch(ctx: SpContext, specs: AttentionSpec[]):
   const n = stateSize(first);
   const aLen = summaryALength(first.kind, first.H, first.dk);
   const own: { a: Float32Array; u: Float32Array }[] = [];
-  for (const s of specs) own.push(await kernels.summary(s));
+  for (const s of specs) own.push(await kernelsOf(ctx).summary(s));
   const message = pack(own.flatMap((x) => [x.a, x.u]));
   const lengths = specs.flatMap(() => [aLen, n]);
   let parts: Uint8Array[];
@@ -194,7 +204,7 @@ export async function lasp2ForwardBatch(ctx: SpContext, specs: AttentionSpec[]):
     const gather = comm.allGather(tag(ctx, 'fwd.summary'), message).then((r) => ((gatherDone = performance.now()), r));
     local = (async () => {
       const os: Float32Array[] = [];
-      for (const s of specs) os.push((await kernels.forward(s)).o);
+      for (const s of specs) os.push((await kernelsOf(ctx).forward(s)).o);
       localDone = performance.now();
       return os;
     })();
@@ -209,16 +219,16 @@ export async function lasp2ForwardBatch(ctx: SpContext, specs: AttentionSpec[]):
   const saved: (SavedForward | undefined)[] = [];
   for (const [b, spec] of specs.entries()) {
     const summaries = unpacked.map((x) => ({ a: x[2 * b] as Float32Array, u: x[2 * b + 1] as Float32Array }));
-    const states = await kernels.foldStates(shape, summaries);
+    const states = await kernelsOf(ctx).foldStates(shape, summaries);
     const incoming = states[comm.rank] as Float32Array;
     const finalState = states[comm.world] as Float32Array;
     let o: Float32Array;
     if (localO) {
       o = localO[b] as Float32Array;
-      await kernels.addStateTerm(spec, incoming, o);
+      await kernelsOf(ctx).addStateTerm(spec, incoming, o);
       saved.push(undefined);
     } else {
-      const f = await kernels.forward({ ...spec, initialState: incoming }, { saveForBackward: true });
+      const f = await kernelsOf(ctx).forward({ ...spec, initialState: incoming }, { saveForBackward: true });
       o = f.o;
       saved.push(f.saved);
     }
@@ -242,7 +252,7 @@ export async function lasp2BackwardBatch(
   const shape = { kind: first.kind, H: first.H, dk: first.dk, dv: first.dv };
   const n = stateSize(first);
   const own: Float32Array[] = [];
-  for (const [b, s] of specs.entries()) own.push(await kernels.stateGrad(s, dOs[b] as Float32Array));
+  for (const [b, s] of specs.entries()) own.push(await kernelsOf(ctx).stateGrad(s, dOs[b] as Float32Array));
   const parts = await timed(ctx, comm.allGather(tag(ctx, 'bwd.stategrad'), pack(own)));
   const lengths = specs.map(() => n);
   const unpacked = parts.map((p, r) => unpack(p, lengths, `bwd.stategrad from rank ${r}`));
@@ -250,8 +260,8 @@ export async function lasp2BackwardBatch(
   for (const [b, spec] of specs.entries()) {
     const f = fwd.results[b] as SpForwardResult;
     const d = unpacked.map((x) => x[b] as Float32Array);
-    const { e, dInitialState } = await kernels.suffixFold(shape, f.a, d);
-    const g = await kernels.backward({ ...spec, initialState: f.incoming }, dOs[b] as Float32Array, e[comm.rank], fwd.saved[b]);
+    const { e, dInitialState } = await kernelsOf(ctx).suffixFold(shape, f.a, d);
+    const g = await kernelsOf(ctx).backward({ ...spec, initialState: f.incoming }, dOs[b] as Float32Array, e[comm.rank], fwd.saved[b]);
     out.push({ ...g, dInitialState });
   }
   return out;

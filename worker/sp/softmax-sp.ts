@@ -14,10 +14,10 @@
 // undefined the layout is contiguous and its block lengths are learned from the messages (the
 // model backend does not know the other ranks' lengths); with a layout given (tests, benchmark,
 // zig-zag) the lengths are checked against it.
-import { kernels, output, type SoftmaxSpec } from '../../native/kernels.js';
+import { output, type SoftmaxSpec } from '../../native/kernels.js';
 import type { LocalQkv, SoftmaxContext, SoftmaxShape } from '../../model/backend.js';
 import type { Block } from './blocks.js';
-import { tag, timed, type SpContext } from './lasp2.js';
+import { kernelsOf, tag, timed, type SpContext } from './lasp2.js';
 import { ownSegments, type Layout } from './layout.js';
 import { concatF32, pack, unpack } from './wire.js';
 
@@ -206,7 +206,7 @@ async function fullForward(ctx: SpContext, layout: Layout | undefined, shape: So
         v: V.subarray(0, block.end * H * dv),
         ...(shape.scale !== undefined ? { scale: shape.scale } : {}),
       };
-      const fwd = await kernels.softmax.forward(spec);
+      const fwd = await kernelsOf(ctx).softmax.forward(spec);
       segCalls.push({ offset: g.offset, rows: g.rows, index: g.index, spec, fwd, halo: 0 });
     }
     calls.push(segCalls);
@@ -230,7 +230,7 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
     let dV: Float32Array | null = null;
     let dqOnly: Float32Array | null = null;
     for (const c of segCalls) {
-      const g = await kernels.softmax.backward(c.spec, c.fwd, view(dO[b]!, c.offset, c.rows, H * dv));
+      const g = await kernelsOf(ctx).softmax.backward(c.spec, c.fwd, view(dO[b]!, c.offset, c.rows, H * dv));
       if (dq) dq.set(g.dq, c.offset * H * dk);
       else dqOnly = g.dq;
       const Tk = c.spec.Tk ?? c.rows;
@@ -241,12 +241,12 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
         } else {
           dK = output(prefix * H * dk).fill(0);
           dV = output(prefix * H * dv).fill(0);
-          await kernels.addInto(dK.subarray(0, g.dk.length), g.dk);
-          await kernels.addInto(dV.subarray(0, g.dv.length), g.dv);
+          await kernelsOf(ctx).addInto(dK.subarray(0, g.dk.length), g.dk);
+          await kernelsOf(ctx).addInto(dV.subarray(0, g.dv.length), g.dv);
         }
       } else {
-        await kernels.addInto(dK.subarray(0, g.dk.length), g.dk);
-        await kernels.addInto(dV.subarray(0, g.dv.length), g.dv);
+        await kernelsOf(ctx).addInto(dK.subarray(0, g.dk.length), g.dk);
+        await kernelsOf(ctx).addInto(dV.subarray(0, g.dv.length), g.dv);
       }
     }
     dqs.push(dq ?? dqOnly!);
@@ -282,8 +282,8 @@ async function fullBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32Ar
     const parts = unpack(msg, lengths, `softmax.dkv from rank ${j}`);
     for (const [b, o] of out.entries())
       for (const [i, g] of segs.entries()) {
-        await kernels.addInto(view(o.dk, g.offset, g.rows, H * dk), parts[b * 2 * segs.length + i]!);
-        await kernels.addInto(view(o.dv, g.offset, g.rows, H * dv), parts[b * 2 * segs.length + segs.length + i]!);
+        await kernelsOf(ctx).addInto(view(o.dk, g.offset, g.rows, H * dk), parts[b * 2 * segs.length + i]!);
+        await kernelsOf(ctx).addInto(view(o.dv, g.offset, g.rows, H * dv), parts[b * 2 * segs.length + segs.length + i]!);
       }
   }
   await timed(ctx, Promise.all(sends));
@@ -402,7 +402,14 @@ async function windowForward(ctx: SpContext, layout: Layout | undefined, shape: 
         v: halo ? concatF32([halo[2 * b + 1]!, v]) : v,
         ...(shape.scale !== undefined ? { scale: shape.scale } : {}),
       };
-      segCalls.push({ offset: s.offset, rows: s.rows, index: s.index, spec, fwd: await kernels.softmax.forward(spec), halo: s.halo });
+      segCalls.push({
+        offset: s.offset,
+        rows: s.rows,
+        index: s.index,
+        spec,
+        fwd: await kernelsOf(ctx).softmax.forward(spec),
+        halo: s.halo,
+      });
     }
     calls.push(segCalls);
     outs.push(segCalls.length === 1 ? segCalls[0]!.fwd.o : concatF32(segCalls.map((c) => c.fwd.o)));
@@ -436,7 +443,7 @@ async function windowBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32
     const dvAll = one ? null : output(rows * H * dv);
     let single: { dq: Float32Array; dk: Float32Array; dv: Float32Array } | null = null;
     for (const c of segCalls) {
-      const g = await kernels.softmax.backward(c.spec, c.fwd, view(dO[b]!, c.offset, c.rows, H * dv));
+      const g = await kernelsOf(ctx).softmax.backward(c.spec, c.fwd, view(dO[b]!, c.offset, c.rows, H * dv));
       const dkOwn = g.dk.subarray(c.halo * H * dk);
       const dvOwn = g.dv.subarray(c.halo * H * dv);
       if (c.halo > 0) {
@@ -477,8 +484,8 @@ async function windowBackward(ctx: SpContext, state: SoftmaxSpState, dO: Float32
       );
     }
     for (const [b, o] of out.entries()) {
-      await kernels.addInto(view(o.dk, s.offset + s.rows - s.nextHalo, s.nextHalo, H * dk), parts[2 * b]!);
-      await kernels.addInto(view(o.dv, s.offset + s.rows - s.nextHalo, s.nextHalo, H * dv), parts[2 * b + 1]!);
+      await kernelsOf(ctx).addInto(view(o.dk, s.offset + s.rows - s.nextHalo, s.nextHalo, H * dk), parts[2 * b]!);
+      await kernelsOf(ctx).addInto(view(o.dv, s.offset + s.rows - s.nextHalo, s.nextHalo, H * dv), parts[2 * b + 1]!);
     }
   }
   await timed(ctx, Promise.all(sends));

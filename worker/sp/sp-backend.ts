@@ -5,9 +5,9 @@
 // layers of hybrid models (softmax-sp.ts) receive the K/V rows of the earlier ranks and send their
 // dK/dV back; sliding-window layers and the short convolution exchange a fixed-size halo with the
 // neighbouring ranks.
-import { convSpec, cpuBackend, dims2, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../../model/backend.js';
-import { kernels, type AttentionSpec, type BackwardResult } from '../../native/kernels.js';
-import { ops } from '../../native/ops.js';
+import { convSpec, dims2, hostBackend, type AttentionContext, type Backend, type ConvContext, type Tensor } from '../../model/backend.js';
+import type { AttentionSpec, BackwardResult } from '../../native/kernels.js';
+import { cpuKernels, type KernelSet } from '../../native/kernel-set.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { concatF32, pack, unpack } from './wire.js';
 import { softmaxSpBackward, softmaxSpForward, type SoftmaxSpState } from './softmax-sp.js';
@@ -25,6 +25,8 @@ interface SpAttentionContext extends AttentionContext {
 export interface SpBackendOptions {
   /** Accumulates the time spent waiting for collectives (see SpContext.timing). Default none. */
   timing?: { collectiveMs: number };
+  /** The kernels of this rank's device (every op of the backend runs on them). Default the CPU's. */
+  kernels?: KernelSet;
 }
 
 export class SpBackend {
@@ -33,13 +35,15 @@ export class SpBackend {
   /** Appended to the tags' op names, e.g. "eval3" for an evaluation pass. Default "". */
   phase = '';
   readonly backend: Backend;
+  private readonly k: KernelSet;
 
   constructor(
     readonly comm: Communicator,
     private readonly opts: SpBackendOptions = {},
   ) {
+    this.k = opts.kernels ?? cpuKernels;
     this.backend = {
-      ...cpuBackend,
+      ...hostBackend(this.k),
       attention: (specs, layer) => this.attention(specs, layer),
       attentionBackward: (ctx, dO) => this.attentionBackward(ctx, dO),
       softmaxAttention: async (seqs, shape, layer) => {
@@ -67,6 +71,7 @@ export class SpBackend {
       layer,
       ...(this.phase ? { scope: `.${this.phase}` } : {}),
       ...(this.opts.timing ? { timing: this.opts.timing } : {}),
+      kernels: this.k,
     };
   }
 
@@ -109,7 +114,7 @@ export class SpBackend {
       await sent;
     }
     const ys: Tensor[] = [];
-    for (const [i, x] of xs.entries()) ys.push({ shape: x.shape, data: await ops.shortConv(convSpec(x, ws[i]!, K, B, halos?.[i])) });
+    for (const [i, x] of xs.entries()) ys.push({ shape: x.shape, data: await this.k.shortConv(convSpec(x, ws[i]!, K, B, halos?.[i])) });
     const ctx: ConvContext = { xs, ws, K, B, layer, ...(halos ? { halos } : {}) };
     return { ys, ctx };
   }
@@ -123,7 +128,7 @@ export class SpBackend {
     const dws: Float32Array[] = [];
     const dhalos: Float32Array[] = [];
     for (const [i, x] of ctx.xs.entries()) {
-      const g = await ops.shortConvBackward(convSpec(x, ctx.ws[i]!, K, B, ctx.halos?.[i]), dys[i]!.data);
+      const g = await this.k.shortConvBackward(convSpec(x, ctx.ws[i]!, K, B, ctx.halos?.[i]), dys[i]!.data);
       dxs.push({ shape: x.shape, data: g.dx });
       dws.push(g.dw);
       if (g.dhalo) dhalos.push(g.dhalo);
@@ -141,7 +146,7 @@ export class SpBackend {
         for (const [i, [rows, C]] of shapes.entries()) {
           const T = rows / B;
           for (let b = 0; b < B; b++)
-            await kernels.addInto(
+            await this.k.addInto(
               dxs[i]!.data.subarray((b * T + T - h) * C, (b * T + T) * C),
               parts[i]!.subarray(b * h * C, (b + 1) * h * C),
             );
