@@ -12,6 +12,7 @@ interface TrainFlags extends JobConfigFlags {
   resume?: boolean;
   json?: boolean;
   verbose?: boolean;
+  device?: string;
 }
 
 /** The job config: the file (if any), then the flags on top; validated with every default filled in. */
@@ -91,6 +92,7 @@ export async function trainCommand(f: TrainFlags): Promise<void> {
       resumeSteps: given('training', 'steps') ? 'config' : 'checkpoint',
       signal: controller.signal,
       verbose: f.verbose ?? false,
+      ...(f.device !== undefined ? { device: f.device } : {}),
       events: {
         start: (e) => {
           total = e.config.training.steps;
@@ -131,5 +133,10 @@ export function registerTrainCommand(program: Command): void {
     .option('--resume', 'continue from the newest valid checkpoint in --checkpoint-dir')
     .option('--json', 'print one JSON object per step and a summary line')
     .option('--verbose', "copy the workers' log lines to stderr")
+    .option(
+      '--device <dev>',
+      "the workers' device: cpu, cuda:N, or a comma-separated list handed out in turn (cuda:0,cuda:1); workers given the same GPU share it",
+      'cpu',
+    )
     .action((f: TrainFlags) => trainCommand(f));
 }

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import type { Group, RunTaskOptions, TaskReply } from '../coordinator/rendezvous.js';
 import { withWorkerNodeFlags } from './worker-node-flags.js';
+import { parseDevice } from '../native/device.js';
 
 export interface LocalClusterOptions {
   /** Number of worker processes. */
@@ -30,6 +31,11 @@ export interface LocalClusterOptions {
   collectiveTimeoutMs?: number;
   /** Workers' --drain-timeout-ms: how long a SIGTERMed worker waits for its job to release it. Default 0 (stop at once: stop() means the whole cluster goes). */
   drainTimeoutMs?: number;
+  /**
+   * Workers' --device: "cpu", "cuda:N", or a comma-separated list handed out in turn (worker i gets
+   * entry i mod length; e.g. "cuda:0,cuda:1"; two workers given "cuda:0" share that GPU). Default "cpu".
+   */
+  device?: string;
   /** Further coordinator options (host is always 127.0.0.1). Default none. */
   coordinator?: Omit<CoordinatorOptions, 'host' | 'port' | 'heartbeatIntervalMs' | 'missesAllowed'>;
 }
@@ -73,6 +79,7 @@ export function workerEntryPath(): string {
 export async function startLocalCluster(opts: LocalClusterOptions): Promise<LocalCluster> {
   const W = opts.workers;
   if (!Number.isInteger(W) || W < 1) throw new Error(`startLocalCluster: workers must be a positive integer, got ${W}`);
+  if (opts.device !== undefined) workerDevice(opts.device, 0); // a bad list fails here, before any process starts
   const threads = opts.threadsPerWorker ?? Math.max(1, Math.floor(availableParallelism() / W));
   const coordinatorOpts: CoordinatorOptions = {
     ...opts.coordinator,
@@ -124,6 +131,13 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
   };
 }
 
+/** Worker `index`'s entry of a device list ("cpu", "cuda:0", "cuda:0,cuda:1", ...), checked. */
+export function workerDevice(list: string, index: number): string {
+  const entries = list.split(',').map((d) => d.trim());
+  for (const d of entries) parseDevice(d, 'device');
+  return entries[index % entries.length]!;
+}
+
 function spawnWorker(index: number, entry: string, coordinator: string, threads: number, opts: LocalClusterOptions): LocalWorker {
   const id = `local-${index}`;
   const args = [
@@ -138,6 +152,7 @@ function spawnWorker(index: number, entry: string, coordinator: string, threads:
     '--drain-timeout-ms',
     String(opts.drainTimeoutMs ?? 0),
     ...(opts.collectiveTimeoutMs !== undefined ? ['--collective-timeout-ms', String(opts.collectiveTimeoutMs)] : []),
+    ...(opts.device !== undefined ? ['--device', workerDevice(opts.device, index)] : []),
   ];
   const execArgv = withWorkerNodeFlags(opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== ''));
   const child = spawn(process.execPath, [...execArgv, ...args], {

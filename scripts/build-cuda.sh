@@ -27,10 +27,21 @@ if [ -z "$NODE_INC" ]; then
   done
 fi
 if [ -n "$NODE_INC" ] && [ -d node_modules/node-addon-api ]; then
-  "$NVCC" -std=c++17 -O3 $ARCH -Xcompiler -fPIC -c native/cuda/linear_attention.cu -o "$OUT/linear_attention.pic.o"
-  "$NVCC" -std=c++17 -O3 -Xcompiler -fPIC -Xcompiler -fexceptions -I"$NODE_INC" -Inode_modules/node-addon-api \
-    -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED -x cu -c native/cuda/addon_cuda.cc -o "$OUT/addon_cuda.o"
-  "$NVCC" $ARCH -shared -cudart static "$OUT/linear_attention.pic.o" "$OUT/addon_cuda.o" -o "$OUT/lasp_cuda.node"
+  # Every kernel file (native/cuda/*.cu but the standalone bench) and every addon_*.cc part.
+  OBJS=()
+  for src in native/cuda/*.cu; do
+    [ "$src" = native/cuda/la_bench.cu ] && continue
+    o="$OUT/$(basename "$src" .cu).pic.o"
+    "$NVCC" -std=c++17 -O3 $ARCH -Xcompiler -fPIC -c "$src" -o "$o"
+    OBJS+=("$o")
+  done
+  for src in native/cuda/addon_*.cc; do
+    o="$OUT/$(basename "$src" .cc).o"
+    "$NVCC" -std=c++17 -O3 $ARCH -Xcompiler -fPIC -Xcompiler -fexceptions -I"$NODE_INC" -Inode_modules/node-addon-api \
+      -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED -x cu -c "$src" -o "$o"
+    OBJS+=("$o")
+  done
+  "$NVCC" $ARCH -shared -cudart static "${OBJS[@]}" -o "$OUT/lasp_cuda.node"
   echo "build-cuda: $OUT/lasp_cuda.node"
 else
   echo "build-cuda: Node headers or node-addon-api not found: addon not built (la_bench only)" >&2

@@ -102,7 +102,7 @@ test('a task of an old generation is refused with FAILED_PRECONDITION', async ()
     const err = await rejection(client.runTask({ jobId: 'job-a', generation: 1, type: 'echo', config: {} }, 2000));
     assert.ok(err instanceof RpcError);
     assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
-    assert.match(err.message, /worker local-1 .*task is for job job-a generation 1, but this worker is in job job-a generation 2/);
+    assert.match(err.message, /worker local-1 .*task is for job "job-a" generation 1, but this worker is in job "job-a" generation 2/);
   } finally {
     client.close();
   }

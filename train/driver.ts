@@ -78,6 +78,8 @@ export interface RunTrainingOptions {
   writeFiles?: boolean;
   /** Copy worker log lines to stderr. Default false. */
   verbose?: boolean;
+  /** The local cluster's workers' device(s) (LocalClusterOptions.device): "cpu", "cuda:N" or a comma-separated list. Default "cpu". */
+  device?: string;
   /** Save a checkpoint when the run ends. Default true. */
   finalCheckpoint?: boolean;
   /** Evaluate when the run ends. Default true. */
@@ -136,6 +138,7 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
         workers: config.cluster.workers,
         ...(config.cluster.threadsPerWorker ? { threadsPerWorker: config.cluster.threadsPerWorker } : {}),
         verbose: opts.verbose ?? false,
+        ...(opts.device !== undefined ? { device: opts.device } : {}),
       });
   const cluster: GroupRunner = opts.cluster ?? local!;
   const jobId = opts.jobId ?? `train-${process.pid}-${Date.now()}`;

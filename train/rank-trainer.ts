@@ -6,6 +6,7 @@
 // Every rank ends the step with bit-identical weights (the AllReduce hands every rank the same
 // sums), so rank 0 alone writes checkpoints and every rank can resume from one.
 import { withOutputScope } from '../native/kernels.js';
+import { cpuKernels, type KernelSet } from '../native/kernel-set.js';
 import { ops } from '../native/ops.js';
 import { Model, type ModelConfig } from '../model/model.js';
 import type { Communicator } from '../worker/collectives/communicator.js';
@@ -91,9 +92,9 @@ export class RankTrainer {
   }
 
   /** Builds the replica: seeded weights, or the state of `resumeFrom` (a checkpoint file). */
-  static async create(cfg: TrainConfig, comm: Communicator, resumeFrom?: string): Promise<RankTrainer> {
+  static async create(cfg: TrainConfig, comm: Communicator, resumeFrom?: string, kernels: KernelSet = cpuKernels): Promise<RankTrainer> {
     const timing = { collectiveMs: 0 };
-    const sp = new SpBackend(comm, { timing });
+    const sp = new SpBackend(comm, { timing, kernels });
     const model = new Model(modelConfigOf(cfg), sp.backend);
     const source = await createSource(cfg.data);
     const evalSource = await createSource(evalSourceConfig(cfg));

@@ -41,7 +41,7 @@ registerTask('train.start', async (ctx) => {
   const cfg = parseTrainConfig(o.config);
   const resumeFrom = o.resumeFrom === undefined ? undefined : checkString('resumeFrom', o.resumeFrom);
   await drop();
-  const trainer = await RankTrainer.create(cfg, ctx.comm, resumeFrom);
+  const trainer = await RankTrainer.create(cfg, ctx.comm, resumeFrom, ctx.kernels);
   current = { jobId: ctx.assignment.jobId, generation: ctx.assignment.generation, trainer };
   return { result: { step: trainer.step, parameters: trainer.model.params.size, rank: ctx.comm.rank } };
 });

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { WorkerControlHandlers } from '../proto/generated/lasp/v1/WorkerControl.js';
 import type { TaskReply } from '../proto/generated/lasp/v1/TaskReply.js';
 import { serviceError } from '../coordinator/grpc-call.js';
+import { cpuKernels, type KernelSet } from '../native/kernel-set.js';
 import { clampDetails, identifierProblem, quoteUntrusted } from '../coordinator/status-details.js';
 import type { Communicator, GroupAssignment } from './collectives/communicator.js';
 import { encodeTensor } from './tensor-bytes.js';
@@ -38,6 +39,8 @@ export class ControlService {
   constructor(
     private readonly peer: PeerService,
     private readonly log: (line: string) => void = () => {},
+    /** The kernels tasks run on (the worker's device). Default the CPU's. */
+    private readonly kernels: KernelSet = cpuKernels,
   ) {}
 
   status(): WorkerStatus {
@@ -122,7 +125,7 @@ export class ControlService {
         const controller = new AbortController();
         m.task = { type: r.type, controller };
         call.on('cancelled', () => controller.abort('the caller cancelled the task (deadline or disconnect)'));
-        handler({ comm: m.comm, assignment: m.assignment, config, signal: controller.signal })
+        handler({ comm: m.comm, assignment: m.assignment, config, signal: controller.signal, kernels: this.kernels })
           .then((out) => {
             const reply: TaskReply = { resultJson: JSON.stringify(out.result ?? null), tensors: (out.tensors ?? []).map(encodeTensor) };
             callback(null, reply);
@@ -159,7 +162,7 @@ function preconditionFailure(m: Membership | undefined, jobId: string, generatio
   if (!m) return `no group assigned (task is for job ${quoteUntrusted(jobId)} generation ${generation})`;
   const a = m.assignment;
   if (a.jobId !== jobId || a.generation !== generation)
-    return `task is for job ${quoteUntrusted(jobId)} generation ${generation}, but this worker is in job ${a.jobId} generation ${a.generation}`;
+    return `task is for job ${quoteUntrusted(jobId)} generation ${generation}, but this worker is in job ${quoteUntrusted(a.jobId)} generation ${a.generation}`;
   if (m.aborted !== undefined) return `generation ${generation} of job ${jobId} was aborted: ${m.aborted}`;
   if (m.task) return `already running task ${m.task.type} of job ${jobId} generation ${generation}`;
   return undefined;

@@ -12,6 +12,8 @@ import { HealthService } from '../coordinator/health.js';
 import { ControlService, type PeerService } from './control-service.js';
 import { CoordinatorLink } from './heartbeat.js';
 import { PeerEndpoint, peerServerOptions } from './peer-endpoint.js';
+import { deviceName, kernelsFor, parseDevice } from '../native/device.js';
+import type { KernelSet } from '../native/kernel-set.js';
 import './tasks.js'; // built-in tasks
 import './sp/sp-layer-task.js'; // sequence-parallel attention layer
 import '../train/train-task.js'; // training steps, evaluation, checkpoints
@@ -86,6 +88,13 @@ export class WorkerProcess {
     const id = opts.id ?? `${hostname()}-${process.pid}`;
     const token = opts.token ?? (process.env.LASP_TOKEN || process.env.LASP_CLUSTER_TOKEN || undefined);
     const threads = opts.threads ?? (Number(process.env.LASP_THREADS) || availableParallelism());
+    const device = parseDevice(opts.device ?? 'cpu', 'device');
+    let kernels: KernelSet;
+    try {
+      kernels = await kernelsFor(device);
+    } catch (err) {
+      throw new Error(`worker ${id}: device ${deviceName(device)}: ${(err as Error).message}`);
+    }
     const peer =
       opts.peer ??
       new PeerEndpoint({
@@ -95,7 +104,7 @@ export class WorkerProcess {
         token,
         ...(opts.tls !== undefined ? { channelOptions: withChannelCredentials(PEER_CHANNEL_OPTIONS, opts.tls), tls: opts.tls } : {}),
       });
-    const control = new ControlService(peer, (line) => log(`worker ${id}: ${line}`));
+    const control = new ControlService(peer, (line) => log(`worker ${id}: ${line}`), kernels);
     const server = new grpc.Server({
       ...peerServerOptions(opts.pieceBytes),
       ...(token !== undefined ? { interceptors: [tokenServerInterceptor(token, (line) => log(`worker ${id}: ${line}`))] } : {}),
@@ -118,7 +127,7 @@ export class WorkerProcess {
       coordinator: opts.coordinator,
       ...(token !== undefined ? { token } : {}),
       ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
-      registration: { workerId: id, address, host, pid: process.pid, device: opts.device ?? 'cpu', threads },
+      registration: { workerId: id, address, host, pid: process.pid, device: deviceName(device), threads },
       status: () => control.status(),
       log: (line) => log(`worker ${id}: ${line}`),
     });

@@ -2,6 +2,7 @@
 // their tasks with registerTask, e.g. worker/sp registers "sp-layer".
 import type { Communicator, GroupAssignment } from './collectives/communicator.js';
 import type { NamedTensor } from './tensor-bytes.js';
+import type { KernelSet } from '../native/kernel-set.js';
 
 export interface TaskContext {
   /** The communicator of the current group. */
@@ -11,6 +12,8 @@ export interface TaskContext {
   config: unknown;
   /** Aborted when the generation is aborted, the worker re-assigned or shut down, or the caller gives up. */
   signal: AbortSignal;
+  /** The kernels of this worker's device (`lasp worker --device`). */
+  kernels: KernelSet;
 }
 
 export interface TaskResult {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "addon_util.h"
 #include "la_cuda.h"
 
 namespace {
@@ -20,20 +21,8 @@ namespace {
 using lasp_cuda::Kind;
 using lasp_cuda::Prec;
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-struct DevMem {
-  void* p = nullptr;
-  explicit DevMem(size_t bytes) { ck(cudaMalloc(&p, bytes ? bytes : 16), "cudaMalloc"); }
-  ~DevMem() {
-    if (p) cudaFree(p);
-  }
-  DevMem(const DevMem&) = delete;
-  DevMem& operator=(const DevMem&) = delete;
-  float* f() const { return static_cast<float*>(p); }
-};
+using lasp_cuda_addon::ck;
+using lasp_cuda_addon::DevMem;
 
 std::vector<float> copyOf(const Napi::Value& v) {
   if (v.IsNull() || v.IsUndefined()) return {};
@@ -213,6 +202,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("forward", Napi::Function::New(env, Forward));
   exports.Set("backward", Napi::Function::New(env, Backward));
+  lasp_cuda_addon::RegisterModelOps(env, exports);
+  lasp_cuda_addon::RegisterGeneralAttention(env, exports);
   return exports;
 }
 
