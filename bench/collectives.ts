@@ -1,10 +1,14 @@
 // `lasp bench collectives`: AllGather latency and bandwidth between W real worker processes on
-// loopback (gRPC PeerEndpoint), against the same exchange over raw TCP sockets (node:net) between
-// the same kind of processes. Bandwidth = bytes received per rank ((W−1) × size) / time.
+// loopback (gRPC PeerEndpoint), against the same exchange over raw TCP sockets (node:net) and over
+// plain node:http2 streams (one long-lived stream per peer, the peer windows and frame size of
+// session-tuning.ts, no gRPC framing, no acknowledgements) between the same kind of processes: TCP
+// is the goal's reference, http2 what Node's HTTP/2 itself costs. Bandwidth = bytes received per
+// rank ((W−1) × size) / time.
 //
 // The processes are this module itself, forked with CHILD_FLAG.
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
+import * as http2 from 'node:http2';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -14,6 +18,7 @@ import type { Communicator, GroupAssignment } from '../worker/collectives/commun
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { fmt, formatTable } from './table.js';
 import { withWorkerNodeFlags } from '../cluster/worker-node-flags.js';
+import { PEER_MAX_FRAME_SIZE, PEER_RECEIVE_WINDOW } from '../worker/collectives/session-tuning.js';
 
 const CHILD_FLAG = '--lasp-collectives-bench-child';
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -45,6 +50,11 @@ export interface CollectivesBenchRow {
   tcpGBps: number;
   /** allGatherGBps / tcpGBps. */
   ratio: number;
+  /** The same exchange over plain node:http2 streams. */
+  http2Ms: number;
+  http2GBps: number;
+  /** allGatherGBps / http2GBps: the share of Node's own HTTP/2 throughput the gRPC path keeps. */
+  ratioToHttp2: number;
 }
 
 export interface CollectivesBenchResult {
@@ -56,11 +66,13 @@ export interface CollectivesBenchResult {
 }
 
 type ToChild =
-  { type: 'join'; assignment: GroupAssignment; tcpPeers: number[] } | { type: 'run'; size: number; iters: number } | { type: 'exit' };
+  | { type: 'join'; assignment: GroupAssignment; tcpPeers: number[]; h2Peers: number[] }
+  | { type: 'run'; size: number; iters: number }
+  | { type: 'exit' };
 type FromChild =
-  | { type: 'ready'; grpcPort: number; tcpPort: number; pieceBytes: number }
+  | { type: 'ready'; grpcPort: number; tcpPort: number; h2Port: number; pieceBytes: number }
   | { type: 'joined' }
-  | { type: 'times'; grpc: number[]; tcp: number[] }
+  | { type: 'times'; grpc: number[]; tcp: number[]; h2: number[] }
   | { type: 'error'; message: string };
 
 /** Iterations for a size: at least 3, at most `base`, about 256 MiB received per rank at most. */
@@ -132,26 +144,46 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
     const ready = await Promise.all(links.map((l) => expectMsg(l, 'ready')));
     const peers = ready.map((r) => `127.0.0.1:${r.grpcPort}`);
     const tcpPeers = ready.map((r) => r.tcpPort);
-    links.forEach((l, rank) => l.send({ type: 'join', assignment: { jobId: 'bench', generation: 1, rank, world: W, peers }, tcpPeers }));
+    const h2Peers = ready.map((r) => r.h2Port);
+    links.forEach((l, rank) =>
+      l.send({ type: 'join', assignment: { jobId: 'bench', generation: 1, rank, world: W, peers }, tcpPeers, h2Peers }),
+    );
     await Promise.all(links.map((l) => expectMsg(l, 'joined')));
     const rows: CollectivesBenchRow[] = [];
-    // gRPC and raw TCP iterations alternate, so both see the same machine load.
-    const measure = async (size: number): Promise<{ allGatherMs: number; tcpMs: number }> => {
+    // gRPC, raw TCP and http2 iterations alternate, so all see the same machine load.
+    const measure = async (size: number): Promise<{ allGatherMs: number; tcpMs: number; http2Ms: number }> => {
       const iters = itersFor(size, base) + 2; // the first two of each transport are warm-up
       links.forEach((l) => l.send({ type: 'run', size, iters }));
       const times = await Promise.all(links.map((l) => expectMsg(l, 'times')));
       // Per iteration the slowest rank's time; the median over iterations.
       const slowest = (per: number[][]) => median(per[0]!.map((_, i) => Math.max(...per.map((t) => t[i]!))));
-      return { allGatherMs: slowest(times.map((t) => t.grpc.slice(2))), tcpMs: slowest(times.map((t) => t.tcp.slice(2))) };
+      return {
+        allGatherMs: slowest(times.map((t) => t.grpc.slice(2))),
+        tcpMs: slowest(times.map((t) => t.tcp.slice(2))),
+        http2Ms: slowest(times.map((t) => t.h2.slice(2))),
+      };
     };
     for (const size of sizes) {
-      const { allGatherMs, tcpMs } = await measure(size);
+      const { allGatherMs, tcpMs, http2Ms } = await measure(size);
       const received = (W - 1) * size;
       const allGatherGBps = received / (allGatherMs * 1e6);
       const tcpGBps = received / (tcpMs * 1e6);
-      rows.push({ bytes: size, allGatherMs, allGatherGBps, tcpMs, tcpGBps, ratio: allGatherGBps / tcpGBps });
+      const http2GBps = received / (http2Ms * 1e6);
+      rows.push({
+        bytes: size,
+        allGatherMs,
+        allGatherGBps,
+        tcpMs,
+        tcpGBps,
+        ratio: allGatherGBps / tcpGBps,
+        http2Ms,
+        http2GBps,
+        ratioToHttp2: allGatherGBps / http2GBps,
+      });
       if (progress)
-        process.stderr.write(`collectives bench: ${size} B per rank: allGather ${fmt(allGatherMs)} ms, raw TCP ${fmt(tcpMs)} ms\n`);
+        process.stderr.write(
+          `collectives bench: ${size} B per rank: allGather ${fmt(allGatherMs)} ms, raw TCP ${fmt(tcpMs)} ms, plain http2 ${fmt(http2Ms)} ms\n`,
+        );
     }
     return { workers: W, pieceBytes: ready[0]!.pieceBytes, transport: endpoint.streamTransport ?? 'http2', rows };
   } finally {
@@ -170,10 +202,21 @@ function formatBytes(n: number): string {
 }
 
 export function printCollectivesBench(r: CollectivesBenchResult): string {
-  const head = `AllGather between ${r.workers} processes on loopback (gRPC over ${r.transport}, pieces of ${formatBytes(r.pieceBytes)}) vs the same exchange over raw TCP; GB/s = bytes received per rank / time`;
+  const head =
+    `AllGather between ${r.workers} processes on loopback (gRPC over ${r.transport}, pieces of ${formatBytes(r.pieceBytes)}) vs the same exchange ` +
+    `over raw TCP and over plain node:http2 streams; GB/s = bytes received per rank / time; ratio = allgather GB/s / raw TCP GB/s`;
   const table = formatTable(
-    ['size per rank', 'allgather ms', 'allgather GB/s', 'raw TCP ms', 'raw TCP GB/s', 'ratio'],
-    r.rows.map((x) => [formatBytes(x.bytes), fmt(x.allGatherMs), fmt(x.allGatherGBps), fmt(x.tcpMs), fmt(x.tcpGBps), fmt(x.ratio, 2)]),
+    ['size per rank', 'allgather ms', 'allgather GB/s', 'raw TCP ms', 'raw TCP GB/s', 'ratio', 'http2 ms', 'allgather / http2'],
+    r.rows.map((x) => [
+      formatBytes(x.bytes),
+      fmt(x.allGatherMs),
+      fmt(x.allGatherGBps),
+      fmt(x.tcpMs),
+      fmt(x.tcpGBps),
+      fmt(x.ratio, 2),
+      fmt(x.http2Ms),
+      fmt(x.ratioToHttp2, 2),
+    ]),
   );
   return `${head}\n${table}`;
 }
@@ -281,6 +324,73 @@ class TcpMesh {
   }
 }
 
+/**
+ * Plain node:http2: one long-lived POST stream to every peer carrying raw bytes (no gRPC framing,
+ * no replies), with the receive windows and frame size the peer endpoint asks for.
+ */
+class H2Mesh {
+  private readonly out: http2.ClientHttp2Stream[] = [];
+  private readonly sessions: http2.ClientHttp2Session[] = [];
+  private readonly received = new Map<http2.ServerHttp2Stream, number>();
+  private onData: (() => void) | undefined;
+  private expected = 0;
+  static readonly SETTINGS: http2.Settings = { initialWindowSize: PEER_RECEIVE_WINDOW, maxFrameSize: PEER_MAX_FRAME_SIZE };
+
+  constructor(private readonly server: http2.Http2Server) {
+    server.on('session', (session) => session.setLocalWindowSize(PEER_RECEIVE_WINDOW));
+    server.on('stream', (stream) => {
+      stream.respond({ ':status': 200 });
+      this.received.set(stream, 0);
+      stream.on('data', (chunk: Buffer) => {
+        this.received.set(stream, (this.received.get(stream) ?? 0) + chunk.length);
+        this.onData?.();
+      });
+    });
+  }
+
+  async connect(rank: number, ports: number[]): Promise<void> {
+    for (const [r, port] of ports.entries()) {
+      if (r === rank) continue;
+      const session = http2.connect(`http://127.0.0.1:${port}`, {
+        settings: H2Mesh.SETTINGS,
+        createConnection: () => connect({ port, host: '127.0.0.1', noDelay: true }),
+      });
+      session.on('error', () => {});
+      await new Promise<void>((resolve) => session.once('connect', () => resolve()));
+      session.setLocalWindowSize(PEER_RECEIVE_WINDOW);
+      this.sessions.push(session);
+      this.out.push(session.request({ ':method': 'POST', ':path': '/bench' }, { endStream: false }));
+    }
+    // A first byte on every stream makes the peers' server see it.
+    for (const s of this.out) s.write(Buffer.alloc(1));
+    this.expected = 1;
+    const expected = ports.length - 1;
+    while (this.received.size < expected || [...this.received.values()].some((n) => n < 1)) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  async exchange(block: Uint8Array): Promise<void> {
+    const writes = this.out.map((s) => new Promise<void>((resolve) => (s.write(block) ? resolve() : s.once('drain', () => resolve()))));
+    this.expected += block.byteLength;
+    const done = () => [...this.received.values()].every((n) => n >= this.expected);
+    const arrived = done()
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          this.onData = () => {
+            if (done()) {
+              this.onData = undefined;
+              resolve();
+            }
+          };
+        });
+    await Promise.all([...writes, arrived]);
+  }
+
+  close(): void {
+    for (const s of this.sessions) s.destroy();
+    this.server.close();
+  }
+}
+
 async function child(): Promise<void> {
   const endpointOpts = JSON.parse(process.env.LASP_BENCH_ENDPOINT ?? '{}') as PeerEndpointOptions;
   const endpoint = new PeerEndpoint(endpointOpts);
@@ -294,29 +404,36 @@ async function child(): Promise<void> {
   const tcpPort = await new Promise<number>((resolve) =>
     tcpServer.listen(0, '127.0.0.1', () => resolve((tcpServer.address() as { port: number }).port)),
   );
+  const h2Server = http2.createServer({ settings: H2Mesh.SETTINGS });
+  const h2 = new H2Mesh(h2Server);
+  const h2Port = await new Promise<number>((resolve) =>
+    h2Server.listen(0, '127.0.0.1', () => resolve((h2Server.address() as { port: number }).port)),
+  );
   const send = (m: FromChild) => process.send!(m);
   let comm: Communicator | undefined;
   let step = 0;
-  send({ type: 'ready', grpcPort, tcpPort, pieceBytes: endpoint.options.pieceBytes });
+  send({ type: 'ready', grpcPort, tcpPort, h2Port, pieceBytes: endpoint.options.pieceBytes });
   process.on('message', (raw) => {
     const m = raw as ToChild;
     const handle = async () => {
       if (m.type === 'join') {
         comm = endpoint.joinGroup(m.assignment);
         await mesh.connect(m.assignment.rank, m.tcpPeers);
+        await h2.connect(m.assignment.rank, m.h2Peers);
         send({ type: 'joined' });
       } else if (m.type === 'run') {
         const block = new Uint8Array(m.size).fill(m.size & 0xff);
         // Rounds of ROUND iterations of each, alternating, each round's first iteration dropped
         // (it may still share the machine with the other transport's last one).
-        const times = { grpc: [] as number[], tcp: [] as number[] };
+        const times = { grpc: [] as number[], tcp: [] as number[], h2: [] as number[] };
         for (let done = 0; done < m.iters; done += ROUND) {
           const n = Math.min(ROUND, m.iters - done);
-          for (const mode of ['grpc', 'tcp'] as const) {
+          for (const mode of ['grpc', 'tcp', 'h2'] as const) {
             for (let i = 0; i <= n; i++) {
               const t0 = performance.now();
               if (mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
-              else await mesh.exchange(block);
+              else if (mode === 'tcp') await mesh.exchange(block);
+              else await h2.exchange(block);
               if (i > 0) times[mode].push(performance.now() - t0);
             }
           }
@@ -325,6 +442,7 @@ async function child(): Promise<void> {
       } else {
         endpoint.close();
         mesh.close();
+        h2.close();
         server.forceShutdown();
         process.disconnect();
       }
