@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One call on the GPU machine (the device tool's `run`, carry: build-cuda dist build .nodebin; see
+# docs/cuda.md): unpacks Node and the runtime dependencies, then runs every GPU check and
+# benchmark in order, each bounded in time, and writes their outputs to $OUT (default
+# /tmp/lasp-gpu). Prints a summary. Usage: scripts/gpu-session.sh [tests|bench|all] (default tests; tests and bench each fit the device tool's 10-minute call, all does not).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/lasp-gpu}
+WHAT=${1:-tests}
+mkdir -p "$OUT" /tmp/lasp-node
+if ! command -v node > /dev/null; then
+  [ -x /tmp/lasp-node/node ] || xz -dc .nodebin/node.xz > /tmp/lasp-node/node
+  chmod +x /tmp/lasp-node/node
+  export PATH=/tmp/lasp-node:$PATH
+fi
+[ -d node_modules/@grpc/grpc-js ] || tar -xJf .nodebin/node_modules.tar.xz
+nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv > "$OUT/nvidia-smi.txt" 2>&1
+step() { # name seconds command...
+  local name=$1 secs=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$secs" "$@" > "$OUT/$name.txt" 2>&1
+  echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+}
+if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
+  step la-bench-test 90 ./build-cuda/la_bench test
+  step node-gpu-tests 420 node --test --test-concurrency=1 dist/test/cuda.test.js dist/test/cuda-ops.test.js \
+    dist/test/cuda-attention.test.js dist/test/cuda-train.test.js
+  grep -E "^\s*not ok|^# (tests|pass|fail|skipped)|^# .*(CPU vs|GPU workers)" "$OUT/node-gpu-tests.txt" | head -40
+fi
+if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
+  step la-bench 240 ./build-cuda/la_bench bench
+  step train-gpu 240 node --initial-old-space-size=256 dist/cli/lasp.js train --device cuda:0 --steps 20 --json
+  tail -1 "$OUT/train-gpu.txt"
+fi
+cat "$OUT/summary.txt"
