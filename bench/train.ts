@@ -22,7 +22,7 @@ function kindOption(v: string): Kind {
   return v as Kind;
 }
 
-async function withTempDir<T>(f: (dir: string) => Promise<T>): Promise<T> {
+export async function withTempDir<T>(f: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'lasp-bench-'));
   try {
     return await f(dir);
@@ -31,7 +31,7 @@ async function withTempDir<T>(f: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-const median = (xs: number[]) => {
+export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;

@@ -6,6 +6,7 @@ import { printKernelBench, runKernelBench } from '../bench/kernels.js';
 import { registerSpBench } from '../bench/sp.js';
 import { registerCollectivesBench } from '../bench/collectives.js';
 import { registerTrainBench } from '../bench/train.js';
+import { registerScaleBench } from '../bench/scale.js';
 import { registerApiBench } from '../bench/api.js';
 import { registerCoordinatorCommand } from '../coordinator/cli.js';
 import { registerWorkerCommand } from '../worker/cli.js';
@@ -34,6 +35,7 @@ bench
 registerSpBench(bench);
 registerCollectivesBench(bench);
 registerTrainBench(bench);
+registerScaleBench(bench);
 registerApiBench(bench);
 registerCoordinatorCommand(program);
 registerWorkerCommand(program);

@@ -64,8 +64,15 @@ export type CudaStatus =
   { available: true; device: string; multiprocessors: number; computeCapability: string } | { available: false; reason: string };
 
 type F32OrNull = Float32Array | null;
+/** Memory of this process's CUDA device (cudaMemGetInfo), bytes. */
+export interface CudaMemInfo {
+  freeBytes: number;
+  totalBytes: number;
+}
+
 interface CudaAddon {
   info(): { device: string; multiprocessors: number; computeCapability: string };
+  memInfo(): CudaMemInfo;
   forward(...args: (number | F32OrNull)[]): Promise<CudaForwardResult>;
   backward(...args: (number | F32OrNull)[]): Promise<CudaBackwardResult>;
 }
@@ -102,6 +109,15 @@ function load(): { addon: CudaAddon | null; status: CudaStatus } {
 /** Whether the CUDA kernels can run here, and if not, why. Never throws. */
 export function cudaStatus(): CudaStatus {
   return load().status;
+}
+
+/**
+ * Free and total memory of the device this process uses (device 0 of what it sees: a worker started
+ * with --device cuda:N sees only GPU N). Free counts every process's allocations on that GPU, so
+ * total − free is the whole GPU's usage. Throws when CUDA is unavailable.
+ */
+export function cudaMemInfo(): CudaMemInfo {
+  return addonOrThrow().memInfo();
 }
 
 function addonOrThrow(): CudaAddon {

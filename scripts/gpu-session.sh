@@ -29,8 +29,12 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   grep -E "^\s*not ok|^# (tests|pass|fail|skipped)|^# .*(CPU vs|GPU workers)" "$OUT/node-gpu-tests.txt" | head -40
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
-  step la-bench 240 ./build-cuda/la_bench bench
-  step train-gpu 240 node --initial-old-space-size=256 dist/cli/lasp.js train --device cuda:0 --steps 20 --json
+  step la-bench 200 ./build-cuda/la_bench bench
+  step train-gpu 150 node --initial-old-space-size=256 dist/cli/lasp.js train --device cuda:0 --steps 20 --json
   tail -1 "$OUT/train-gpu.txt"
+  # Weak scaling with two workers sharing GPU 0 (docs/scale-out.md); on several GPUs pass a list.
+  step scale-gpu 200 node --initial-old-space-size=256 dist/cli/lasp.js bench scale --workers 1,2 --device "${LASP_GPU_DEVICES:-cuda:0}" \
+    --seq-len-per-worker 4096 --steps 3 --loss-steps 1
+  tail -6 "$OUT/scale-gpu.txt"
 fi
 cat "$OUT/summary.txt"

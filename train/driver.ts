@@ -12,11 +12,25 @@ import { writeLossCurve } from './loss-curve.js';
 import { MetricsLog, readMetrics } from './metrics-log.js';
 import type { EvalRecord, StepRecord } from './rank-trainer.js';
 
+/** One rank's own measurements of a step (from its StepRecord). */
+export type RankStepStats = Pick<
+  StepRecord,
+  'ms' | 'collectiveMs' | 'bytesSent' | 'layerBytesSent' | 'rssBytes' | 'peakRssBytes' | 'gpuMemUsedBytes'
+>;
+
+/** A step as rank 0 reported it (the StepRecord fields are rank 0's), plus what the driver measured. */
 export interface StepEvent extends StepRecord {
   /** Input positions per second of this step, measured here (the whole step, all ranks). */
   tokensPerSec: number;
   /** Wall time of this step measured here (ms). */
   wallMs: number;
+  /** Every rank's own measurements, indexed by rank (not written to metrics.jsonl). */
+  ranks: RankStepStats[];
+}
+
+function rankStats(r: StepRecord): RankStepStats {
+  const { ms, collectiveMs, bytesSent, layerBytesSent, rssBytes, peakRssBytes, gpuMemUsedBytes } = r;
+  return { ms, collectiveMs, bytesSent, layerBytesSent, rssBytes, peakRssBytes, gpuMemUsedBytes };
 }
 
 export interface StartEvent {
@@ -206,16 +220,23 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
         break;
       }
       const s0 = performance.now();
-      const r = (resultOfRank0(await run('train.steps', { count: 1 })) as { steps: StepRecord[] }).steps;
+      const replies = await run('train.steps', { count: 1 });
       const wallMs = performance.now() - s0;
-      for (const rec of r) {
+      const r = (resultOfRank0(replies) as { steps: StepRecord[] }).steps;
+      const byRank = [...replies].sort((a, b) => a.rank - b.rank).map((x) => (x.result as { steps: StepRecord[] }).steps);
+      for (const [i, rec] of r.entries()) {
         step = rec.step;
-        const e: StepEvent = { ...rec, wallMs: wallMs / r.length, tokensPerSec: (rec.tokens * r.length * 1000) / wallMs };
+        const e: StepEvent = {
+          ...rec,
+          wallMs: wallMs / r.length,
+          tokensPerSec: (rec.tokens * r.length * 1000) / wallMs,
+          ranks: byRank.map((steps) => rankStats(steps[i]!)),
+        };
         losses.push(rec.loss);
         tokens += rec.tokens;
         stepMs += e.wallMs;
         points.push({ step: rec.step, loss: rec.loss });
-        await metrics?.write({ type: 'step', ...e });
+        await metrics?.write({ type: 'step', ...e, ranks: undefined });
         ev.step?.(e);
         if (!Number.isFinite(rec.loss)) throw new Error(`step ${rec.step}: the loss is ${rec.loss}; stopping (lower training.lr?)`);
       }

@@ -8,6 +8,7 @@
 import { withOutputScope } from '../native/kernels.js';
 import { cpuKernels, type KernelSet } from '../native/kernel-set.js';
 import { ops } from '../native/ops.js';
+import { cudaMemInfo } from '../native/cuda.js';
 import { Model, type ModelConfig } from '../model/model.js';
 import type { Communicator } from '../worker/collectives/communicator.js';
 import { SpBackend } from '../worker/sp/sp-backend.js';
@@ -32,6 +33,28 @@ export interface StepRecord {
   ms: number;
   /** Of which waiting for collectives (ms, this rank). */
   collectiveMs: number;
+  /**
+   * Collective payload bytes this rank sent during the step (its communicator's bytesSent counter,
+   * after minus before): the layers' exchanges forward and backward, the loss AllGather and the
+   * gradient AllReduce. 0 when W = 1.
+   */
+  bytesSent: number;
+  /**
+   * Of `bytesSent`, what the model's layers sent during forward + backward (attention summaries and
+   * state gradients, softmax K/V and dK/dV, halos of sliding-window layers and of the short
+   * convolution); the rest is the loss AllGather and the gradient AllReduce.
+   */
+  layerBytesSent: number;
+  /** This worker process's resident set at the end of the step (process.memoryUsage.rss(), bytes). */
+  rssBytes: number;
+  /** The process's peak resident set so far (getrusage maxRSS, bytes): includes the step's transient peak. */
+  peakRssBytes: number;
+  /**
+   * Where this rank's kernel set runs on CUDA: GPU memory in use at the end of the step (bytes,
+   * total − free from cudaMemGetInfo). That is the whole GPU's usage, every process on it included
+   * (ranks sharing a GPU report the same figure). null on the CPU.
+   */
+  gpuMemUsedBytes: number | null;
 }
 
 export interface EvalRecord {
@@ -69,6 +92,12 @@ function evalSourceConfig(cfg: TrainConfig): unknown {
   return { ...cfg.data, seed: seed % (MAX_SEED + 1) };
 }
 
+/** GPU memory in use on this process's device (total − free), bytes. */
+function gpuMemUsed(): number {
+  const m = cudaMemInfo();
+  return m.totalBytes - m.freeBytes;
+}
+
 export class RankTrainer {
   /** Completed steps. */
   step = 0;
@@ -85,6 +114,7 @@ export class RankTrainer {
     private readonly source: SequenceSource,
     private readonly evalSource: SequenceSource,
     private readonly timing: { collectiveMs: number },
+    private readonly kernels: KernelSet,
   ) {
     this.m = new Float32Array(model.params.size);
     this.v = new Float32Array(model.params.size);
@@ -100,7 +130,7 @@ export class RankTrainer {
     const evalSource = await createSource(evalSourceConfig(cfg));
     if (source.vocabSize > cfg.model.vocab)
       throw new Error(`model.vocab = ${cfg.model.vocab} is smaller than the data's vocabulary ${source.vocabSize}`);
-    const t = new RankTrainer(cfg, comm, sp, model, source, evalSource, timing);
+    const t = new RankTrainer(cfg, comm, sp, model, source, evalSource, timing, kernels);
     if (resumeFrom) await t.restore(resumeFrom);
     else await model.init(cfg.training.seed);
     return t;
@@ -135,26 +165,29 @@ export class RankTrainer {
    * Forward + backward of the step after the current one on this rank's blocks, then the
    * AllGather of (loss sum, count) and the AllReduce of the gradients, scaled to the gradient of
    * the mean loss: every rank ends with the whole batch's gradient in model.params.grads.
+   * `layerBytesSent`: what this rank's communicator sent during forward + backward.
    */
-  async computeGradients(s: number): Promise<{ lossSum: number; count: number }> {
+  async computeGradients(s: number): Promise<{ lossSum: number; count: number; layerBytesSent: number }> {
     const B = this.cfg.training.batchSize;
     const P = this.model.params;
     const { inputs, targets } = await this.batch(this.source, (s - 1) * B, B);
     this.sp.step = s;
     this.sp.phase = '';
     P.zeroGrads();
+    const bytes0 = this.comm.stats.bytesSent;
     // Every activation and intermediate gradient of the step goes back to the pool at its end.
     const fwd = await withOutputScope(async () => {
       const f = await this.model.forward({ inputs, targets, sequences: B }, { scale: 1 });
       await this.model.backward(f.cache);
       return { lossSum: f.lossSum, count: f.count };
     });
+    const layerBytesSent = this.comm.stats.bytesSent - bytes0;
     const c0 = performance.now();
     const [lossSum, count] = (await this.sumOverRanks(s, 'loss', [fwd.lossSum, fwd.count])) as [number, number];
     await this.comm.allReduceSum({ step: s, layer: 0, op: 'grad.allreduce' }, P.grads);
     this.timing.collectiveMs += performance.now() - c0;
     if (count > 0) await ops.scaleInPlace(P.grads, 1 / count);
-    return { lossSum, count };
+    return { lossSum, count, layerBytesSent };
   }
 
   /** Runs the next step on this rank. */
@@ -164,7 +197,8 @@ export class RankTrainer {
     const { training: tc } = this.cfg;
     const s = this.step + 1;
     const P = this.model.params;
-    const { lossSum, count } = await this.computeGradients(s);
+    const bytes0 = this.comm.stats.bytesSent;
+    const { lossSum, count, layerBytesSent } = await this.computeGradients(s);
     const gradNorm = await ops.gradNorm([P.grads]);
     if (tc.gradClip > 0 && gradNorm > tc.gradClip) await ops.scaleInPlace(P.grads, tc.gradClip / gradNorm);
     const lr = learningRate(tc, s);
@@ -182,6 +216,11 @@ export class RankTrainer {
       gradNorm,
       ms: performance.now() - t0,
       collectiveMs: this.timing.collectiveMs,
+      bytesSent: this.comm.stats.bytesSent - bytes0,
+      layerBytesSent,
+      rssBytes: process.memoryUsage.rss(),
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      gpuMemUsedBytes: this.kernels.device === 'cuda' ? gpuMemUsed() : null,
     };
   }
 

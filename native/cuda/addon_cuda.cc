@@ -198,8 +198,26 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// Free and total memory of device 0 (the process's GPU: workers see only theirs), in bytes, from
+// cudaMemGetInfo; free counts every process's allocations on that GPU.
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t freeBytes = 0, totalBytes = 0;
+  cudaError_t e = cudaSetDevice(0);
+  if (e == cudaSuccess) e = cudaMemGetInfo(&freeBytes, &totalBytes);
+  if (e != cudaSuccess) {
+    Napi::Error::New(env, std::string("cudaMemGetInfo: ") + cudaGetErrorString(e)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("freeBytes", static_cast<double>(freeBytes));
+  r.Set("totalBytes", static_cast<double>(totalBytes));
+  return r;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("forward", Napi::Function::New(env, Forward));
   exports.Set("backward", Napi::Function::New(env, Backward));
   lasp_cuda_addon::RegisterModelOps(env, exports);
