@@ -49,6 +49,8 @@ export interface SpBenchOptions {
   causal?: boolean;
   /** Kernel threads per worker. Default max(1, floor(cpus / workers)). */
   threadsPerWorker?: number;
+  /** The workers' device(s), as for `lasp train --device` (the single-process check stays on the CPU). Default "cpu". */
+  device?: string;
 }
 
 export interface SpBenchResult {
@@ -56,6 +58,8 @@ export interface SpBenchResult {
   window: number | null;
   convSize: number | null;
   layout: 'contiguous' | 'zigzag';
+  /** The workers' device(s). */
+  device: string;
   workers: number;
   seqLen: number;
   heads: number;
@@ -109,7 +113,11 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
     repeats: o.repeats ?? 3,
     check: o.check ?? true,
   };
-  const cluster = await startLocalCluster({ workers: o.workers, ...(o.threadsPerWorker ? { threadsPerWorker: o.threadsPerWorker } : {}) });
+  const cluster = await startLocalCluster({
+    workers: o.workers,
+    ...(o.threadsPerWorker ? { threadsPerWorker: o.threadsPerWorker } : {}),
+    ...(o.device !== undefined ? { device: o.device } : {}),
+  });
   try {
     const group = await cluster.formGroup(`bench-sp-${process.pid}-${Date.now()}`, o.workers);
     const replies = await cluster.runTask(group, 'sp-layer', config, { timeoutMs: 30 * 60_000 });
@@ -134,6 +142,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
       window: o.kind === 'swa' ? (o.window ?? null) : null,
       convSize: o.kind === 'conv' ? (o.convSize ?? 4) : null,
       layout: zigzag ? 'zigzag' : 'contiguous',
+      device: o.device ?? 'cpu',
       workers: o.workers,
       seqLen: o.seqLen,
       heads: o.heads,
@@ -208,6 +217,7 @@ export function registerSpBench(bench: Command): void {
     .option('--non-causal', 'bidirectional (linear only; LASP-2 only)')
     .option('--no-check', 'skip the comparison with the single-process kernel')
     .option('--threads-per-worker <N>', 'kernel threads per worker (default: cores / workers)', positiveInt('--threads-per-worker'))
+    .option('--device <dev>', "the workers' device: cpu, cuda:N, or a list handed out in turn (cuda:0,cuda:1)", 'cpu')
     .option('--json', 'print one JSON object')
     .action(async (o: SpBenchOptions & { json?: boolean; nonCausal?: boolean; initialState?: boolean }) => {
       if (o.seqLen < o.workers) throw new InvalidArgumentError(`--seq-len (${o.seqLen}) must be at least --workers (${o.workers})`);

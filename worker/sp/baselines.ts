@@ -5,16 +5,16 @@
 //    other way and each rank recomputes the state gradients of the blocks after it. Its traffic
 //    grows with T, which is what LASP-2 avoids.
 // Causal only.
-import { kernels, type AttentionSpec, type BlockSummary } from '../../native/kernels.js';
+import type { AttentionSpec, BlockSummary } from '../../native/kernels.js';
 import { bytesF32, f32Bytes, pack, unpack } from './wire.js';
-import { stateSize, tag, type SpBackwardResult, type SpContext, type SpForwardResult } from './lasp2.js';
+import { kernelsOf, stateSize, tag, type SpBackwardResult, type SpContext, type SpForwardResult } from './lasp2.js';
 
 export async function lasp1Forward(ctx: SpContext, spec: AttentionSpec, initialState?: Float32Array): Promise<SpForwardResult> {
   const { comm } = ctx;
   const n = stateSize(spec);
   const incoming =
     comm.rank === 0 ? (initialState ?? new Float32Array(n)) : bytesF32(await comm.recv(tag(ctx, 'lasp1.fwd'), comm.rank - 1), 'lasp1.fwd');
-  const f = await kernels.forward({ ...spec, initialState: incoming });
+  const f = await kernelsOf(ctx).forward({ ...spec, initialState: incoming });
   if (comm.rank < comm.world - 1) await comm.send(tag(ctx, 'lasp1.fwd'), comm.rank + 1, f32Bytes(f.finalState));
   return { o: f.o, incoming, finalState: f.finalState, a: [] };
 }
@@ -32,7 +32,7 @@ export async function lasp1Backward(
     comm.rank === comm.world - 1
       ? (dFinalState ?? new Float32Array(n))
       : bytesF32(await comm.recv(tag(ctx, 'lasp1.bwd'), comm.rank + 1), 'lasp1.bwd');
-  const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, dEnd);
+  const g = await kernelsOf(ctx).backward({ ...spec, initialState: fwd.incoming }, dO, dEnd);
   const dInitialState = g.dInitialState as Float32Array;
   if (comm.rank > 0) await comm.send(tag(ctx, 'lasp1.bwd'), comm.rank - 1, f32Bytes(dInitialState));
   return { ...g, dInitialState };
@@ -84,13 +84,13 @@ export async function ringKvForward(ctx: SpContext, spec: AttentionSpec, initial
   const shape = { kind: spec.kind, H: spec.H, dk: spec.dk, dv: spec.dv };
   const before: BlockSummary[] = new Array(comm.rank);
   await ring(ctx, 'ringkv.fwd', packBlock(spec, []), 1, async (j, msg) => {
-    if (j < comm.rank) before[j] = await kernels.summary(unpackBlock(spec, msg, false).spec);
+    if (j < comm.rank) before[j] = await kernelsOf(ctx).summary(unpackBlock(spec, msg, false).spec);
   });
   const incoming =
     comm.rank === 0
       ? (initialState ?? new Float32Array(stateSize(spec)))
-      : ((await kernels.foldStates(shape, before, initialState)).at(-1) as Float32Array);
-  const f = await kernels.forward({ ...spec, initialState: incoming });
+      : ((await kernelsOf(ctx).foldStates(shape, before, initialState)).at(-1) as Float32Array);
+  const f = await kernelsOf(ctx).forward({ ...spec, initialState: incoming });
   return { o: f.o, incoming, finalState: f.finalState, a: [] };
 }
 
@@ -107,13 +107,13 @@ export async function ringKvBackward(
   await ring(ctx, 'ringkv.bwd', packBlock(spec, [dO]), -1, async (j, msg) => {
     if (j <= comm.rank) return;
     const b = unpackBlock(spec, msg, true);
-    const [s, d] = await Promise.all([kernels.summary(b.spec), kernels.stateGrad(b.spec, b.dO as Float32Array)]);
+    const [s, d] = await Promise.all([kernelsOf(ctx).summary(b.spec), kernelsOf(ctx).stateGrad(b.spec, b.dO as Float32Array)]);
     after[j] = { a: s.a, d };
   });
   const later = after.slice(comm.rank + 1);
   const dEnd = later.length
     ? (
-        await kernels.suffixFold(
+        await kernelsOf(ctx).suffixFold(
           shape,
           later.map((x) => x.a),
           later.map((x) => x.d),
@@ -121,6 +121,6 @@ export async function ringKvBackward(
         )
       ).dInitialState
     : (dFinalState ?? new Float32Array(stateSize(spec)));
-  const g = await kernels.backward({ ...spec, initialState: fwd.incoming }, dO, dEnd);
+  const g = await kernelsOf(ctx).backward({ ...spec, initialState: fwd.incoming }, dO, dEnd);
   return { ...g, dInitialState: g.dInitialState as Float32Array };
 }

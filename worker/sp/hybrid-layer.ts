@@ -9,6 +9,7 @@ import { ops, type ShortConvSpec } from '../../native/ops.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { tensor } from '../../model/backend.js';
 import { tag, timed, type SpContext } from './lasp2.js';
+import { cpuKernels, type KernelSet } from '../../native/kernel-set.js';
 import { lasp2SegBackward, lasp2SegForward } from './lasp2-segments.js';
 import { localRows, localSlice, makeLayout, ownSegments, type Layout, type LayoutName } from './layout.js';
 import { makeProblem, type ProblemConfig } from './random-problem.js';
@@ -164,7 +165,11 @@ type Run = (ctx: SpContext) => Promise<Record<string, Float32Array>>;
 /** The single-process tensors of the whole sequence, by name. */
 type Reference = () => Promise<Record<string, Float32Array>>;
 
-export async function runHybridLayer(comm: Communicator, cfg: HybridLayerConfig): Promise<HybridRankResult> {
+export async function runHybridLayer(
+  comm: Communicator,
+  cfg: HybridLayerConfig,
+  deviceKernels: KernelSet = cpuKernels,
+): Promise<HybridRankResult> {
   const layout = makeLayout(cfg.T, comm.world, cfg.layout);
   const me = comm.rank;
   const { T, H, dk, dv, seed } = cfg;
@@ -214,7 +219,7 @@ export async function runHybridLayer(comm: Communicator, cfg: HybridLayerConfig)
     const x = await localNormals(layout, me, C, seed, 0, 1);
     const dy = await localNormals(layout, me, C, seed, 5, 1);
     const rows = localRows(layout, me);
-    const sp = new SpBackend(comm);
+    const sp = new SpBackend(comm, { kernels: deviceKernels });
     Object.assign(width, { y: C, dx: C });
     let lastDw: Float32Array | undefined;
     run =
@@ -293,7 +298,7 @@ export async function runHybridLayer(comm: Communicator, cfg: HybridLayerConfig)
   let step = 1_000_000;
   for (let it = 0; it <= cfg.repeats; it++) {
     await comm.allGather({ step: ++step, layer: 0, op: 'barrier' }, new Uint8Array(1));
-    const ctx: SpContext = { comm, step: ++step, layer: 1, timing: { collectiveMs: 0 } };
+    const ctx: SpContext = { comm, step: ++step, layer: 1, timing: { collectiveMs: 0 }, kernels: deviceKernels };
     if (it === 0) comm.resetStats();
     const t0 = performance.now();
     const r = await run(ctx);

@@ -3,6 +3,7 @@
 // check the result against the single-process kernel on the whole sequence.
 import { kernels } from '../../native/kernels.js';
 import { registerTask, type TaskContext } from '../tasks.js';
+import { cpuKernels, type KernelSet } from '../../native/kernel-set.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { lasp1Backward, lasp1Forward, ringKvBackward, ringKvForward } from './baselines.js';
 import { rows, splitBlocks } from './blocks.js';
@@ -149,10 +150,14 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] as number;
 }
 
-export async function runSpLayer(comm: Communicator, config: unknown): Promise<SpLayerRankResult> {
+/**
+ * One rank's side of `lasp bench sp`: the distributed layer on `deviceKernels` (the worker's device),
+ * checked against the single-process CPU kernels.
+ */
+export async function runSpLayer(comm: Communicator, config: unknown, deviceKernels: KernelSet = cpuKernels): Promise<SpLayerRankResult> {
   const hybrid = hybridConfig(config);
   if (hybrid) {
-    const r = await runHybridLayer(comm, hybrid);
+    const r = await runHybridLayer(comm, hybrid, deviceKernels);
     return {
       rank: comm.rank,
       world: comm.world,
@@ -187,7 +192,7 @@ export async function runSpLayer(comm: Communicator, config: unknown): Promise<S
     const coll: number[] = [];
     for (let it = 0; it <= cfg.repeats; it++) {
       await barrier(comm, ++step);
-      const ctx: SpContext = { comm, step: ++step, layer: layer + 1, timing: { collectiveMs: 0 } };
+      const ctx: SpContext = { comm, step: ++step, layer: layer + 1, timing: { collectiveMs: 0 }, kernels: deviceKernels };
       if (mode === 'lasp2' && it === 0) comm.resetStats();
       const t0 = performance.now();
       const f = await fwd(ctx, p.spec, p.initialState);
@@ -262,4 +267,4 @@ export function combineErrors(parts: Record<string, ErrorPart>[], names: string[
 export const OUTPUT_TENSORS = ['o', 'finalState', 'y'];
 export const GRAD_TENSORS = ['dq', 'dk', 'dv', 'dg', 'dbeta', 'dInitialState', 'dx', 'dw'];
 
-registerTask('sp-layer', async ({ comm, config }: TaskContext) => ({ result: await runSpLayer(comm, config) }));
+registerTask('sp-layer', async ({ comm, config, kernels }: TaskContext) => ({ result: await runSpLayer(comm, config, kernels) }));
