@@ -7,7 +7,7 @@
 // call rejects with `lasp cuda: unavailable: <reason>` (after the argument checks).
 import { createRequire } from 'node:module';
 import { CUDA_ADDON_PATH, cudaStatus } from './cuda.js';
-import { checkArray, checkInt, describe, fail, type GemmArgs } from './kernels.js';
+import { checkArray, checkGemm, checkInt, describe, fail, type GemmArgs } from './kernels.js';
 import type { AdamWHyper, AdamWState, CrossEntropyResult, CrossEntropySpec, EmbeddingSpec, RmsNormSpec, ShortConvSpec } from './ops.js';
 import {
   checkAdamW,
@@ -19,6 +19,7 @@ import {
   checkNumber,
   checkRmsNorm,
   checkShortConv,
+  checkL2RowsBackward,
 } from './op-checks.js';
 
 type F32 = Float32Array;
@@ -99,17 +100,7 @@ function addon(): CudaOpsAddon {
 
 /** C = alpha·op(A)·op(B) + beta·C, dense row-major (as kernels.gemm). Resolves with C (the caller's C when given). */
 async function gemm(args: GemmArgs): Promise<Float32Array> {
-  const M = checkInt('M', args.M, 0);
-  const N = checkInt('N', args.N, 0);
-  const K = checkInt('K', args.K, 0);
-  const ta = args.transA ?? false;
-  const tb = args.transB ?? false;
-  const alpha = args.alpha ?? 1;
-  const beta = args.beta ?? 0;
-  if (!Number.isFinite(alpha)) fail(`alpha must be finite, got ${alpha}`);
-  if (!Number.isFinite(beta)) fail(`beta must be finite, got ${beta}`);
-  const A = checkArray('A', args.A, M * K, ta ? '[K,M]' : '[M,K]');
-  const B = checkArray('B', args.B, K * N, tb ? '[N,K]' : '[K,N]');
+  const { M, N, K, ta, tb, alpha, beta, A, B } = checkGemm(args);
   const C = args.C === undefined ? null : checkArray('C', args.C, M * N, '[M,N]');
   // (args.multiThreaded is a CPU setting: ignored.)
   const r = await addon().ops_gemm(ta, tb, M, N, K, alpha, A, B, beta, C);
@@ -226,11 +217,7 @@ async function l2NormalizeRowsBackward(
   rows: number,
   d: number,
 ): Promise<Float32Array> {
-  checkInt('rows', rows, 0);
-  checkInt('d', d, 1);
-  checkArray('y', y, rows * d, '[rows,d]');
-  checkArray('inv', inv, rows, '[rows]');
-  checkArray('dy', dy, rows * d, '[rows,d]');
+  checkL2RowsBackward(y, inv, dy, rows, d);
   return (await addon().ops_l2NormalizeRowsBackward(rows, d, y, inv, dy)).dx;
 }
 

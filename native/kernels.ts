@@ -591,8 +591,8 @@ export interface GemmArgs {
   multiThreaded?: boolean;
 }
 
-/** C = alpha·op(A)·op(B) + beta·C, dense row-major. Resolves with C. */
-async function gemm(args: GemmArgs): Promise<Float32Array> {
+/** A GEMM's checked sizes, flags, scalars and inputs (defaults filled in); throws naming the first bad argument. */
+export function checkGemm(args: GemmArgs) {
   const M = checkInt('M', args.M, 0);
   const N = checkInt('N', args.N, 0);
   const K = checkInt('K', args.K, 0);
@@ -604,6 +604,12 @@ async function gemm(args: GemmArgs): Promise<Float32Array> {
   if (!Number.isFinite(beta)) fail(`beta must be finite, got ${beta}`);
   const A = checkArray('A', args.A, M * K, ta ? '[K,M]' : '[M,K]');
   const B = checkArray('B', args.B, K * N, tb ? '[N,K]' : '[K,N]');
+  return { M, N, K, ta, tb, alpha, beta, A, B };
+}
+
+/** C = alpha·op(A)·op(B) + beta·C, dense row-major. Resolves with C. */
+async function gemm(args: GemmArgs): Promise<Float32Array> {
+  const { M, N, K, ta, tb, alpha, beta, A, B } = checkGemm(args);
   // With beta = 0 and K > 0 the kernel writes every element of C without reading it.
   const C = args.C === undefined ? (beta === 0 && K > 0 ? output(M * N) : zeros(M * N)) : checkArray('C', args.C, M * N, '[M,N]');
   await addon().gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N, args.multiThreaded ?? true);

@@ -106,3 +106,12 @@ export function checkAdamW(state: AdamWState, hyper: AdamWHyper) {
   const step = checkInt('step', hyper.step, 1);
   return { n, grads, m, v, lr, beta1, beta2, eps, weightDecay, step };
 }
+
+/** The arguments of l2NormalizeRowsBackward: y and dy [rows,d], inv [rows]. */
+export function checkL2RowsBackward(y: Float32Array, inv: Float32Array, dy: Float32Array, rows: number, d: number): void {
+  checkInt('rows', rows, 0);
+  checkInt('d', d, 1);
+  checkArray('y', y, rows * d, '[rows,d]');
+  checkArray('inv', inv, rows, '[rows]');
+  checkArray('dy', dy, rows * d, '[rows,d]');
+}

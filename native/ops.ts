@@ -14,6 +14,7 @@ import {
   checkNumber,
   checkRmsNorm,
   checkShortConv,
+  checkL2RowsBackward,
 } from './op-checks.js';
 
 export interface RmsNormSpec {
@@ -160,11 +161,7 @@ async function l2NormalizeRowsBackward(
   rows: number,
   d: number,
 ): Promise<Float32Array> {
-  checkInt('rows', rows, 0);
-  checkInt('d', d, 1);
-  checkArray('y', y, rows * d, '[rows,d]');
-  checkArray('inv', inv, rows, '[rows]');
-  checkArray('dy', dy, rows * d, '[rows,d]');
+  checkL2RowsBackward(y, inv, dy, rows, d);
   const dx = output(rows * d);
   await addon().l2NormalizeRowsBackward(rows, d, y, inv, dy, dx);
   return dx;
