@@ -241,7 +241,7 @@ export function registerCollectivesBench(bench: Command): void {
     .option('--iterations <n>', 'measured iterations per size (fewer for large sizes)', positiveInt('--iterations'), 21)
     .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
     .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
-    .addOption(new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js']).default('http2'))
+    .addOption(new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js', 'raw']).default('http2'))
     .option('--json', 'print one JSON object instead of a table')
     .action(
       async (o: {

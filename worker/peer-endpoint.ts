@@ -16,6 +16,7 @@ import { DeliverError, Mailbox } from './collectives/mailbox.js';
 import { PeerClients, type StreamTransport } from './collectives/peer-clients.js';
 import { tuneIncomingSession, tuneServerSettings, tuneSession } from './collectives/session-tuning.js';
 import { installStreamFastPath, PEER_STREAM_PATH, servePeerStream } from './collectives/h2-peer-server.js';
+import { RawPeerServer } from './collectives/raw-peer-server.js';
 
 export interface PeerEndpointOptions {
   /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
@@ -43,7 +44,9 @@ export interface PeerEndpointOptions {
   /**
    * What carries the Stream calls, both directions: 'http2' (default) frames and encodes pieces by
    * hand on node:http2 (peer-wire.ts: no copies of the payload), 'grpc-js' uses the generic stack.
-   * Both speak the same protocol, so peers with different settings interoperate.
+   * Both speak the same protocol, so peers with different settings interoperate. 'raw' (opt-in, plaintext
+   * only) also serves Stream on a listener of its own with our own HTTP/2 framing (raw-peer-server.ts),
+   * announced to 'raw' clients in the http2 response headers; with `tls` it behaves as 'http2'.
    */
   streamTransport?: StreamTransport;
   /**
@@ -100,6 +103,12 @@ export class PeerEndpoint {
   private readonly expectedAuth: Buffer | undefined;
   private readonly tuneSessions: boolean;
   private readonly streamTransport: StreamTransport;
+  /** streamTransport 'raw': the raw listener per local address (started on the first call that comes in on it). */
+  private readonly rawServers = new Map<string, Promise<RawPeerServer | undefined>>();
+  private readonly rawPorts = new Map<string, number>();
+  private rawClosed = false;
+  /** streamTransport 'raw' without TLS. */
+  private readonly rawEnabled: boolean;
 
   constructor(opts: PeerEndpointOptions = {}) {
     const d = DEFAULT_COLLECTIVE_OPTIONS;
@@ -116,6 +125,7 @@ export class PeerEndpoint {
     this.streamTransport = opts.streamTransport ?? 'http2';
     this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport, opts.tls);
     this.tuneSessions = opts.tuneSessions ?? true;
+    this.rawEnabled = this.streamTransport === 'raw' && opts.tls === undefined;
   }
 
   /** The resolved collective options (defaults filled in). */
@@ -129,7 +139,7 @@ export class PeerEndpoint {
    */
   addTo(server: grpc.Server): void {
     if (this.tuneSessions) tuneServerSettings(server);
-    if (this.streamTransport === 'http2') {
+    if (this.streamTransport !== 'grpc-js') {
       installStreamFastPath(server, PEER_STREAM_PATH, (stream, headers) =>
         servePeerStream(stream, headers, {
           maxMessageBytes: Math.max(4 << 20, this.opts.pieceBytes + (64 << 10)),
@@ -139,6 +149,7 @@ export class PeerEndpoint {
           onSession: (session) => {
             if (this.tuneSessions && session !== undefined) tuneSession(session);
           },
+          ...(this.rawEnabled ? { rawPort: (localAddress: string | undefined) => this.rawPortFor(localAddress) } : {}),
         }),
       );
     }
@@ -207,10 +218,46 @@ export class PeerEndpoint {
     if (this.group !== undefined) this.endGroup('left the group');
   }
 
-  /** Leave the group and close the peer channels. */
+  /** Leave the group and close the peer channels (and the raw listeners). */
   close(): void {
     this.leaveGroup();
     this.clients.close();
+    this.rawClosed = true;
+    for (const p of this.rawServers.values()) void p.then((s) => s?.close());
+    this.rawServers.clear();
+    this.rawPorts.clear();
+  }
+
+  /**
+   * The port of the raw listener on `localAddress` (the address an http2 Stream call came in on, so
+   * the caller can reach it there), started on first use; a promise while it starts.
+   */
+  private rawPortFor(localAddress: string | undefined): number | Promise<number | undefined> | undefined {
+    if (this.rawClosed || localAddress === undefined || localAddress === '') return undefined;
+    const host = localAddress.startsWith('::ffff:') ? localAddress.slice(7) : localAddress;
+    const port = this.rawPorts.get(host);
+    if (port !== undefined) return port;
+    let p = this.rawServers.get(host);
+    if (p === undefined) {
+      p = RawPeerServer.listen(host, {
+        maxMessageBytes: Math.max(4 << 20, this.opts.pieceBytes + (64 << 10)),
+        checkAuth: (authorization) => this.checkAuthorization(authorization),
+        deliver: (m) => this.deliver(m),
+        statusOf,
+      }).then(
+        (s) => {
+          if (this.rawClosed) {
+            s.close();
+            return undefined;
+          }
+          this.rawPorts.set(host, s.port);
+          return s;
+        },
+        () => undefined, // e.g. the address cannot be bound: stay on http2
+      );
+      this.rawServers.set(host, p);
+    }
+    return p.then((s) => s?.port);
   }
 
   private endGroup(reason: string): void {

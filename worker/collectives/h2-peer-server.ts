@@ -27,6 +27,12 @@ export interface PeerStreamHandlerDeps {
   statusOf(err: unknown): { code: grpc.status; details: string };
   /** Called once with the HTTP/2 session of the stream (receive-window tuning). */
   onSession?(session: ServerHttp2Stream['session']): void;
+  /**
+   * streamTransport 'raw': the port of this endpoint's raw listener on `localAddress` (the address
+   * the call came in on), announced in the `lasp-raw-port` response header; a promise while the
+   * listener starts (the response waits for it); undefined: none. Not asked on TLS connections.
+   */
+  rawPort?(localAddress: string | undefined): number | Promise<number | undefined> | undefined;
 }
 
 /** grpc-message: percent-encoded (gRPC over HTTP/2 spec). */
@@ -63,9 +69,29 @@ export function servePeerStream(stream: ServerHttp2Stream, headers: IncomingHttp
     return true;
   }
 
+  const session = stream.session;
+  const raw =
+    deps.rawPort === undefined || session === undefined || session.encrypted ? undefined : deps.rawPort(session.socket?.localAddress);
+  if (raw instanceof Promise) {
+    raw.then(
+      (port) => {
+        if (!stream.destroyed) serveCall(stream, deps, port);
+      },
+      () => {
+        if (!stream.destroyed) serveCall(stream, deps, undefined);
+      },
+    );
+  } else serveCall(stream, deps, raw);
+  return true;
+}
+
+/** The call after its headers passed: respond (announcing `rawPort`), then answer every piece. */
+function serveCall(stream: ServerHttp2Stream, deps: PeerStreamHandlerDeps, rawPort: number | undefined): void {
   let trailers = { 'grpc-status': String(grpc.status.OK) } as Record<string, string>;
   let ended = false;
-  stream.respond({ [constants.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/grpc+proto' }, { waitForTrailers: true });
+  const response: Record<string, string | number> = { [constants.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/grpc+proto' };
+  if (rawPort !== undefined) response['lasp-raw-port'] = String(rawPort);
+  stream.respond(response, { waitForTrailers: true });
   stream.on('wantTrailers', () => stream.sendTrailers(trailers));
   const finish = (code: grpc.status, details: string) => {
     if (ended) return;
@@ -103,7 +129,6 @@ export function servePeerStream(stream: ServerHttp2Stream, headers: IncomingHttp
     if (!reader.atBoundary) finish(grpc.status.INTERNAL, 'the stream ended inside a message');
     else finish(grpc.status.OK, '');
   });
-  return true;
 }
 
 type StreamHandler = (this: unknown, extraInterceptors: unknown, stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void;

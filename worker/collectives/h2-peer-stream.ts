@@ -26,6 +26,8 @@ export interface H2PeerStreamOptions {
   tls?: SecureContextOptions & { servername?: string };
   /** Called when the peer does not serve Stream (an older worker). */
   onUnimplemented?: () => void;
+  /** Called with the response headers of each call (streamTransport 'raw' reads the raw port there). */
+  onResponse?: (headers: IncomingHttpHeaders) => void;
 }
 
 function decodeGrpcMessage(v: string | string[] | undefined): string {
@@ -171,6 +173,7 @@ export class H2PeerStream {
       },
     );
     call.on('response', (h) => {
+      this.opts.onResponse?.(h);
       const s = statusIn(h); // trailers-only: the call ended at once (UNAUTHENTICATED, UNIMPLEMENTED)
       if (s !== undefined) this.finished(call, s, end);
     });

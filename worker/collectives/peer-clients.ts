@@ -6,7 +6,8 @@ import { protos } from '../../proto/load.js';
 import type { PeerClient } from '../../proto/generated/lasp/v1/Peer.js';
 import type { PeerMessage } from '../../proto/generated/lasp/v1/PeerMessage.js';
 import { PeerStream, type PieceCallback } from './peer-stream.js';
-import { H2PeerStream } from './h2-peer-stream.js';
+import { H2PeerStream, splitAddress } from './h2-peer-stream.js';
+import { SwitchingPeerStream } from './raw-peer-stream.js';
 
 /**
  * Channel options of the peer clients. Retries are off (a piece is never re-sent behind our back:
@@ -24,8 +25,12 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 1000,
 };
 
-/** Which implementation carries the Stream call. */
-export type StreamTransport = 'http2' | 'grpc-js';
+/**
+ * Which implementation carries the Stream call: 'http2' (default), 'grpc-js', or 'raw' (opt-in:
+ * http2 until the peer announces its raw listener, then our own HTTP/2 framing on a plain socket;
+ * raw-peer-stream.ts, raw-peer-server.ts; plaintext only, with TLS it stays on http2).
+ */
+export type StreamTransport = 'http2' | 'grpc-js' | 'raw';
 
 /** The outgoing Stream call to one peer (PeerStream over grpc-js, or H2PeerStream over node:http2). */
 interface PieceStream {
@@ -67,7 +72,7 @@ export class PeerClients {
    * @param token cluster token sent as `authorization: Bearer <token>` on every call (none when undefined)
    * @param channelOptions options of every channel (default PEER_CHANNEL_OPTIONS)
    * @param useStreams send pieces on one long-lived Stream call per peer (default) instead of one Deliver call each
-   * @param streamTransport what carries the Stream call: 'http2' (default; peer-wire.ts framing on node:http2, no copies) or 'grpc-js'
+   * @param streamTransport what carries the Stream call: 'http2' (default; peer-wire.ts framing on node:http2, no copies), 'grpc-js', or 'raw' (see StreamTransport)
    * @param tls TLS material of the 'http2' Stream calls (default none: plaintext); grpc-js channels take theirs from channelOptions
    */
   constructor(
@@ -125,11 +130,21 @@ export class PeerClients {
   private openStream(address: string): PieceStream {
     const onUnimplemented = () => this.unaryOnly.add(address);
     if (this.streamTransport === 'grpc-js') return new PeerStream(this.get(address), () => this.callMetadata(), onUnimplemented);
-    const h2 = new H2PeerStream(address, {
-      ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }),
+    const authorization = this.token === undefined ? {} : { authorization: `Bearer ${this.token}` };
+    const h2Options = {
+      ...authorization,
       ...(this.tls === undefined ? {} : { tls: { cert: this.tls.cert, key: this.tls.key, ...(this.tls.ca ? { ca: this.tls.ca } : {}) } }),
       onUnimplemented,
-    });
+    };
+    if (this.streamTransport === 'raw' && this.tls === undefined) {
+      const s = new SwitchingPeerStream(
+        splitAddress(address).host,
+        (onResponse) => new H2PeerStream(address, { ...h2Options, onResponse }),
+        authorization,
+      );
+      return { send: (msg, cb) => s.send(wireOf(msg), cb), close: () => s.close() };
+    }
+    const h2 = new H2PeerStream(address, h2Options);
     return { send: (msg, cb) => h2.send(wireOf(msg), cb), close: () => h2.close() };
   }
 
