@@ -1,7 +1,7 @@
 // `lasp train`: a whole local cluster (coordinator + W worker processes on loopback, no Redis)
 // training a model with every sequence split between the workers. Defaults train a small
 // gated_delta model on multi-query associative recall in about a minute.
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { parseTrainConfig, tokensPerStep, type TrainConfig } from '../train/config.js';
 import { runTraining, type StepEvent, type TrainSummary } from '../train/driver.js';
 import { formatDuration, formatRate, ProgressBar } from '../train/progress.js';
@@ -13,6 +13,7 @@ interface TrainFlags extends JobConfigFlags {
   json?: boolean;
   verbose?: boolean;
   device?: string;
+  streamTransport?: 'http2' | 'grpc-js' | 'raw';
 }
 
 /** The job config: the file (if any), then the flags on top; validated with every default filled in. */
@@ -93,6 +94,7 @@ export async function trainCommand(f: TrainFlags): Promise<void> {
       signal: controller.signal,
       verbose: f.verbose ?? false,
       ...(f.device !== undefined ? { device: f.device } : {}),
+      ...(f.streamTransport !== undefined ? { streamTransport: f.streamTransport } : {}),
       events: {
         start: (e) => {
           total = e.config.training.steps;
@@ -137,6 +139,13 @@ export function registerTrainCommand(program: Command): void {
       '--device <dev>',
       "the workers' device: cpu, cuda:N, or a comma-separated list handed out in turn (cuda:0,cuda:1); workers given the same GPU share it",
       'cpu',
+    )
+    .addOption(
+      new Option('--stream-transport <t>', "what carries the workers' collective pieces (lasp worker --stream-transport)").choices([
+        'http2',
+        'grpc-js',
+        'raw',
+      ]),
     )
     .action((f: TrainFlags) => trainCommand(f));
 }

@@ -29,6 +29,8 @@ export interface LocalClusterOptions {
   startTimeoutMs?: number;
   /** Workers' --collective-timeout-ms: deadline of every collective op. Default: the worker's (30000 ms). */
   collectiveTimeoutMs?: number;
+  /** Workers' --stream-transport (http2, grpc-js, raw). Default: the worker's (http2). */
+  streamTransport?: 'http2' | 'grpc-js' | 'raw';
   /** Workers' --drain-timeout-ms: how long a SIGTERMed worker waits for its job to release it. Default 0 (stop at once: stop() means the whole cluster goes). */
   drainTimeoutMs?: number;
   /**
@@ -152,6 +154,7 @@ function spawnWorker(index: number, entry: string, coordinator: string, threads:
     '--drain-timeout-ms',
     String(opts.drainTimeoutMs ?? 0),
     ...(opts.collectiveTimeoutMs !== undefined ? ['--collective-timeout-ms', String(opts.collectiveTimeoutMs)] : []),
+    ...(opts.streamTransport !== undefined ? ['--stream-transport', opts.streamTransport] : []),
     ...(opts.device !== undefined ? ['--device', workerDevice(opts.device, index)] : []),
   ];
   const execArgv = withWorkerNodeFlags(opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== ''));

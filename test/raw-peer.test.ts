@@ -265,3 +265,39 @@ test('raw transport: an announced raw port that cannot be reached fails its piec
   assert.equal(s.onRaw, false);
   s.close();
 });
+
+test('raw transport between worker processes: training gives the same losses as http2, and the pieces moved to the raw listener', async () => {
+  const { startLocalCluster } = await import('../cluster/local-cluster.js');
+  const { parseTrainConfig } = await import('../train/config.js');
+  const { runTraining } = await import('../train/driver.js');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'lasp-raw-train-'));
+  const config = (name: string) =>
+    parseTrainConfig({
+      model: { dModel: 16, layers: 2, heads: 2, dk: 8, dv: 8, ffn: 32, kinds: ['gated_delta', 'softmax'], chunk: 8 },
+      data: { type: 'mqar', seqLen: 64, seed: caseSeed('raw-train-data') },
+      training: { steps: 4, batchSize: 2, lr: 3e-3, seed: caseSeed('raw-train-init'), evalSequences: 2 },
+      cluster: { workers: 2 },
+      checkpoint: { dir: join(dir, name) },
+    });
+  const raw = await startLocalCluster({ workers: 2, threadsPerWorker: 1, streamTransport: 'raw', env: { NODE_DEBUG: 'lasp-raw' } });
+  const plain = await startLocalCluster({ workers: 2, threadsPerWorker: 1 });
+  try {
+    const a = await runTraining(config('raw'), { cluster: raw, writeFiles: false });
+    const b = await runTraining(config('http2'), { cluster: plain, writeFiles: false });
+    assert.deepEqual(a.losses, b.losses, 'the transport must not change a single bit of the losses');
+    const moved = raw.workers.filter((w) => w.logTail.some((l) => /move to its raw listener/.test(l)));
+    process.stdout.write(`# worker log lines kept: ${raw.workers.map((w) => w.logTail.length).join(', ')}\n`);
+    assert.equal(
+      moved.length,
+      2,
+      `workers whose pieces moved to a raw listener:\n${raw.workers.map((w) => w.logTail.join('\n')).join('\n---\n')}`,
+    );
+  } finally {
+    await raw.stop();
+    await plain.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { startWorker, stopOnSignals } from './main.js';
 import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-flags.js';
 import { TlsConfigError } from '../cluster/tls.js';
+import type { StreamTransport } from './collectives/peer-clients.js';
 
 interface WorkerCliOptions extends TlsFlagValues {
   coordinator?: string;
@@ -22,6 +23,7 @@ interface WorkerCliOptions extends TlsFlagValues {
   httpHost?: string;
   drainTimeoutMs: number;
   collectiveTimeoutMs: number;
+  streamTransport: StreamTransport;
   drain?: boolean;
   api?: string;
 }
@@ -83,6 +85,14 @@ export function workerCommand(): Command {
       positiveInt('--collective-timeout-ms'),
       30000,
     )
+    .addOption(
+      new Option(
+        '--stream-transport <t>',
+        "what carries collective pieces to peers: http2 (default; gRPC framing by hand on node:http2), grpc-js, or raw (opt-in, plaintext only: the worker's own HTTP/2 framing on a second listener, faster at large messages; docs/collectives.md)",
+      )
+        .choices(['http2', 'grpc-js', 'raw'])
+        .default('http2'),
+    )
     .option(
       '--drain',
       "do not run a worker: ask the coordinator's HTTP API to drain the running worker --id (its job checkpoints after the current step and goes on without it; the worker exits)",
@@ -117,6 +127,7 @@ export function workerCommand(): Command {
       coordinator,
       drainTimeoutMs: o.drainTimeoutMs,
       collectiveTimeoutMs: o.collectiveTimeoutMs,
+      streamTransport: o.streamTransport,
       host: o.host,
       bindHost: o.bindHost,
       port: o.port,

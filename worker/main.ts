@@ -14,6 +14,7 @@ import { CoordinatorLink } from './heartbeat.js';
 import { PeerEndpoint, peerServerOptions } from './peer-endpoint.js';
 import { deviceName, kernelsFor, parseDevice } from '../native/device.js';
 import type { KernelSet } from '../native/kernel-set.js';
+import type { StreamTransport } from './collectives/peer-clients.js';
 import './tasks.js'; // built-in tasks
 import './sp/sp-layer-task.js'; // sequence-parallel attention layer
 import '../train/train-task.js'; // training steps, evaluation, checkpoints
@@ -45,6 +46,8 @@ export interface WorkerOptions {
   pieceBytes?: number;
   /** Deadline of every collective op. Default: the peer endpoint's (30000 ms). */
   collectiveTimeoutMs?: number;
+  /** What carries collective pieces (PeerEndpointOptions.streamTransport). Default 'http2'. */
+  streamTransport?: StreamTransport;
   /** Cluster token: required on this worker's gRPC calls and sent on its own. Default: LASP_TOKEN, else LASP_CLUSTER_TOKEN, else none. */
   token?: string;
   /** TLS of this worker's server and of its calls to the coordinator and peers (cluster/tls.ts loadTls). Default none (plaintext). */
@@ -101,6 +104,7 @@ export class WorkerProcess {
         maxMessageBytes: opts.maxMessageBytes,
         pieceBytes: opts.pieceBytes,
         timeoutMs: opts.collectiveTimeoutMs,
+        ...(opts.streamTransport !== undefined ? { streamTransport: opts.streamTransport } : {}),
         token,
         ...(opts.tls !== undefined ? { channelOptions: withChannelCredentials(PEER_CHANNEL_OPTIONS, opts.tls), tls: opts.tls } : {}),
       });
