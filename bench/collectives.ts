@@ -264,40 +264,27 @@ export function registerCollectivesBench(bench: Command): void {
 
 // ---- worker process side ----------------------------------------------------------------------
 
-/** Raw TCP: every rank streams its block to every other rank; an iteration ends when all blocks arrived. */
-class TcpMesh {
-  private readonly out: Socket[] = [];
-  private readonly received = new Map<Socket, number>();
+/** A writable the meshes send on (a socket or an HTTP/2 stream). */
+interface Outgoing {
+  write(chunk: Uint8Array): boolean;
+  once(event: 'drain', listener: () => void): unknown;
+}
+
+/**
+ * Every rank streams its block to every other rank over `out`; incoming connections count the bytes
+ * they delivered, and an exchange ends when every one has delivered all blocks so far.
+ */
+abstract class CountingMesh<In> {
+  protected readonly out: Outgoing[] = [];
+  protected readonly received = new Map<In, number>();
   private onData: (() => void) | undefined;
   /** Bytes every incoming connection must have delivered by the end of the current exchange. */
-  private expected = 0;
+  protected expected = 0;
 
-  constructor(private readonly server: ReturnType<typeof createServer>) {
-    server.on('connection', (s) => {
-      s.setNoDelay(true);
-      this.received.set(s, 0);
-      s.on('data', (chunk: Buffer) => {
-        this.received.set(s, (this.received.get(s) ?? 0) + chunk.length);
-        this.onData?.();
-      });
-    });
-  }
-
-  async connect(rank: number, ports: number[]): Promise<void> {
-    await Promise.all(
-      ports.map(
-        (port, r) =>
-          r === rank ||
-          new Promise<void>((resolve, reject) => {
-            const s = connect(port, '127.0.0.1', () => resolve());
-            s.setNoDelay(true);
-            s.once('error', reject);
-            this.out.push(s);
-          }),
-      ),
-    );
-    const expected = ports.length - 1;
-    while (this.received.size < expected) await new Promise((r) => setTimeout(r, 5));
+  /** Counts `n` more bytes from `from`. */
+  protected count(from: In, n: number): void {
+    this.received.set(from, (this.received.get(from) ?? 0) + n);
+    this.onData?.();
   }
 
   /** One exchange of `block` with every peer (peers may already be sending their next block). */
@@ -317,9 +304,41 @@ class TcpMesh {
         });
     await Promise.all([...writes, arrived]);
   }
+}
+
+/** Raw TCP sockets. */
+class TcpMesh extends CountingMesh<Socket> {
+  private readonly sockets: Socket[] = [];
+
+  constructor(private readonly server: ReturnType<typeof createServer>) {
+    super();
+    server.on('connection', (s) => {
+      s.setNoDelay(true);
+      this.received.set(s, 0);
+      s.on('data', (chunk: Buffer) => this.count(s, chunk.length));
+    });
+  }
+
+  async connect(rank: number, ports: number[]): Promise<void> {
+    await Promise.all(
+      ports.map(
+        (port, r) =>
+          r === rank ||
+          new Promise<void>((resolve, reject) => {
+            const s = connect(port, '127.0.0.1', () => resolve());
+            s.setNoDelay(true);
+            s.once('error', reject);
+            this.sockets.push(s);
+            this.out.push(s);
+          }),
+      ),
+    );
+    const expected = ports.length - 1;
+    while (this.received.size < expected) await new Promise((r) => setTimeout(r, 5));
+  }
 
   close(): void {
-    for (const s of this.out) s.destroy();
+    for (const s of this.sockets) s.destroy();
     this.server.close();
   }
 }
@@ -328,23 +347,17 @@ class TcpMesh {
  * Plain node:http2: one long-lived POST stream to every peer carrying raw bytes (no gRPC framing,
  * no replies), with the receive windows and frame size the peer endpoint asks for.
  */
-class H2Mesh {
-  private readonly out: http2.ClientHttp2Stream[] = [];
+class H2Mesh extends CountingMesh<http2.ServerHttp2Stream> {
   private readonly sessions: http2.ClientHttp2Session[] = [];
-  private readonly received = new Map<http2.ServerHttp2Stream, number>();
-  private onData: (() => void) | undefined;
-  private expected = 0;
   static readonly SETTINGS: http2.Settings = { initialWindowSize: PEER_RECEIVE_WINDOW, maxFrameSize: PEER_MAX_FRAME_SIZE };
 
   constructor(private readonly server: http2.Http2Server) {
+    super();
     server.on('session', (session) => session.setLocalWindowSize(PEER_RECEIVE_WINDOW));
     server.on('stream', (stream) => {
       stream.respond({ ':status': 200 });
       this.received.set(stream, 0);
-      stream.on('data', (chunk: Buffer) => {
-        this.received.set(stream, (this.received.get(stream) ?? 0) + chunk.length);
-        this.onData?.();
-      });
+      stream.on('data', (chunk: Buffer) => this.count(stream, chunk.length));
     });
   }
 
@@ -362,27 +375,10 @@ class H2Mesh {
       this.out.push(session.request({ ':method': 'POST', ':path': '/bench' }, { endStream: false }));
     }
     // A first byte on every stream makes the peers' server see it.
-    for (const s of this.out) s.write(Buffer.alloc(1));
+    for (const s of this.out) s.write(new Uint8Array(1));
     this.expected = 1;
     const expected = ports.length - 1;
     while (this.received.size < expected || [...this.received.values()].some((n) => n < 1)) await new Promise((r) => setTimeout(r, 5));
-  }
-
-  async exchange(block: Uint8Array): Promise<void> {
-    const writes = this.out.map((s) => new Promise<void>((resolve) => (s.write(block) ? resolve() : s.once('drain', () => resolve()))));
-    this.expected += block.byteLength;
-    const done = () => [...this.received.values()].every((n) => n >= this.expected);
-    const arrived = done()
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => {
-          this.onData = () => {
-            if (done()) {
-              this.onData = undefined;
-              resolve();
-            }
-          };
-        });
-    await Promise.all([...writes, arrived]);
   }
 
   close(): void {
