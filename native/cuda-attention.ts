@@ -9,8 +9,7 @@
 // pooled). forward() ignores opts.saveForBackward (it validates it) and returns no `saved`;
 // backward() accepts a `saved` and ignores it: it reruns the forward on the device to keep its own
 // state checkpoints (one per 64 tokens), then walks the tokens in reverse.
-import { createRequire } from 'node:module';
-import { CUDA_ADDON_PATH, cudaStatus } from './cuda.js';
+import { cudaAddonPart } from './cuda.js';
 import {
   checkArray,
   checkSpec,
@@ -138,19 +137,9 @@ interface GeneralAttentionAddon {
   ): Promise<{ dq: F32; dk: F32; dv: F32 }>;
 }
 
-let cached: GeneralAttentionAddon | undefined;
-
-/** The addon, loaded on first use; throws `lasp cuda: unavailable: <reason>` where it cannot run. */
+/** The addon's general attention kernels (loaded on first use); throws `lasp cuda: unavailable: <reason>` where they cannot run. */
 function addon(): GeneralAttentionAddon {
-  if (cached) return cached;
-  const status = cudaStatus();
-  if (!status.available) throw new Error(`lasp cuda: unavailable: ${status.reason}`);
-  const a = createRequire(CUDA_ADDON_PATH)(CUDA_ADDON_PATH) as Partial<GeneralAttentionAddon>;
-  if (typeof a.ga_forward !== 'function') {
-    throw new Error(`lasp cuda: unavailable: ${CUDA_ADDON_PATH} has no general attention kernels (rebuild it with scripts/build-cuda.sh)`);
-  }
-  cached = a as GeneralAttentionAddon;
-  return cached;
+  return cudaAddonPart<GeneralAttentionAddon>('ga_forward', 'general attention kernels');
 }
 
 function cudaFail(message: string): never {

@@ -5,8 +5,7 @@
 // addon that scripts/build-cuda.sh builds); in-place ops (addInto, scaleInPlace, adamW, gemm with C)
 // write the results back into the caller's arrays. Where the addon or a device is missing, every
 // call rejects with `lasp cuda: unavailable: <reason>` (after the argument checks).
-import { createRequire } from 'node:module';
-import { CUDA_ADDON_PATH, cudaStatus } from './cuda.js';
+import { cudaAddonPart } from './cuda.js';
 import { checkArray, checkGemm, checkInt, describe, fail, type GemmArgs } from './kernels.js';
 import type { AdamWHyper, AdamWState, CrossEntropyResult, CrossEntropySpec, EmbeddingSpec, RmsNormSpec, ShortConvSpec } from './ops.js';
 import {
@@ -81,19 +80,9 @@ interface CudaOpsAddon {
   ops_gradNorm(arrays: F32[]): Promise<{ value: number }>;
 }
 
-let loaded: CudaOpsAddon | undefined;
-
-/** The addon (loaded on first use, once cudaStatus() says it can run), or a throw naming why not. */
+/** The addon's model ops (loaded on first use), or a throw naming why they cannot run. */
 function addon(): CudaOpsAddon {
-  if (loaded) return loaded;
-  const status = cudaStatus();
-  if (!status.available) throw new Error(`lasp cuda: unavailable: ${status.reason}`);
-  const a = createRequire(CUDA_ADDON_PATH)(CUDA_ADDON_PATH) as Partial<CudaOpsAddon>;
-  if (typeof a.ops_gemm !== 'function') {
-    throw new Error(`lasp cuda: unavailable: the CUDA addon (${CUDA_ADDON_PATH}) has no model ops; rebuild it with scripts/build-cuda.sh`);
-  }
-  loaded = a as CudaOpsAddon;
-  return loaded;
+  return cudaAddonPart<CudaOpsAddon>('ops_gemm', 'model ops');
 }
 
 // ---- the ops -------------------------------------------------------------------------------

@@ -126,6 +126,18 @@ function addonOrThrow(): CudaAddon {
   return addon;
 }
 
+/**
+ * The loaded addon seen as one of its parts `T` (the model ops, the general attention kernels),
+ * or a throw naming why it cannot run here. `probe` is an export the part must have: an addon
+ * built before the part existed lacks it.
+ */
+export function cudaAddonPart<T>(probe: string, what: string): T {
+  const a = addonOrThrow() as unknown as Record<string, unknown>;
+  if (typeof a[probe] !== 'function')
+    throw new Error(`lasp cuda: unavailable: the CUDA addon (${CUDA_ADDON_PATH}) has no ${what}; rebuild it with scripts/build-cuda.sh`);
+  return a as T;
+}
+
 function fail(message: string): never {
   throw new Error(`lasp cuda: ${message}`);
 }
