@@ -4,7 +4,6 @@
 // over real gRPC connections (an 'http2' endpoint with a 'grpc-js' one, in both directions).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as grpc from '@grpc/grpc-js';
 import { protos } from '../proto/load.js';
 import {
   decodeDeliverReply,
@@ -15,7 +14,7 @@ import {
   WireError,
   type WirePeerMessage,
 } from '../worker/collectives/peer-wire.js';
-import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
+import { endpointOn, shut } from './helpers/peer-endpoint.js';
 import { caseSeed, Rng } from './helpers/rng.js';
 
 interface Codec {
@@ -163,16 +162,6 @@ test('malformed PeerMessage bodies are refused with a WireError naming what is w
   assert.equal(decodePeerMessage(Buffer.concat([unknown, known])).seq, 9);
 });
 
-async function endpointOn(opts: PeerEndpointOptions): Promise<{ ep: PeerEndpoint; address: string; server: grpc.Server }> {
-  const ep = new PeerEndpoint(opts);
-  const server = new grpc.Server(peerServerOptions(ep.options.pieceBytes));
-  ep.addTo(server);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-  );
-  return { ep, address: `127.0.0.1:${port}`, server };
-}
-
 test('an http2-transport endpoint and a grpc-js-transport endpoint exchange messages both ways (same protocol)', async () => {
   const rng = new Rng(caseSeed('peer-wire interop'));
   const token = 'interop-token';
@@ -198,10 +187,7 @@ test('an http2-transport endpoint and a grpc-js-transport endpoint exchange mess
       for (const s of sums) assert.deepEqual([...s], [1 + 2 * step, 2]);
     }
   } finally {
-    for (const e of [a, b]) {
-      e.ep.close();
-      e.server.forceShutdown();
-    }
+    shut(a, b);
   }
 });
 
@@ -221,21 +207,16 @@ test('the http2 transport: a wrong token is UNAUTHENTICATED, a dead peer fails t
       'at least one side names UNAUTHENTICATED',
     );
   } finally {
-    a.ep.close();
-    b.ep.close();
-    a.server.forceShutdown();
-    b.server.forceShutdown();
+    shut(a, b);
   }
   // A peer whose server is gone: the send fails fast (UNAVAILABLE), well inside the deadline.
   const c = await endpointOn({ timeoutMs: 20_000 });
   const d = await endpointOn({ timeoutMs: 20_000 });
   const peers = [c.address, d.address];
-  d.server.forceShutdown();
-  d.ep.close();
+  shut(d);
   const comm = c.ep.joinGroup({ jobId: 'dead', generation: 1, rank: 0, world: 2, peers });
   const t0 = Date.now();
   await assert.rejects(comm.allGather({ step: 0, layer: 0, op: 'dead' }, new Uint8Array(1000)), /UNAVAILABLE/);
   assert.ok(Date.now() - t0 < 10_000, `failed after ${Date.now() - t0} ms`);
-  c.ep.close();
-  c.server.forceShutdown();
+  shut(c);
 });

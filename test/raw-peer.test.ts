@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
+import type { PeerEndpointOptions } from '../worker/peer-endpoint.js';
+import { endpointOn, shut } from './helpers/peer-endpoint.js';
 import { rawServerCounters } from '../worker/collectives/raw-peer-server.js';
 import { rawClientCounters, RawPeerStream, RAW_PORT_HEADER, SwitchingPeerStream } from '../worker/collectives/raw-peer-stream.js';
 import type { PieceStatus } from '../worker/collectives/peer-stream.js';
@@ -15,29 +16,6 @@ import { PEER_STREAM_PATH } from '../worker/collectives/h2-peer-server.js';
 import { encodeHeaders, Flag, frame, FrameType, PREFACE, settingsFrame } from '../worker/collectives/raw-h2.js';
 import type { Communicator } from '../worker/collectives/communicator.js';
 import { caseSeed, Rng } from './helpers/rng.js';
-
-interface Ep {
-  ep: PeerEndpoint;
-  address: string;
-  server: grpc.Server;
-}
-
-async function endpointOn(opts: PeerEndpointOptions): Promise<Ep> {
-  const ep = new PeerEndpoint(opts);
-  const server = new grpc.Server(peerServerOptions(ep.options.pieceBytes));
-  ep.addTo(server);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-  );
-  return { ep, address: `127.0.0.1:${port}`, server };
-}
-
-function shut(...eps: Ep[]): void {
-  for (const e of eps) {
-    e.ep.close();
-    e.server.forceShutdown();
-  }
-}
 
 function randomBytes(rng: Rng, n: number): Uint8Array {
   const d = new Uint8Array(n);
@@ -70,6 +48,23 @@ async function exchange(comms: Communicator[], rng: Rng, step: number): Promise<
 }
 
 /** The raw port `address` announces to a Stream call (null when none). */
+/** A one-byte message of generation 1 from rank 0 (op "x", step and layer 0) for job `jobId`. */
+function onePiece(jobId: string) {
+  return {
+    jobId,
+    generation: 1,
+    fromRank: 0,
+    step: 0,
+    layer: 0,
+    op: 'x',
+    piece: 0,
+    pieces: 1,
+    totalBytes: 1,
+    offset: 0,
+    data: new Uint8Array(1),
+  };
+}
+
 async function announcedRawPort(address: string, token: string): Promise<number | null> {
   const session = http2.connect(`http://${address}`);
   try {
@@ -131,24 +126,7 @@ test('raw transport: collectives of 1 B … 3 MiB go over the raw listener, resu
     const port = await announcedRawPort(a.address, token);
     assert.ok(port !== null && port > 0, 'the raw port is announced');
     const wrong = new RawPeerStream('127.0.0.1', port, { authorization: 'Bearer nope' });
-    const st = await new Promise((resolve) =>
-      wrong.send(
-        {
-          jobId: 'raw',
-          generation: 1,
-          fromRank: 1,
-          step: 0,
-          layer: 0,
-          op: 'x',
-          piece: 0,
-          pieces: 1,
-          totalBytes: 1,
-          offset: 0,
-          data: new Uint8Array(1),
-        },
-        resolve,
-      ),
-    );
+    const st = await new Promise((resolve) => wrong.send({ ...onePiece('raw'), fromRank: 1 }, resolve));
     assert.equal((st as { code: number }).code, grpc.status.UNAUTHENTICATED);
     wrong.close();
 
@@ -243,19 +221,7 @@ test('raw transport: an announced raw port that cannot be reached fails its piec
     },
     close: () => {},
   }));
-  const piece = {
-    jobId: 'j',
-    generation: 1,
-    fromRank: 0,
-    step: 0,
-    layer: 0,
-    op: 'x',
-    piece: 0,
-    pieces: 1,
-    totalBytes: 1,
-    offset: 0,
-    data: new Uint8Array(1),
-  };
+  const piece = onePiece('j');
   const sendOne = () => new Promise<PieceStatus | null>((resolve) => s.send(piece, resolve));
   assert.equal(await sendOne(), null); // over http2; announces the (dead) raw port
   assert.equal((await sendOne())?.code, grpc.status.UNAVAILABLE); // over raw: refused
