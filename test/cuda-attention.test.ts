@@ -14,32 +14,15 @@ import { cudaKernels } from '../native/cuda-attention.js';
 import { cudaStatus } from '../native/cuda.js';
 import { kernels, type AttentionSpec, type Kind, type SoftmaxSpec } from '../native/kernels.js';
 import { ALL_KINDS, randomSpec } from './helpers/reference.js';
+import { relL2Err } from './helpers/check.js';
 import { rngFor, type Rng } from './helpers/rng.js';
 
 const status = cudaStatus();
 const skip = status.available ? false : `CUDA kernels unavailable: ${status.reason}`;
 
-/**
- * Relative L2 error ‖x − ref‖ / max(‖ref‖, floor); non-finite reference entries (lse = −∞) must
- * match exactly.
- */
+/** Relative L2 error (helpers/check.ts); non-finite reference entries (lse = −∞) must match exactly. */
 function relErr(x: Float32Array, ref: Float32Array, floor = 0): number {
-  assert.equal(x.length, ref.length, 'length');
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const r = ref[i]!;
-    const v = x[i]!;
-    if (!Number.isFinite(r)) {
-      if (v !== r) return Number.NaN;
-      continue;
-    }
-    if (!Number.isFinite(v)) return Number.NaN;
-    num += (v - r) * (v - r);
-    den += r * r;
-  }
-  const scale = Math.max(Math.sqrt(den), floor);
-  return scale === 0 ? Math.sqrt(num) : Math.sqrt(num) / scale;
+  return relL2Err(x, ref, floor, true);
 }
 
 function norm(x: Float32Array): number {

@@ -10,6 +10,7 @@ import { cudaStatus } from '../native/cuda.js';
 import { cudaOps } from '../native/cuda-ops.js';
 import { kernels } from '../native/kernels.js';
 import { ops } from '../native/ops.js';
+import { relL2Err } from './helpers/check.js';
 import { rngFor, type Rng } from './helpers/rng.js';
 
 const status = cudaStatus();
@@ -23,16 +24,7 @@ const TOL = 1e-5;
  * CPU) is not an error.
  */
 function relErr(x: Float32Array, ref: Float32Array, floor = 1e-30): number {
-  if (x.length !== ref.length) return Number.NaN;
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(x[i]!)) return Number.NaN;
-    const d = x[i]! - ref[i]!;
-    num += d * d;
-    den += ref[i]! * ref[i]!;
-  }
-  return Math.sqrt(num / Math.max(den, floor * floor));
+  return relL2Err(x, ref, floor);
 }
 
 function relScalar(x: number, ref: number): number {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { cudaBackward, cudaForward, cudaStatus, type CudaKind, type CudaPrecision } from '../native/cuda.js';
 import { kernels } from '../native/kernels.js';
+import { relL2Err } from './helpers/check.js';
 import { rngFor } from './helpers/rng.js';
 import { randomSpec } from './helpers/reference.js';
 
@@ -14,15 +15,7 @@ const status = cudaStatus();
 const skip = status.available ? false : `CUDA kernels unavailable: ${status.reason}`;
 
 function relErr(x: Float32Array, ref: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const d = x[i]! - ref[i]!;
-    if (!Number.isFinite(x[i]!)) return Number.NaN;
-    num += d * d;
-    den += ref[i]! * ref[i]!;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300));
+  return relL2Err(x, ref, 1e-150);
 }
 
 describe('cuda kernels', () => {

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rngFor } from './helpers/rng.js';
-import { assertClose } from './helpers/check.js';
+import { assertClose, relL2Err } from './helpers/check.js';
 import {
   ALL_KINDS,
   applyAffine,
@@ -181,4 +181,25 @@ test('softmax reference: analytic backward equals finite differences (causal wit
     const { o, lse } = refSoftmaxForward(s);
     assert.ok(o.every(Number.isFinite) && lse.every(Number.isFinite), ctx);
   }
+});
+
+test("relL2Err (the GPU tests' metric): ‖x − ref‖ / max(‖ref‖, floor), NaN on a length mismatch or a non-finite entry", () => {
+  const rng = rngFor('relL2Err');
+  const ref = Float32Array.from({ length: 37 }, () => rng.normal());
+  const x = Float32Array.from(ref, (r) => r + 1e-3 * rng.normal());
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num += (x[i]! - ref[i]!) ** 2;
+    den += ref[i]! ** 2;
+  }
+  assert.ok(Math.abs(relL2Err(x, ref) - Math.sqrt(num / den)) < 1e-15);
+  assert.ok(Math.abs(relL2Err(x, ref, 1e6) - Math.sqrt(num) / 1e6) < 1e-18);
+  assert.equal(relL2Err(Float32Array.of(3, 4), new Float32Array(2)), 5); // zero scale: absolute
+  assert.ok(Number.isNaN(relL2Err(x, ref.subarray(1))));
+  assert.ok(Number.isNaN(relL2Err(Float32Array.of(1, Number.NaN), Float32Array.of(1, 1))));
+  const inf = Float32Array.of(1, -Infinity);
+  assert.ok(Number.isNaN(relL2Err(inf, inf)));
+  assert.equal(relL2Err(inf, inf, 0, true), 0);
+  assert.ok(Number.isNaN(relL2Err(Float32Array.of(1, 0), inf, 0, true)));
 });

@@ -78,3 +78,29 @@ export function describeCase(o: Record<string, unknown>, seed: number): string {
     .map(([k, v]) => `${k}=${String(v)}`);
   return `${parts.join(' ')} seed=${seed}`;
 }
+
+/**
+ * The relative L2 error ‖x − ref‖ / max(‖ref‖, floor) used by the GPU-against-CPU tests (where
+ * per-element maxima would be dominated by the few largest values); with a zero scale (floor 0 and
+ * ref all zero) the absolute ‖x − ref‖. NaN (a failure against any bound) when the lengths differ,
+ * x has a non-finite entry, or ref has one — unless `nonFiniteMustMatch`, where a non-finite
+ * reference entry (e.g. lse = −∞ of a row that sees no key) must be matched exactly.
+ */
+export function relL2Err(x: Arr, ref: Arr, floor = 0, nonFiniteMustMatch = false): number {
+  if (x.length !== ref.length) return Number.NaN;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const r = ref[i]!;
+    const v = x[i]!;
+    if (!Number.isFinite(r)) {
+      if (nonFiniteMustMatch && v === r) continue;
+      return Number.NaN;
+    }
+    if (!Number.isFinite(v)) return Number.NaN;
+    num += (v - r) * (v - r);
+    den += r * r;
+  }
+  const scale = Math.max(Math.sqrt(den), floor);
+  return scale === 0 ? Math.sqrt(num) : Math.sqrt(num) / scale;
+}
