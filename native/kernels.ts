@@ -121,6 +121,16 @@ export async function withOutputScope<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * `n` bytes over a pooled block (contents unspecified), returned to the pool when garbage
+ * collected — never released by withOutputScope, so it may outlive any step: for buffers whose
+ * owner is not a step, such as received messages (worker/collectives/receive-buffer.ts).
+ */
+export function pooledBytes(n: number): Uint8Array {
+  const a = addon().allocF32(Math.ceil(n / 4));
+  return new Uint8Array(a.buffer, a.byteOffset, n);
+}
+
 /** A zero-filled pooled Float32Array (for accumulators). */
 export function zeros(n: number): Float32Array {
   return addon().allocF32(n).fill(0);

@@ -4,6 +4,7 @@
 // over real gRPC connections (an 'http2' endpoint with a 'grpc-js' one, in both directions).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { poolStats } from '../native/kernels.js';
 import { protos } from '../proto/load.js';
 import {
   decodeDeliverReply,
@@ -133,6 +134,26 @@ test('the frame reader reassembles messages from any chunking and refuses bad pr
     assert.match(errors[0]!, expect);
     assert.equal(delivered, 0);
   }
+});
+
+test('a message spread over chunks is assembled in a pooled buffer (warm pages), the same bytes', () => {
+  const rng = new Rng(caseSeed('peer-wire pooled body'));
+  const body = Buffer.from(rng.normals(300_000).buffer); // 1.2 MB
+  const stream = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
+  stream.writeUInt32BE(body.length, 1);
+  const got: Uint8Array[] = [];
+  const reader = new GrpcFrameReader(
+    1 << 22,
+    (b) => got.push(b),
+    (e) => assert.fail(e.message),
+  );
+  const before = poolStats();
+  for (let pos = 0; pos < stream.length; pos += 65_536) reader.push(stream.subarray(pos, pos + 65_536));
+  const after = poolStats();
+  assert.equal(got.length, 1);
+  assert.ok(Buffer.from(got[0]!.buffer, got[0]!.byteOffset, got[0]!.byteLength).equals(body), 'the assembled bytes');
+  assert.equal(after.hits + after.misses - before.hits - before.misses, 1, 'one pool take for the message');
+  assert.ok(after.liveBytes - before.liveBytes >= body.length, `pool live bytes grew by ${after.liveBytes - before.liveBytes}`);
 });
 
 test('malformed PeerMessage bodies are refused with a WireError naming what is wrong', () => {

@@ -5,6 +5,7 @@
 // the mailbox as it was.
 import * as grpc from '@grpc/grpc-js';
 import { pieceCountError, pieceSpan, type PieceHeader } from './message-pieces.js';
+import { receiveBuffer } from './receive-buffer.js';
 
 /** A refused piece: the gRPC status code and a message naming the field, the expected and the actual value. */
 export class DeliverError extends Error {
@@ -145,8 +146,7 @@ export class Mailbox {
       incoming.buffer = new Uint8Array(data.buffer, data.byteOffset, data.byteLength); // a plain view, not a Buffer
     } else {
       if (incoming.buffer === undefined) {
-        const b = Buffer.allocUnsafeSlow(h.totalBytes);
-        incoming.buffer = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+        incoming.buffer = receiveBuffer(h.totalBytes);
       }
       incoming.buffer.set(data, h.offset);
     }

@@ -8,6 +8,7 @@
 // (wrong wire types, 64-bit values above 2^53, groups) with a message naming the field.
 
 import type { PieceHeader } from './message-pieces.js';
+import { receiveBuffer } from './receive-buffer.js';
 
 /** Bytes of the gRPC message prefix: 1 compressed flag + 4 length (big-endian). */
 export const GRPC_PREFIX_BYTES = 5;
@@ -292,7 +293,7 @@ export function decodeDeliverReply(body: Uint8Array): WireDeliverReply {
 export class GrpcFrameReader {
   private prefix = Buffer.alloc(GRPC_PREFIX_BYTES);
   private prefixHave = 0;
-  private body: Buffer | undefined;
+  private body: Uint8Array | undefined;
   private bodyHave = 0;
   private failed = false;
 
@@ -321,7 +322,7 @@ export class GrpcFrameReader {
             this.onMessage(chunk.subarray(start, pos));
             continue;
           }
-          this.body = Buffer.allocUnsafe(len);
+          this.body = receiveBuffer(len);
           this.bodyHave = 0;
           pos += GRPC_PREFIX_BYTES;
           continue;
@@ -338,7 +339,7 @@ export class GrpcFrameReader {
           this.onMessage(new Uint8Array(0));
           continue;
         }
-        this.body = Buffer.allocUnsafe(len);
+        this.body = receiveBuffer(len);
         this.bodyHave = 0;
         continue;
       }
