@@ -5,6 +5,11 @@
 // is the goal's reference, http2 what Node's HTTP/2 itself costs. Bandwidth = bytes received per
 // rank ((W−1) × size) / time.
 //
+// By default the references run in the AllGather's own processes, hot, in alternating rounds
+// (`referenceProcesses: 'shared'`); with 'separate' they run in W processes of their own, idle
+// while the AllGather's run and the other way round, so that each side's heap, buffer pool and
+// allocator state are its own. Every process tunes its allocator as `lasp worker` does by default.
+//
 // The processes are this module itself, forked with CHILD_FLAG.
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
@@ -18,6 +23,7 @@ import type { Communicator, GroupAssignment } from '../worker/collectives/commun
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { fmt, formatTable } from './table.js';
 import { withWorkerNodeFlags } from '../cluster/worker-node-flags.js';
+import { tuneAllocator } from '../native/allocator.js';
 import { PEER_MAX_FRAME_SIZE, PEER_RECEIVE_WINDOW } from '../worker/collectives/session-tuning.js';
 
 const CHILD_FLAG = '--lasp-collectives-bench-child';
@@ -40,7 +46,17 @@ export interface CollectivesBenchOptions {
   endpoint?: PeerEndpointOptions;
   /** Progress lines on stderr. Default true. */
   progress?: boolean;
+  /**
+   * Where the raw TCP and plain http2 references run: 'separate' — W processes of their own,
+   * alternating with the AllGather's; 'shared' — in the AllGather's processes. Default 'shared'.
+   */
+  referenceProcesses?: ReferenceProcesses;
+  /** Every process's allocator, as `lasp worker --allocator`. Default 'tuned'. */
+  allocator?: 'tuned' | 'default';
 }
+
+export type ReferenceProcesses = 'separate' | 'shared';
+type Mode = 'grpc' | 'tcp' | 'h2';
 
 export interface CollectivesBenchRow {
   bytes: number;
@@ -62,12 +78,13 @@ export interface CollectivesBenchResult {
   pieceBytes: number;
   /** What carried the Stream calls. */
   transport: StreamTransport;
+  referenceProcesses: ReferenceProcesses;
   rows: CollectivesBenchRow[];
 }
 
 type ToChild =
   | { type: 'join'; assignment: GroupAssignment; tcpPeers: number[]; h2Peers: number[] }
-  | { type: 'run'; size: number; iters: number }
+  | { type: 'run'; size: number; iters: number; modes: Mode[] }
   | { type: 'exit' };
 type FromChild =
   | { type: 'ready'; grpcPort: number; tcpPort: number; h2Port: number; pieceBytes: number }
@@ -129,38 +146,60 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
   const progress = opts.progress ?? true;
   const endpoint: PeerEndpointOptions = { timeoutMs: 60_000, ...opts.endpoint };
   if (W < 2) throw new RangeError(`workers must be >= 2, got ${W}`);
-  const links = Array.from(
-    { length: W },
-    () =>
-      new ChildLink(
-        fork(THIS_FILE, [CHILD_FLAG], {
-          execArgv: withWorkerNodeFlags(process.execArgv),
-          env: { ...process.env, LASP_BENCH_ENDPOINT: JSON.stringify(endpoint) },
-          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        }),
-      ),
-  );
-  try {
-    const ready = await Promise.all(links.map((l) => expectMsg(l, 'ready')));
-    const peers = ready.map((r) => `127.0.0.1:${r.grpcPort}`);
-    const tcpPeers = ready.map((r) => r.tcpPort);
-    const h2Peers = ready.map((r) => r.h2Port);
-    links.forEach((l, rank) =>
-      l.send({ type: 'join', assignment: { jobId: 'bench', generation: 1, rank, world: W, peers }, tcpPeers, h2Peers }),
+  const referenceProcesses = opts.referenceProcesses ?? 'shared';
+  const spawn = () =>
+    new ChildLink(
+      fork(THIS_FILE, [CHILD_FLAG], {
+        execArgv: withWorkerNodeFlags(process.execArgv),
+        env: { ...process.env, LASP_BENCH_ENDPOINT: JSON.stringify(endpoint), LASP_BENCH_ALLOCATOR: opts.allocator ?? 'tuned' },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      }),
     );
-    await Promise.all(links.map((l) => expectMsg(l, 'joined')));
+  const gathers = Array.from({ length: W }, spawn);
+  const references = referenceProcesses === 'separate' ? Array.from({ length: W }, spawn) : gathers;
+  const links = referenceProcesses === 'separate' ? [...gathers, ...references] : gathers;
+  try {
+    const join = async (set: ChildLink[]) => {
+      const ready = await Promise.all(set.map((l) => expectMsg(l, 'ready')));
+      const peers = ready.map((r) => `127.0.0.1:${r.grpcPort}`);
+      const tcpPeers = ready.map((r) => r.tcpPort);
+      const h2Peers = ready.map((r) => r.h2Port);
+      set.forEach((l, rank) =>
+        l.send({ type: 'join', assignment: { jobId: 'bench', generation: 1, rank, world: W, peers }, tcpPeers, h2Peers }),
+      );
+      await Promise.all(set.map((l) => expectMsg(l, 'joined')));
+      return ready[0]!.pieceBytes;
+    };
+    const pieceBytes = await join(gathers);
+    if (references !== gathers) await join(references);
     const rows: CollectivesBenchRow[] = [];
-    // gRPC, raw TCP and http2 iterations alternate, so all see the same machine load.
+    // Rounds of ROUND iterations of the AllGather, then of raw TCP, then of http2, alternating, so
+    // that all see the same machine load; in each round a process drops its first iteration.
+    const run = async (set: ChildLink[], size: number, iters: number, modes: Mode[]) => {
+      set.forEach((l) => l.send({ type: 'run', size, iters, modes }));
+      return Promise.all(set.map((l) => expectMsg(l, 'times')));
+    };
     const measure = async (size: number): Promise<{ allGatherMs: number; tcpMs: number; http2Ms: number }> => {
       const iters = itersFor(size, base) + 2; // the first two of each transport are warm-up
-      links.forEach((l) => l.send({ type: 'run', size, iters }));
-      const times = await Promise.all(links.map((l) => expectMsg(l, 'times')));
+      const per: Record<Mode, number[][]> = { grpc: [], tcp: [], h2: [] };
+      const add = (times: { grpc: number[]; tcp: number[]; h2: number[] }[]) =>
+        times.forEach((t, rank) => {
+          for (const mode of ['grpc', 'tcp', 'h2'] as const) (per[mode][rank] ??= []).push(...t[mode]);
+        });
+      for (let done = 0; done < iters; done += ROUND) {
+        const n = Math.min(ROUND, iters - done);
+        if (references === gathers) add(await run(gathers, size, n, ['grpc', 'tcp', 'h2']));
+        else {
+          add(await run(gathers, size, n, ['grpc']));
+          add(await run(references, size, n, ['tcp', 'h2']));
+        }
+      }
       // Per iteration the slowest rank's time; the median over iterations.
-      const slowest = (per: number[][]) => median(per[0]!.map((_, i) => Math.max(...per.map((t) => t[i]!))));
+      const slowest = (p: number[][]) => median(p[0]!.map((_, i) => Math.max(...p.map((t) => t[i]!))));
       return {
-        allGatherMs: slowest(times.map((t) => t.grpc.slice(2))),
-        tcpMs: slowest(times.map((t) => t.tcp.slice(2))),
-        http2Ms: slowest(times.map((t) => t.h2.slice(2))),
+        allGatherMs: slowest(per.grpc.map((t) => t.slice(2))),
+        tcpMs: slowest(per.tcp.map((t) => t.slice(2))),
+        http2Ms: slowest(per.h2.map((t) => t.slice(2))),
       };
     };
     for (const size of sizes) {
@@ -185,7 +224,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
           `collectives bench: ${size} B per rank: allGather ${fmt(allGatherMs)} ms, raw TCP ${fmt(tcpMs)} ms, plain http2 ${fmt(http2Ms)} ms\n`,
         );
     }
-    return { workers: W, pieceBytes: ready[0]!.pieceBytes, transport: endpoint.streamTransport ?? 'http2', rows };
+    return { workers: W, pieceBytes, transport: endpoint.streamTransport ?? 'http2', referenceProcesses, rows };
   } finally {
     for (const l of links) {
       if (l.proc.connected) l.send({ type: 'exit' });
@@ -204,7 +243,7 @@ function formatBytes(n: number): string {
 export function printCollectivesBench(r: CollectivesBenchResult): string {
   const head =
     `AllGather between ${r.workers} processes on loopback (gRPC over ${r.transport}, pieces of ${formatBytes(r.pieceBytes)}) vs the same exchange ` +
-    `over raw TCP and over plain node:http2 streams; GB/s = bytes received per rank / time; ratio = allgather GB/s / raw TCP GB/s`;
+    `over raw TCP and over plain node:http2 streams (${r.referenceProcesses === 'separate' ? 'in processes of their own' : 'in the same processes'}); GB/s = bytes received per rank / time; ratio = allgather GB/s / raw TCP GB/s`;
   const table = formatTable(
     ['size per rank', 'allgather ms', 'allgather GB/s', 'raw TCP ms', 'raw TCP GB/s', 'ratio', 'http2 ms', 'allgather / http2'],
     r.rows.map((x) => [
@@ -242,6 +281,19 @@ export function registerCollectivesBench(bench: Command): void {
     .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
     .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
     .addOption(new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js', 'raw']).default('http2'))
+    .addOption(
+      new Option(
+        '--reference-processes <where>',
+        'run the raw TCP and http2 references in W processes of their own, or in the AllGather ones',
+      )
+        .choices(['shared', 'separate'])
+        .default('shared'),
+    )
+    .addOption(
+      new Option('--allocator <mode>', 'every process tunes its allocator as lasp worker does, or not')
+        .choices(['tuned', 'default'])
+        .default('tuned'),
+    )
     .option('--json', 'print one JSON object instead of a table')
     .action(
       async (o: {
@@ -251,12 +303,21 @@ export function registerCollectivesBench(bench: Command): void {
         pieceBytes?: number;
         inFlight?: number;
         transport: StreamTransport;
+        referenceProcesses: ReferenceProcesses;
+        allocator: 'tuned' | 'default';
         json?: boolean;
       }) => {
         const endpoint: PeerEndpointOptions = { timeoutMs: 60_000, streamTransport: o.transport };
         if (o.pieceBytes !== undefined) endpoint.pieceBytes = o.pieceBytes;
         if (o.inFlight !== undefined) endpoint.maxInFlight = o.inFlight;
-        const r = await runCollectivesBench({ workers: o.workers, sizes: o.sizes, iterations: o.iterations, endpoint });
+        const r = await runCollectivesBench({
+          workers: o.workers,
+          sizes: o.sizes,
+          iterations: o.iterations,
+          endpoint,
+          referenceProcesses: o.referenceProcesses,
+          allocator: o.allocator,
+        });
         process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${printCollectivesBench(r)}\n`);
       },
     );
@@ -388,6 +449,8 @@ class H2Mesh extends CountingMesh<http2.ServerHttp2Stream> {
 }
 
 async function child(): Promise<void> {
+  // As `lasp worker` does by default (--allocator tuned); the references run with the same setting.
+  if (process.env.LASP_BENCH_ALLOCATOR !== 'default') tuneAllocator();
   const endpointOpts = JSON.parse(process.env.LASP_BENCH_ENDPOINT ?? '{}') as PeerEndpointOptions;
   const endpoint = new PeerEndpoint(endpointOpts);
   const server = new grpc.Server(peerServerOptions(endpoint.options.pieceBytes));
@@ -419,19 +482,16 @@ async function child(): Promise<void> {
         send({ type: 'joined' });
       } else if (m.type === 'run') {
         const block = new Uint8Array(m.size).fill(m.size & 0xff);
-        // Rounds of ROUND iterations of each, alternating, each round's first iteration dropped
-        // (it may still share the machine with the other transport's last one).
+        // m.iters + 1 iterations of each mode in turn, the first dropped (it may still share the
+        // machine with the previous mode's last one).
         const times = { grpc: [] as number[], tcp: [] as number[], h2: [] as number[] };
-        for (let done = 0; done < m.iters; done += ROUND) {
-          const n = Math.min(ROUND, m.iters - done);
-          for (const mode of ['grpc', 'tcp', 'h2'] as const) {
-            for (let i = 0; i <= n; i++) {
-              const t0 = performance.now();
-              if (mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
-              else if (mode === 'tcp') await mesh.exchange(block);
-              else await h2.exchange(block);
-              if (i > 0) times[mode].push(performance.now() - t0);
-            }
+        for (const mode of m.modes) {
+          for (let i = 0; i <= m.iters; i++) {
+            const t0 = performance.now();
+            if (mode === 'grpc') await comm!.allGather({ step: step++, layer: 0, op: 'bench' }, block);
+            else if (mode === 'tcp') await mesh.exchange(block);
+            else await h2.exchange(block);
+            if (i > 0) times[mode].push(performance.now() - t0);
           }
         }
         send({ type: 'times', ...times });

@@ -24,6 +24,7 @@ export interface NativeAddon {
   /** Detaches a pooled array's buffer now (its block returns to the pool). */
   releaseF32(a: F32): void;
   poolStats(): { idleBytes: number; liveBytes: number; hits: number; misses: number; capBytes: number };
+  tuneAllocator(mmapThresholdBytes: number, trimThresholdBytes: number): { applied: boolean; reason: string };
   fillRandom(out: F32, seed: number, offset: number, dist: 0 | 1, a: number, b: number): Promise<void>;
   laForward(
     kind: number,

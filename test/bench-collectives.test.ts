@@ -5,11 +5,23 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runCollectivesBench } from '../bench/collectives.js';
 
-for (const streamTransport of ['http2', 'raw'] as const) {
-  test(`bench collectives (${streamTransport}): one row per size, times positive, ratios consistent`, async () => {
+for (const [streamTransport, referenceProcesses, allocator] of [
+  ['http2', 'shared', 'tuned'],
+  ['raw', 'separate', 'default'],
+] as const) {
+  test(`bench collectives (${streamTransport}, references ${referenceProcesses}, allocator ${allocator}): one row per size, times positive, ratios consistent`, async () => {
     const sizes = [1024, 96 * 1024];
-    const r = await runCollectivesBench({ workers: 2, sizes, iterations: 3, progress: false, endpoint: { streamTransport } });
+    const r = await runCollectivesBench({
+      workers: 2,
+      sizes,
+      iterations: 3,
+      progress: false,
+      endpoint: { streamTransport },
+      referenceProcesses,
+      allocator,
+    });
     assert.equal(r.transport, streamTransport);
+    assert.equal(r.referenceProcesses, referenceProcesses);
     assert.deepEqual(
       r.rows.map((x) => x.bytes),
       sizes,

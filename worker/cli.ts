@@ -7,6 +7,7 @@ import { startWorker, stopOnSignals } from './main.js';
 import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-flags.js';
 import { TlsConfigError } from '../cluster/tls.js';
 import type { StreamTransport } from './collectives/peer-clients.js';
+import { tuneAllocator } from '../native/allocator.js';
 
 interface WorkerCliOptions extends TlsFlagValues {
   coordinator?: string;
@@ -24,6 +25,7 @@ interface WorkerCliOptions extends TlsFlagValues {
   drainTimeoutMs: number;
   collectiveTimeoutMs: number;
   streamTransport: StreamTransport;
+  allocator: 'tuned' | 'default';
   drain?: boolean;
   api?: string;
 }
@@ -93,6 +95,14 @@ export function workerCommand(): Command {
         .choices(['http2', 'grpc-js', 'raw'])
         .default('http2'),
     )
+    .addOption(
+      new Option(
+        '--allocator <mode>',
+        "tuned (default): glibc keeps freed memory for reuse (mallopt: heap below 32 MiB, trim above 256 MiB free), so socket reads and buffers land on warm pages; default: the C library's own settings (docs/collectives.md)",
+      )
+        .choices(['tuned', 'default'])
+        .default('tuned'),
+    )
     .option(
       '--drain',
       "do not run a worker: ask the coordinator's HTTP API to drain the running worker --id (its job checkpoints after the current step and goes on without it; the worker exits)",
@@ -115,6 +125,10 @@ export function workerCommand(): Command {
     if (!coordinator) return cmd.error("error: required option '--coordinator <host:port>' not specified (or LASP_COORDINATOR)");
     if (o.threads !== undefined && o.threads > 0) process.env.LASP_THREADS = String(o.threads);
     const log = o.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
+    if (o.allocator === 'tuned') {
+      const t = tuneAllocator();
+      if (!t.applied) log(`lasp worker: allocator left as it is: ${t.reason}`);
+    }
     let tls;
     try {
       tls = tlsFromFlags(o);

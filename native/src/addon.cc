@@ -669,6 +669,26 @@ Napi::Value ReleaseF32(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// tuneAllocator(mmapThresholdBytes, trimThresholdBytes): {applied, reason} (buffer_pool.h).
+Napi::Value TuneAllocator(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double v[2] = {0, 0};
+  const char* names[2] = {"mmapThresholdBytes", "trimThresholdBytes"};
+  for (int i = 0; i < 2; i++) {
+    v[i] = info.Length() > static_cast<size_t>(i) && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+    if (!(v[i] >= 0 && v[i] < 2147483648.0 && v[i] == std::floor(v[i]))) {
+      Napi::RangeError::New(env, std::string("lasp kernels: tuneAllocator: ") + names[i] + " must be an integer in [0, 2^31)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  const char* why = lasp::tune_allocator(static_cast<size_t>(v[0]), static_cast<size_t>(v[1]));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("applied", Napi::Boolean::New(env, *why == 0));
+  o.Set("reason", Napi::String::New(env, why));
+  return o;
+}
+
 // poolStats(): {idleBytes, liveBytes, hits, misses, capBytes}
 Napi::Value PoolStatsJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -685,6 +705,7 @@ Napi::Value PoolStatsJs(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocF32", Napi::Function::New(env, AllocF32));
   exports.Set("poolStats", Napi::Function::New(env, PoolStatsJs));
+  exports.Set("tuneAllocator", Napi::Function::New(env, TuneAllocator));
   exports.Set("releaseF32", Napi::Function::New(env, ReleaseF32));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("laForward", Napi::Function::New(env, LaForward));

@@ -1,6 +1,9 @@
 #include "buffer_pool.h"
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdlib>
 #include <mutex>
@@ -81,6 +84,20 @@ PoolStats pool_stats() {
   Pool& p = pool();
   std::lock_guard<std::mutex> lock(p.mu);
   return {p.idle, p.live, p.hits, p.misses, p.cap};
+}
+
+const char* tune_allocator(size_t mmap_threshold, size_t trim_threshold) {
+#if defined(__GLIBC__)
+  if (mmap_threshold > static_cast<size_t>(INT32_MAX) || trim_threshold > static_cast<size_t>(INT32_MAX))
+    return "thresholds must be below 2 GiB";
+  if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap_threshold)) != 1) return "mallopt(M_MMAP_THRESHOLD) refused the value";
+  if (mallopt(M_TRIM_THRESHOLD, static_cast<int>(trim_threshold)) != 1) return "mallopt(M_TRIM_THRESHOLD) refused the value";
+  return "";
+#else
+  (void)mmap_threshold;
+  (void)trim_threshold;
+  return "not built against glibc (no mallopt)";
+#endif
 }
 
 }  // namespace lasp

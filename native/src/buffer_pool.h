@@ -25,4 +25,12 @@ struct PoolStats {
 };
 PoolStats pool_stats();
 
+// Asks the C allocator to keep freed memory instead of returning it to the kernel: blocks below
+// `mmap_threshold` bytes come from the heap (not a fresh mapping each), and the heap is trimmed
+// only when more than `trim_threshold` bytes are free at its top. For the buffers the addon does
+// not pool — Node's socket reads (64 KiB each) and other Buffers — whose fresh pages cost the
+// first-touch price above. glibc only (mallopt); elsewhere it does nothing and says why.
+// Returns an empty string when applied, else the reason.
+const char* tune_allocator(size_t mmap_threshold, size_t trim_threshold);
+
 }  // namespace lasp
