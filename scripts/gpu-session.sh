@@ -2,7 +2,7 @@
 # One call on the GPU machine (the device tool's `run`, carry: build-cuda dist build .nodebin; see
 # docs/cuda.md): unpacks Node and the runtime dependencies, then runs every GPU check and
 # benchmark in order, each bounded in time, and writes their outputs to $OUT (default
-# /tmp/lasp-gpu). Prints a summary. Usage: scripts/gpu-session.sh [tests|bench|all] (default tests; tests and bench each fit the device tool's 10-minute call, all does not).
+# /tmp/lasp-gpu). Prints a summary. Usage: scripts/gpu-session.sh [tests|bench|all|scale] (default tests; tests and bench each fit the device tool's 10-minute call, all does not; scale: see below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/lasp-gpu}
@@ -36,5 +36,20 @@ if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   step scale-gpu 200 node --initial-old-space-size=256 dist/cli/lasp.js bench scale --workers 1,2 --device "${LASP_GPU_DEVICES:-cuda:0}" \
     --seq-len-per-worker 4096 --steps 3 --loss-steps 1
   tail -6 "$OUT/scale-gpu.txt"
+fi
+if [ "$WHAT" = scale ]; then
+  # Issue 9's weak-scaling runs (docs/scale-out.md) on what this machine has: W workers on the GPUs of
+  # LASP_GPU_DEVICES (default cuda:0, i.e. all W share one GPU), T/W from LASP_SCALE_TPW, for the
+  # default model (2 x gated_delta) and a 3:1 hybrid (LASP_SCALE_MODELS picks). Each bounded by LASP_SCALE_SECS.
+  devs=${LASP_GPU_DEVICES:-cuda:0}
+  for tpw in ${LASP_SCALE_TPW:-32768}; do
+    for model in ${LASP_SCALE_MODELS:-default hybrid}; do
+      layers=()
+      [ "$model" = hybrid ] && layers=(--layers gated_delta,gated_delta,gated_delta,softmax)
+      step "scale-$model-$tpw" "${LASP_SCALE_SECS:-240}" node --initial-old-space-size=256 dist/cli/lasp.js bench scale \
+        --workers "${LASP_SCALE_WORKERS:-1,2,4}" --device "$devs" --seq-len-per-worker "$tpw" --steps 2 --warmup 1 --loss-steps 1 "${layers[@]}"
+      tail -7 "$OUT/scale-$model-$tpw.txt"
+    done
+  done
 fi
 cat "$OUT/summary.txt"
