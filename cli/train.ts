@@ -13,6 +13,7 @@ interface TrainFlags extends JobConfigFlags {
   json?: boolean;
   verbose?: boolean;
   device?: string;
+  precision?: 'fp32' | 'bf16';
   streamTransport?: 'http2' | 'grpc-js' | 'raw';
 }
 
@@ -94,6 +95,7 @@ export async function trainCommand(f: TrainFlags): Promise<void> {
       signal: controller.signal,
       verbose: f.verbose ?? false,
       ...(f.device !== undefined ? { device: f.device } : {}),
+      ...(f.precision !== undefined ? { precision: f.precision } : {}),
       ...(f.streamTransport !== undefined ? { streamTransport: f.streamTransport } : {}),
       events: {
         start: (e) => {
@@ -139,6 +141,12 @@ export function registerTrainCommand(program: Command): void {
       '--device <dev>',
       "the workers' device: cpu, cuda:N, or a comma-separated list handed out in turn (cuda:0,cuda:1); workers given the same GPU share it",
       'cpu',
+    )
+    .addOption(
+      new Option('--precision <p>', "the workers' attention arithmetic (lasp worker --precision): fp32, or bf16 on cuda devices").choices([
+        'fp32',
+        'bf16',
+      ]),
     )
     .addOption(
       new Option('--stream-transport <t>', "what carries the workers' collective pieces (lasp worker --stream-transport)").choices([

@@ -38,6 +38,8 @@ export interface LocalClusterOptions {
    * entry i mod length; e.g. "cuda:0,cuda:1"; two workers given "cuda:0" share that GPU). Default "cpu".
    */
   device?: string;
+  /** Workers' --precision: 'fp32', or 'bf16' (CUDA devices only). Default: the worker's (fp32). */
+  precision?: 'fp32' | 'bf16';
   /** Further coordinator options (host is always 127.0.0.1). Default none. */
   coordinator?: Omit<CoordinatorOptions, 'host' | 'port' | 'heartbeatIntervalMs' | 'missesAllowed'>;
 }
@@ -82,6 +84,10 @@ export async function startLocalCluster(opts: LocalClusterOptions): Promise<Loca
   const W = opts.workers;
   if (!Number.isInteger(W) || W < 1) throw new Error(`startLocalCluster: workers must be a positive integer, got ${W}`);
   if (opts.device !== undefined) workerDevice(opts.device, 0); // a bad list fails here, before any process starts
+  if (opts.precision === 'bf16' && Array.from({ length: W }, (_, i) => workerDevice(opts.device ?? 'cpu', i)).includes('cpu'))
+    throw new Error(
+      `startLocalCluster: precision bf16 needs cuda devices for every worker, got device ${JSON.stringify(opts.device ?? 'cpu')}`,
+    );
   const threads = opts.threadsPerWorker ?? Math.max(1, Math.floor(availableParallelism() / W));
   const coordinatorOpts: CoordinatorOptions = {
     ...opts.coordinator,
@@ -156,6 +162,7 @@ function spawnWorker(index: number, entry: string, coordinator: string, threads:
     ...(opts.collectiveTimeoutMs !== undefined ? ['--collective-timeout-ms', String(opts.collectiveTimeoutMs)] : []),
     ...(opts.streamTransport !== undefined ? ['--stream-transport', opts.streamTransport] : []),
     ...(opts.device !== undefined ? ['--device', workerDevice(opts.device, index)] : []),
+    ...(opts.precision !== undefined ? ['--precision', opts.precision] : []),
   ];
   const execArgv = withWorkerNodeFlags(opts.execArgv ?? (process.env.LASP_WORKER_NODE_OPTIONS ?? '').split(' ').filter((x) => x !== ''));
   const child = spawn(process.execPath, [...execArgv, ...args], {

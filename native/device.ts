@@ -1,6 +1,6 @@
 // A worker's compute device: "cpu", or "cuda:N" (the N-th GPU this process may see). The
 // device picks the kernel set the model replica runs on (native/kernel-set.ts).
-import { cpuKernels, type KernelSet } from './kernel-set.js';
+import { cpuKernels, PRECISIONS, type KernelSet, type Precision } from './kernel-set.js';
 
 export type Device = { kind: 'cpu' } | { kind: 'cuda'; index: number };
 
@@ -34,13 +34,24 @@ export function restrictToGpu(index: number, env: NodeJS.ProcessEnv = process.en
   }
 }
 
+/** Checks a precision name; the error names the field and what arrived. */
+export function parsePrecision(s: string, field = 'precision'): Precision {
+  if ((PRECISIONS as readonly string[]).includes(s)) return s as Precision;
+  throw new Error(`${field} must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(s)}`);
+}
+
 /**
- * The kernel set of `device`. For a GPU: restricts the process to it and loads the CUDA kernels,
- * failing with the reason when they cannot run (addon not built, no device, driver error).
+ * The kernel set of `device` at `precision` (default fp32). For a GPU: restricts the process to it
+ * and loads the CUDA kernels, failing with the reason when they cannot run (addon not built, no
+ * device, driver error). bf16 exists only on CUDA.
  */
-export async function kernelsFor(device: Device): Promise<KernelSet> {
-  if (device.kind === 'cpu') return cpuKernels;
+export async function kernelsFor(device: Device, precision: Precision = 'fp32'): Promise<KernelSet> {
+  if (device.kind === 'cpu') {
+    if (precision !== 'fp32')
+      throw new Error(`precision ${precision} needs a cuda device: the CPU kernels are float32 (use --precision fp32)`);
+    return cpuKernels;
+  }
   restrictToGpu(device.index);
   const { cudaKernelSet } = await import('./cuda-kernel-set.js');
-  return cudaKernelSet();
+  return cudaKernelSet({ precision });
 }

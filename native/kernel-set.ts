@@ -5,9 +5,18 @@
 import { kernels } from './kernels.js';
 import { ops } from './ops.js';
 
+/**
+ * Arithmetic of the attention kernels: float32 throughout, or (CUDA only) bf16 inputs, outputs and
+ * gradients with float32 accumulation and state chains where a bf16 kernel exists
+ * (native/cuda-bf16-attention.ts).
+ */
+export type Precision = 'fp32' | 'bf16';
+export const PRECISIONS: readonly Precision[] = ['fp32', 'bf16'];
+
 export interface KernelSet {
   /** "cpu", or "cuda" for the CUDA set. */
   readonly device: string;
+  readonly precision: Precision;
   // Attention (DESIGN.md §2) and its sequence-parallel pieces (§3).
   readonly forward: typeof kernels.forward;
   readonly backward: typeof kernels.backward;
@@ -41,6 +50,7 @@ export interface KernelSet {
 /** The native CPU kernels (native/src/, multi-threaded). */
 export const cpuKernels: KernelSet = {
   device: 'cpu',
+  precision: 'fp32',
   forward: kernels.forward,
   backward: kernels.backward,
   summary: kernels.summary,

@@ -25,13 +25,21 @@ step() { # name seconds command...
 if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   step la-bench-test 90 ./build-cuda/la_bench test
   step node-gpu-tests 420 node --test --test-concurrency=1 dist/test/cuda.test.js dist/test/cuda-ops.test.js \
-    dist/test/cuda-attention.test.js dist/test/cuda-train.test.js
+    dist/test/cuda-attention.test.js dist/test/cuda-bf16.test.js dist/test/cuda-train.test.js
   grep -E "^\s*not ok|^# (tests|pass|fail|skipped)|^# .*(CPU vs|GPU workers)" "$OUT/node-gpu-tests.txt" | head -40
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   step la-bench 200 ./build-cuda/la_bench bench
   step train-gpu 150 node --initial-old-space-size=256 dist/cli/lasp.js train --device cuda:0 --steps 20 --json
   tail -1 "$OUT/train-gpu.txt"
+  # The same model in float32 and in bf16 attention (bench/configs/gpu-bf16.json: head dims 64, linear,
+  # scalar_gate and delta layers; T = 8192), one worker: tokens/s and losses side by side.
+  for p in fp32 bf16; do
+    step "train-$p" 150 node --initial-old-space-size=256 dist/cli/lasp.js train --config bench/configs/gpu-bf16.json \
+      --device cuda:0 --precision $p --checkpoint-dir "/tmp/lasp-gpu-bf16-$p" --json
+    grep -o '"step":[0-9]*,"loss":[0-9.]*' "$OUT/train-$p.txt" | tr '\n' ' '
+    tail -1 "$OUT/train-$p.txt" | cut -c1-160
+  done
   # Weak scaling with two workers sharing GPU 0 (docs/scale-out.md); on several GPUs pass a list.
   step scale-gpu 200 node --initial-old-space-size=256 dist/cli/lasp.js bench scale --workers 1,2 --device "${LASP_GPU_DEVICES:-cuda:0}" \
     --seq-len-per-worker 4096 --steps 3 --loss-steps 1

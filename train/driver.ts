@@ -94,6 +94,8 @@ export interface RunTrainingOptions {
   verbose?: boolean;
   /** The local cluster's workers' device(s) (LocalClusterOptions.device): "cpu", "cuda:N" or a comma-separated list. Default "cpu". */
   device?: string;
+  /** The local cluster's workers' precision (LocalClusterOptions.precision). Default "fp32". */
+  precision?: 'fp32' | 'bf16';
   /** The local cluster's workers' --stream-transport (http2, grpc-js, raw). Default: the worker's (http2). */
   streamTransport?: 'http2' | 'grpc-js' | 'raw';
   /** Save a checkpoint when the run ends. Default true. */
@@ -155,6 +157,7 @@ export async function runTraining(initial: TrainConfig, opts: RunTrainingOptions
         ...(config.cluster.threadsPerWorker ? { threadsPerWorker: config.cluster.threadsPerWorker } : {}),
         verbose: opts.verbose ?? false,
         ...(opts.device !== undefined ? { device: opts.device } : {}),
+        ...(opts.precision !== undefined ? { precision: opts.precision } : {}),
         ...(opts.streamTransport !== undefined ? { streamTransport: opts.streamTransport } : {}),
       });
   const cluster: GroupRunner = opts.cluster ?? local!;

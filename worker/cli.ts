@@ -17,6 +17,7 @@ interface WorkerCliOptions extends TlsFlagValues {
   threads?: number;
   id?: string;
   device: string;
+  precision: string;
   token?: string;
   exitWithStdin?: boolean;
   quiet?: boolean;
@@ -61,6 +62,14 @@ export function workerCommand(): Command {
     .option('--threads <n>', 'compute threads (sets LASP_THREADS; default: LASP_THREADS or all CPUs)', nonNegativeInt('--threads'))
     .option('--id <id>', 'stable worker id (default: <hostname>-<pid>)')
     .option('--device <dev>', '"cpu" or "cuda:N"', 'cpu')
+    .addOption(
+      new Option(
+        '--precision <p>',
+        'attention arithmetic: fp32, or bf16 (cuda only: linear, scalar_gate and delta layers with head dims 64/128 run the bf16 kernels, the rest float32; docs/cuda.md)',
+      )
+        .choices(['fp32', 'bf16'])
+        .default('fp32'),
+    )
     .addOption(
       new Option(
         '--token <token>',
@@ -148,11 +157,15 @@ export function workerCommand(): Command {
       threads: o.threads || undefined,
       id: o.id,
       device: o.device,
+      precision: o.precision,
       token: o.token,
       ...(tls !== undefined ? { tls } : {}),
       log,
     });
-    log(`worker ${worker.id} listening on ${worker.address}${tls ? ` with ${tls.describe}` : ''}, coordinator ${o.coordinator}`);
+    log(
+      `worker ${worker.id} listening on ${worker.address}${tls ? ` with ${tls.describe}` : ''}, coordinator ${o.coordinator}, device ${o.device}` +
+        (o.precision === 'bf16' ? ', precision bf16 (linear, scalar_gate and delta layers with head dims 64/128; the rest float32)' : ''),
+    );
     if (!WORKER_NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
       log(
         `worker ${worker.id}: node was started without ${WORKER_NODE_FLAGS.join(' ')}: collectives and kernels will spend much of their time ` +

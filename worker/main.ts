@@ -12,7 +12,7 @@ import { HealthService } from '../coordinator/health.js';
 import { ControlService, type PeerService } from './control-service.js';
 import { CoordinatorLink } from './heartbeat.js';
 import { PeerEndpoint, peerServerOptions } from './peer-endpoint.js';
-import { deviceName, kernelsFor, parseDevice } from '../native/device.js';
+import { deviceName, kernelsFor, parseDevice, parsePrecision } from '../native/device.js';
 import type { KernelSet } from '../native/kernel-set.js';
 import type { StreamTransport } from './collectives/peer-clients.js';
 import './tasks.js'; // built-in tasks
@@ -40,6 +40,8 @@ export interface WorkerOptions {
   id?: string;
   /** "cpu" or "cuda:N". Default "cpu". */
   device?: string;
+  /** Attention arithmetic: 'fp32', or 'bf16' (CUDA only; native/cuda-bf16-attention.ts). Default 'fp32'. */
+  precision?: string;
   /** Largest collective message in bytes. Default: the peer endpoint's (1 GiB). */
   maxMessageBytes?: number;
   /** Largest piece of a collective message (one Deliver call). Default: the peer endpoint's (1 MiB). */
@@ -92,9 +94,10 @@ export class WorkerProcess {
     const token = opts.token ?? (process.env.LASP_TOKEN || process.env.LASP_CLUSTER_TOKEN || undefined);
     const threads = opts.threads ?? (Number(process.env.LASP_THREADS) || availableParallelism());
     const device = parseDevice(opts.device ?? 'cpu', 'device');
+    const precision = parsePrecision(opts.precision ?? 'fp32', 'precision');
     let kernels: KernelSet;
     try {
-      kernels = await kernelsFor(device);
+      kernels = await kernelsFor(device, precision);
     } catch (err) {
       throw new Error(`worker ${id}: device ${deviceName(device)}: ${(err as Error).message}`);
     }
