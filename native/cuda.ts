@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { adoptOutput } from './kernels.js';
 
 export type CudaKind = 'linear' | 'scalar_gate' | 'delta';
 /** bf16 inputs with float32 accumulation and state chain, or float32 throughout (for checking). */
@@ -70,9 +71,25 @@ export interface CudaMemInfo {
   totalBytes: number;
 }
 
+/** Counters of one of the addon's memory caches (native/cuda/addon_memory.cc). */
+export interface CudaCacheCounters {
+  /** Bytes on the free lists. */
+  idleBytes: number;
+  capBytes: number;
+  /** Blocks asked for, and how many of them came from the free lists. */
+  takes: number;
+  hits: number;
+}
+
+export interface CudaMemCacheStats {
+  device: CudaCacheCounters;
+  pinned: CudaCacheCounters;
+}
+
 interface CudaAddon {
   info(): { device: string; multiprocessors: number; computeCapability: string };
   memInfo(): CudaMemInfo;
+  memCacheStats?(): CudaMemCacheStats;
   forward(...args: (number | F32OrNull)[]): Promise<CudaForwardResult>;
   backward(...args: (number | F32OrNull)[]): Promise<CudaBackwardResult>;
 }
@@ -99,11 +116,35 @@ function load(): { addon: CudaAddon | null; status: CudaStatus } {
     return loaded;
   }
   try {
-    loaded = { addon, status: { available: true, ...addon.info() } };
+    loaded = { addon: scoped(addon), status: { available: true, ...addon.info() } };
   } catch (e) {
     loaded = { addon: null, status: { available: false, reason: (e as Error).message } };
   }
   return loaded;
+}
+
+/**
+ * The addon with every call's result arrays put into the caller's output scope (adoptOutput,
+ * native/kernels.ts): their pinned host blocks (native/cuda/addon_memory.cc) go back to the
+ * addon's cache when a training step ends rather than whenever the collector runs.
+ */
+function scoped<T extends object>(raw: T): T {
+  const adopt = <R>(r: R): R => {
+    if (r instanceof Float32Array) adoptOutput(r);
+    else if (r !== null && typeof r === 'object') for (const v of Object.values(r)) if (v instanceof Float32Array) adoptOutput(v);
+    return r;
+  };
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(raw)) {
+    out[name] =
+      typeof f !== 'function'
+        ? f
+        : (...args: unknown[]) => {
+            const r: unknown = (f as (...a: unknown[]) => unknown).apply(raw, args);
+            return r instanceof Promise ? r.then(adopt) : r;
+          };
+  }
+  return out as T;
 }
 
 /** Whether the CUDA kernels can run here, and if not, why. Never throws. */
@@ -118,6 +159,13 @@ export function cudaStatus(): CudaStatus {
  */
 export function cudaMemInfo(): CudaMemInfo {
   return addonOrThrow().memInfo();
+}
+
+/** The addon's device and pinned-host memory caches. Throws when CUDA is unavailable or the addon predates them. */
+export function cudaMemCacheStats(): CudaMemCacheStats {
+  const a = addonOrThrow();
+  if (!a.memCacheStats) throw new Error('lasp cuda: the CUDA addon has no memory caches; rebuild it with scripts/build-cuda.sh');
+  return a.memCacheStats();
 }
 
 function addonOrThrow(): CudaAddon {

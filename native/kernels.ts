@@ -131,6 +131,14 @@ export function pooledBytes(n: number): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, n);
 }
 
+/**
+ * Puts an array made elsewhere (e.g. a CUDA result over a pinned block, native/cuda.ts) into the
+ * current output scope, if any: withOutputScope then releases it with the step's own outputs.
+ */
+export function adoptOutput(a: Float32Array): void {
+  scopes.getStore()?.push(a);
+}
+
 /** A zero-filled pooled Float32Array (for accumulators). */
 export function zeros(n: number): Float32Array {
   return addon().allocF32(n).fill(0);

@@ -25,7 +25,7 @@ step() { # name seconds command...
 if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   step la-bench-test 90 ./build-cuda/la_bench test
   step node-gpu-tests 420 node --test --test-concurrency=1 dist/test/cuda.test.js dist/test/cuda-ops.test.js \
-    dist/test/cuda-attention.test.js dist/test/cuda-bf16.test.js dist/test/cuda-train.test.js
+    dist/test/cuda-attention.test.js dist/test/cuda-bf16.test.js dist/test/cuda-memory.test.js dist/test/cuda-train.test.js
   grep -E "^\s*not ok|^# (tests|pass|fail|skipped)|^# .*(CPU vs|GPU workers)" "$OUT/node-gpu-tests.txt" | head -40
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then

@@ -1,8 +1,8 @@
 // Node-API part of the lasp_cuda addon: the general float32 attention kernels
 // (general_attention.h) behind promise-returning calls on host Float32Arrays. Each call copies its
-// inputs into std::vectors on the JavaScript thread, runs on a worker thread (upload, kernels on
-// the thread's default stream, download) and builds its result arrays back on the JavaScript
-// thread. The typed facade is native/cuda-attention.ts; it validates every argument first.
+// inputs' pointers and references on the JavaScript thread, runs on a worker thread (upload, kernels on
+// the thread's default stream, download into pinned result blocks) and hands the blocks to
+// JavaScript without a copy (addon_util.h: arguments read in place, cached device memory). The typed facade is native/cuda-attention.ts; it validates every argument first.
 //
 // Exports (kind codes as native/binding.ts; null for an absent optional array):
 //   ga_forward(kind, causal, T, H, dk, dv, q, k, v, g, beta, s0) -> {o, finalState}
@@ -33,15 +33,15 @@ namespace lasp_cuda_addon {
 namespace {
 
 namespace ga = lasp_cuda_general;
-using Vec = std::vector<float>;
+using Vec = F32In;  // an argument, read in place
+using Res = HostOut;  // a result, in a pinned block
 
 Vec arrayArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   const Napi::Value v = info[i];
   if (v.IsNull() || v.IsUndefined()) return {};
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     throw Napi::TypeError::New(info.Env(), std::string("lasp cuda: ") + name + " must be a Float32Array or null");
-  const auto a = v.As<Napi::Float32Array>();
-  return Vec(a.Data(), a.Data() + a.ElementLength());
+  return Vec(v.As<Napi::Float32Array>());
 }
 
 double numArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
@@ -76,11 +76,7 @@ std::unique_ptr<DevMem> upload(const Vec& x) {
 }
 float* ptr(const std::unique_ptr<DevMem>& d) { return d ? d->f() : nullptr; }
 
-Napi::Float32Array toJs(Napi::Env env, const Vec& x) {
-  auto a = Napi::Float32Array::New(env, x.size());
-  if (!x.empty()) std::memcpy(a.Data(), x.data(), x.size() * sizeof(float));
-  return a;
-}
+Napi::Float32Array toJs(Napi::Env env, Res& x) { return x.toJs(env); }
 
 void finish(const char* what) {
   ck(cudaGetLastError(), what);
@@ -215,7 +211,8 @@ class ForwardJob : public Job {
 
  private:
   Attn a_;
-  Vec s0_, o_, sT_;
+  Vec s0_;
+  Res o_, sT_;
 };
 
 class BackwardJob : public Job {
@@ -261,7 +258,8 @@ class BackwardJob : public Job {
 
  private:
   Attn a_;
-  Vec s0_, dO_, dSf_, dq_, dk_, dv_, dg_, dbeta_, dS0_;
+  Vec s0_, dO_, dSf_;
+  Res dq_, dk_, dv_, dg_, dbeta_, dS0_;
 };
 
 class SummaryJob : public Job {
@@ -299,7 +297,7 @@ class SummaryJob : public Job {
 
  private:
   Attn a_;
-  Vec aOut_, u_;
+  Res aOut_, u_;
 };
 
 class StateGradJob : public Job {
@@ -323,7 +321,8 @@ class StateGradJob : public Job {
 
  private:
   Attn a_;
-  Vec dO_, d_;
+  Vec dO_;
+  Res d_;
 };
 
 class AddStateTermJob : public Job {
@@ -344,13 +343,14 @@ class AddStateTermJob : public Job {
     ck(cudaMemcpy(o.p, o_.data(), o_.size() * sizeof(float), cudaMemcpyHostToDevice), "copy to device");
     ga::addStateTerm(p, ptr(state), o.f(), cudaStreamPerThread);
     finish("addStateTerm");
-    o_ = toHost(o.p, o_.size());
+    oOut_ = toHost(o.p, o_.size());
   }
-  Napi::Value result(Napi::Env env) override { return toJs(env, o_); }
+  Napi::Value result(Napi::Env env) override { return toJs(env, oOut_); }
 
  private:
   Attn a_;
   Vec state_, o_;
+  Res oOut_;
 };
 
 // ---- softmax --------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ class SoftmaxForwardJob : public Job {
 
  private:
   Soft s_;
-  Vec o_, lse_;
+  Res o_, lse_;
 };
 
 class SoftmaxBackwardJob : public Job {
@@ -455,7 +455,8 @@ class SoftmaxBackwardJob : public Job {
 
  private:
   Soft s_;
-  Vec o_, lse_, dO_, dq_, dk_, dv_;
+  Vec o_, lse_, dO_;
+  Res dq_, dk_, dv_;
 };
 
 }  // namespace

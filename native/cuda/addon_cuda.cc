@@ -1,6 +1,6 @@
 // Node-API addon lasp_cuda: the CUDA kernels of la_cuda.h behind two promise-returning calls on
 // host Float32Arrays (a first step: every call copies its inputs to the device and its outputs
-// back; a device-resident model backend comes later). Built by scripts/build-cuda.sh, never by
+// back, into pinned result blocks; addon_util.h; a device-resident model backend comes later). Built by scripts/build-cuda.sh, never by
 // node-gyp; the TypeScript facade is native/cuda.ts.
 #include <napi.h>
 
@@ -23,15 +23,16 @@ using lasp_cuda::Prec;
 
 using lasp_cuda_addon::ck;
 using lasp_cuda_addon::DevMem;
+using lasp_cuda_addon::F32In;
+using lasp_cuda_addon::HostOut;
 
-std::vector<float> copyOf(const Napi::Value& v) {
+F32In copyOf(const Napi::Value& v) {
   if (v.IsNull() || v.IsUndefined()) return {};
-  const auto a = v.As<Napi::Float32Array>();
-  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+  return F32In(v.As<Napi::Float32Array>());
 }
 
 // Inputs in the mode's element type on the device.
-std::unique_ptr<DevMem> upload(const std::vector<float>& x, bool bf) {
+std::unique_ptr<DevMem> upload(const F32In& x, bool bf) {
   auto d = std::make_unique<DevMem>(x.size() * (bf ? 2 : 4));
   if (bf) {
     std::vector<__nv_bfloat16> t(x.size());
@@ -42,16 +43,16 @@ std::unique_ptr<DevMem> upload(const std::vector<float>& x, bool bf) {
   }
   return d;
 }
-std::unique_ptr<DevMem> uploadF32(const std::vector<float>& x) {
+std::unique_ptr<DevMem> uploadF32(const F32In& x) {
   if (x.empty()) return nullptr;
   return upload(x, false);
 }
-std::vector<float> download(const void* p, size_t n, bool bf) {
-  std::vector<float> out(n);
+HostOut download(const void* p, size_t n, bool bf) {
+  HostOut out(n);
   if (bf) {
     std::vector<__nv_bfloat16> t(n);
     ck(cudaMemcpy(t.data(), p, n * 2, cudaMemcpyDeviceToHost), "download");
-    for (size_t i = 0; i < n; i++) out[i] = __bfloat162float(t[i]);
+    for (size_t i = 0; i < n; i++) out.data()[i] = __bfloat162float(t[i]);
   } else {
     ck(cudaMemcpy(out.data(), p, n * 4, cudaMemcpyDeviceToHost), "download");
   }
@@ -96,11 +97,9 @@ class Job : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Object r = Napi::Object::New(env);
-    auto put = [&](const char* name, const std::vector<float>& x) {
+    auto put = [&](const char* name, HostOut& x) {
       if (x.empty()) return;
-      auto a = Napi::Float32Array::New(env, x.size());
-      std::memcpy(a.Data(), x.data(), x.size() * 4);
-      r.Set(name, a);
+      r.Set(name, x.toJs(env));
     };
     put("o", o_);
     put("finalState", sT_);
@@ -162,8 +161,8 @@ class Job : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   bool bwd_;
   lasp_cuda::Problem p_;
-  std::vector<float> q_, k_, v_, g_, gconst_, beta_, s0_, dO_, dSf_;
-  std::vector<float> o_, sT_, dq_, dk_, dv_, dg_, dgc_, dbeta_, dS0_;
+  F32In q_, k_, v_, g_, gconst_, beta_, s0_, dO_, dSf_;
+  HostOut o_, sT_, dq_, dk_, dv_, dg_, dgc_, dbeta_, dS0_;
 };
 
 Napi::Value Forward(const Napi::CallbackInfo& info) {
@@ -215,7 +214,24 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// The memory caches' counters (addon_memory.cc): {device, pinned} × {idleBytes, capBytes, takes, hits}.
+Napi::Value MemCacheStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  for (const bool device : {true, false}) {
+    const auto s = lasp_cuda_addon::cacheStats(device);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("idleBytes", static_cast<double>(s.idleBytes));
+    o.Set("capBytes", static_cast<double>(s.capBytes));
+    o.Set("takes", static_cast<double>(s.takes));
+    o.Set("hits", static_cast<double>(s.hits));
+    r.Set(device ? "device" : "pinned", o);
+  }
+  return r;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("memCacheStats", Napi::Function::New(env, MemCacheStats));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("forward", Napi::Function::New(env, Forward));

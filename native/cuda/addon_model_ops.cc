@@ -1,7 +1,8 @@
 // The model ops of model_ops.h behind the lasp_cuda addon: promise-returning calls on host
 // Float32Array / Int32Array inputs (the host-staged first step: every call copies its inputs to the
-// device, runs the launcher, synchronises and copies the outputs back). Each resolves with an
-// object of fresh Float32Arrays (and numbers); in-place ops (addInto, scaleInPlace, adamW, gemm
+// device, runs the launcher, synchronises and copies the outputs back into pinned blocks that
+// become the result arrays without a copy; addon_util.h). Each resolves with an object of
+// Float32Arrays (and numbers); in-place ops (addInto, scaleInPlace, adamW, gemm
 // with C) return the updated arrays and the TypeScript facade (native/cuda-ops.ts) copies them
 // into the caller's. Arguments are checked by the facade; the checks here only keep a bad call
 // from reaching the device (TypeError/RangeError thrown synchronously).
@@ -66,16 +67,16 @@ bool isTyped(const Napi::Value& v, napi_typedarray_type t) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == t;
 }
 
-std::vector<float> f32(const Napi::CallbackInfo& info, size_t i, const char* name) {
+// A Float32Array argument, read in place on the worker thread (addon_util.h).
+F32In f32(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (i >= info.Length() || !isTyped(info[i], napi_float32_array)) typeError(info, std::string(name) + " must be a Float32Array");
-  const auto a = info[i].As<Napi::Float32Array>();
-  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+  return F32In(info[i].As<Napi::Float32Array>());
 }
 
 // A Float32Array, or null/undefined (has = false).
-std::vector<float> f32OrNull(const Napi::CallbackInfo& info, size_t i, const char* name, bool& has) {
+F32In f32OrNull(const Napi::CallbackInfo& info, size_t i, const char* name, bool& has) {
   has = !(i >= info.Length() || info[i].IsNull() || info[i].IsUndefined());
-  return has ? f32(info, i, name) : std::vector<float>();
+  return has ? f32(info, i, name) : F32In();
 }
 
 std::vector<int32_t> i32(const Napi::CallbackInfo& info, size_t i, const char* name) {
@@ -140,15 +141,15 @@ void finish(cudaError_t launch, const char* op) {
 
 // What a job resolves with: named float32 arrays and numbers.
 struct Out {
-  std::vector<std::pair<const char*, std::vector<float>>> arrays;
+  std::vector<std::pair<const char*, HostOut>> arrays;
   std::vector<std::pair<const char*, double>> numbers;
-  void array(const char* name, std::vector<float> v) { arrays.emplace_back(name, std::move(v)); }
+  void array(const char* name, HostOut v) { arrays.emplace_back(name, std::move(v)); }
   void number(const char* name, double v) { numbers.emplace_back(name, v); }
 };
 
 using Body = std::function<void(Out&)>;
 
-// Runs `body` (which owns copies of its inputs) off the JavaScript thread; resolves with an
+// Runs `body` (which holds its inputs' references) off the JavaScript thread; resolves with an
 // object built from its Out on the main thread, or rejects with `lasp cuda: <what went wrong>`.
 class OpWorker : public Napi::AsyncWorker {
  public:
@@ -169,11 +170,7 @@ class OpWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Object r = Napi::Object::New(env);
-    for (const auto& [name, v] : out_.arrays) {
-      auto a = Napi::Float32Array::New(env, v.size());
-      if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-      r.Set(name, a);
-    }
+    for (auto& [name, v] : out_.arrays) r.Set(name, v.toJs(env));
     for (const auto& [name, x] : out_.numbers) r.Set(name, Napi::Number::New(env, x));
     deferred_.Resolve(r);
   }
@@ -525,12 +522,11 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
 Napi::Value SquaresJob(const Napi::CallbackInfo& info, bool norm) {
   if (info.Length() < 1 || !info[0].IsArray()) typeError(info, "arrays must be an array of Float32Arrays");
   const auto list = info[0].As<Napi::Array>();
-  std::vector<std::vector<float>> xs;
+  std::vector<F32In> xs;
   for (uint32_t i = 0; i < list.Length(); i++) {
     const Napi::Value e = list.Get(i);
     if (!isTyped(e, napi_float32_array)) typeError(info, "arrays[" + std::to_string(i) + "] must be a Float32Array");
-    const auto a = e.As<Napi::Float32Array>();
-    xs.emplace_back(a.Data(), a.Data() + a.ElementLength());
+    xs.emplace_back(e.As<Napi::Float32Array>());
   }
   return queue(info, [xs = std::move(xs), norm](Out& out) {
     std::vector<std::unique_ptr<DevMem>> dev;
