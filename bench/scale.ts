@@ -84,6 +84,12 @@ export interface ScaleBenchRow {
    * gradient AllReduce), divided by the number of layers: a mean over the layers' kinds for hybrids.
    */
   bytesSentPerRankPerLayer: number;
+  /**
+   * Time a rank waited in the layers' collectives per step (forward + backward: the attention
+   * AllGathers, softmax K/V exchanges, halos; no loss sums, no gradient AllReduce), median over the
+   * timed steps, mean over ranks, divided by the number of layers (ms).
+   */
+  layerCollectiveMsPerLayer: number;
   /** Peak resident set of a worker process (getrusage maxRSS at the end of the last step), the largest over workers (MiB). */
   peakRssMiB: number;
   /** Resident set at the end of the timed steps (process.memoryUsage.rss()), the largest over workers and steps (MiB). */
@@ -164,6 +170,7 @@ function rowOf(W: number, T: number, o: ScaleBenchOptions, run: Run): ScaleBench
   const coll = ranks.map((r) => median(r.map((x) => x.collectiveMs)));
   const sent = ranks.map((r) => mean(r.map((x) => x.bytesSent)));
   const layerSent = ranks.map((r) => mean(r.map((x) => x.layerBytesSent)));
+  const layerWait = ranks.map((r) => median(r.map((x) => x.layerCollectiveMs)));
   const all = ranks.flat();
   const gpu = all.map((x) => x.gpuMemUsedBytes).filter((x): x is number => x !== null);
   return {
@@ -180,6 +187,7 @@ function rowOf(W: number, T: number, o: ScaleBenchOptions, run: Run): ScaleBench
     bytesSentPerRankPerStep: mean(sent),
     bytesSentMaxRankPerStep: max(sent),
     bytesSentPerRankPerLayer: mean(layerSent) / run.layers.length,
+    layerCollectiveMsPerLayer: mean(layerWait) / run.layers.length,
     peakRssMiB: max(all.map((x) => x.peakRssBytes)) / MiB,
     rssMiB: max(all.map((x) => x.rssBytes)) / MiB,
     gpuMemMiB: gpu.length > 0 ? max(gpu) / MiB : null,
@@ -246,6 +254,7 @@ export function printScaleBench(r: ScaleBenchResult): string {
         'share',
         'KiB sent/rank/step',
         'KiB/rank/layer',
+        'layer coll. ms/layer',
         'peak RSS MiB',
         'GPU MiB',
         'max rel. loss diff',
@@ -261,6 +270,7 @@ export function printScaleBench(r: ScaleBenchResult): string {
         `${(100 * x.collectiveShare).toFixed(1)}%`,
         kib(x.bytesSentPerRankPerStep),
         kib(x.bytesSentPerRankPerLayer),
+        fmt(x.layerCollectiveMsPerLayer),
         x.peakRssMiB.toFixed(0),
         x.gpuMemMiB === null ? '—' : x.gpuMemMiB.toFixed(0),
         x.maxRelLossDiff === null ? '—' : x.maxRelLossDiff.toExponential(2),

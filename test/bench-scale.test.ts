@@ -15,6 +15,7 @@ const FIELDS = [
   'collectiveShare',
   'bytesSentPerRankPerStep',
   'bytesSentPerRankPerLayer',
+  'layerCollectiveMsPerLayer',
   'peakRssMiB',
   'gpuMemMiB',
   'maxRelLossDiff',
@@ -47,6 +48,14 @@ test('bench scale: W=1,2 rows, bytes, memory and the loss check', async () => {
   assert.equal(w1.maxRelLossDiff, null);
   assert.ok(w2.bytesSentPerRankPerStep > 0, `W=2 bytes ${w2.bytesSentPerRankPerStep}`);
   assert.ok(w2.bytesSentPerRankPerLayer > 0 && 2 * w2.bytesSentPerRankPerLayer < w2.bytesSentPerRankPerStep);
+  // The layers' waits are part of the step's collective wait (two layers here).
+  assert.ok(w2.layerCollectiveMsPerLayer > 0, `W=2 layer wait ${w2.layerCollectiveMsPerLayer}`);
+  assert.ok(
+    2 * w2.layerCollectiveMsPerLayer <= w2.collectiveMsMax + 1e-9,
+    `layer wait ${w2.layerCollectiveMsPerLayer} × 2 > ${w2.collectiveMsMax}`,
+  );
+  // W = 1 has no peers but still awaits its (local) collectives: small, never more than the step's wait.
+  assert.ok(w1.layerCollectiveMsPerLayer >= 0 && 2 * w1.layerCollectiveMsPerLayer <= w1.collectiveMsMax + 1e-9);
   assert.ok(w2.maxRelLossDiff !== null && w2.maxRelLossDiff < 1e-3, `W=2 loss vs W=1: ${w2.maxRelLossDiff}`);
   assert.equal(lines.length, 2);
   assert.match(printScaleBench(r), /\| 2 \| 128 \|/);

@@ -15,7 +15,7 @@ import type { EvalRecord, StepRecord } from './rank-trainer.js';
 /** One rank's own measurements of a step (from its StepRecord). */
 export type RankStepStats = Pick<
   StepRecord,
-  'ms' | 'collectiveMs' | 'bytesSent' | 'layerBytesSent' | 'rssBytes' | 'peakRssBytes' | 'gpuMemUsedBytes'
+  'ms' | 'collectiveMs' | 'bytesSent' | 'layerBytesSent' | 'layerCollectiveMs' | 'rssBytes' | 'peakRssBytes' | 'gpuMemUsedBytes'
 >;
 
 /** A step as rank 0 reported it (the StepRecord fields are rank 0's), plus what the driver measured. */
@@ -29,8 +29,8 @@ export interface StepEvent extends StepRecord {
 }
 
 function rankStats(r: StepRecord): RankStepStats {
-  const { ms, collectiveMs, bytesSent, layerBytesSent, rssBytes, peakRssBytes, gpuMemUsedBytes } = r;
-  return { ms, collectiveMs, bytesSent, layerBytesSent, rssBytes, peakRssBytes, gpuMemUsedBytes };
+  const { ms, collectiveMs, bytesSent, layerBytesSent, layerCollectiveMs, rssBytes, peakRssBytes, gpuMemUsedBytes } = r;
+  return { ms, collectiveMs, bytesSent, layerBytesSent, layerCollectiveMs, rssBytes, peakRssBytes, gpuMemUsedBytes };
 }
 
 export interface StartEvent {

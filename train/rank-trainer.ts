@@ -45,6 +45,12 @@ export interface StepRecord {
    * convolution); the rest is the loss AllGather and the gradient AllReduce.
    */
   layerBytesSent: number;
+  /**
+   * Of `collectiveMs`, the wait inside the model's layers during forward + backward (the attention
+   * layers' AllGathers, softmax K/V exchanges, halos); the rest is the loss AllGather and the
+   * gradient AllReduce.
+   */
+  layerCollectiveMs: number;
   /** This worker process's resident set at the end of the step (process.memoryUsage.rss(), bytes). */
   rssBytes: number;
   /** The process's peak resident set so far (getrusage maxRSS, bytes): includes the step's transient peak. */
@@ -167,7 +173,7 @@ export class RankTrainer {
    * the mean loss: every rank ends with the whole batch's gradient in model.params.grads.
    * `layerBytesSent`: what this rank's communicator sent during forward + backward.
    */
-  async computeGradients(s: number): Promise<{ lossSum: number; count: number; layerBytesSent: number }> {
+  async computeGradients(s: number): Promise<{ lossSum: number; count: number; layerBytesSent: number; layerCollectiveMs: number }> {
     const B = this.cfg.training.batchSize;
     const P = this.model.params;
     const { inputs, targets } = await this.batch(this.source, (s - 1) * B, B);
@@ -175,6 +181,7 @@ export class RankTrainer {
     this.sp.phase = '';
     P.zeroGrads();
     const bytes0 = this.comm.stats.bytesSent;
+    const wait0 = this.timing.collectiveMs;
     // Every activation and intermediate gradient of the step goes back to the pool at its end.
     const fwd = await withOutputScope(async () => {
       const f = await this.model.forward({ inputs, targets, sequences: B }, { scale: 1 });
@@ -182,12 +189,13 @@ export class RankTrainer {
       return { lossSum: f.lossSum, count: f.count };
     });
     const layerBytesSent = this.comm.stats.bytesSent - bytes0;
+    const layerCollectiveMs = this.timing.collectiveMs - wait0;
     const c0 = performance.now();
     const [lossSum, count] = (await this.sumOverRanks(s, 'loss', [fwd.lossSum, fwd.count])) as [number, number];
     await this.comm.allReduceSum({ step: s, layer: 0, op: 'grad.allreduce' }, P.grads);
     this.timing.collectiveMs += performance.now() - c0;
     if (count > 0) await ops.scaleInPlace(P.grads, 1 / count);
-    return { lossSum, count, layerBytesSent };
+    return { lossSum, count, layerBytesSent, layerCollectiveMs };
   }
 
   /** Runs the next step on this rank. */
@@ -198,7 +206,7 @@ export class RankTrainer {
     const s = this.step + 1;
     const P = this.model.params;
     const bytes0 = this.comm.stats.bytesSent;
-    const { lossSum, count, layerBytesSent } = await this.computeGradients(s);
+    const { lossSum, count, layerBytesSent, layerCollectiveMs } = await this.computeGradients(s);
     const gradNorm = await ops.gradNorm([P.grads]);
     if (tc.gradClip > 0 && gradNorm > tc.gradClip) await ops.scaleInPlace(P.grads, tc.gradClip / gradNorm);
     const lr = learningRate(tc, s);
@@ -218,6 +226,7 @@ export class RankTrainer {
       collectiveMs: this.timing.collectiveMs,
       bytesSent: this.comm.stats.bytesSent - bytes0,
       layerBytesSent,
+      layerCollectiveMs,
       rssBytes: process.memoryUsage.rss(),
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       gpuMemUsedBytes: this.kernels.device === 'cuda' ? gpuMemUsed() : null,
