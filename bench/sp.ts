@@ -79,6 +79,14 @@ export interface SpBenchResult {
   lasp2CollectiveMs: number | null;
   /** lasp2CollectiveMs / lasp2Ms. */
   lasp2CommFraction: number | null;
+  /**
+   * lasp2Ms − the largest rankComputeMs: how much longer the layer takes than its busiest rank's
+   * own work — the communication that overlap did not hide, without the time faster ranks spend
+   * waiting for slower ones (load skew, which lasp2CollectiveMs counts as waiting).
+   */
+  lasp2OverheadMs: number | null;
+  /** lasp2OverheadMs / lasp2Ms. */
+  lasp2OverheadFraction: number | null;
   /** Per rank: median wall time of the layer, and of its own work (wall − collective wait), ms. */
   rankMs: number[];
   rankComputeMs: number[];
@@ -135,6 +143,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
     const lasp2CollectiveMs = coll.length ? Math.max(...coll) : null;
     const rankComputeMs = ranks.map((r) => r.lasp2ComputeMs ?? NaN);
     const minCompute = Math.min(...rankComputeMs);
+    const lasp2OverheadMs = lasp2Ms !== null && rankComputeMs.every(Number.isFinite) ? lasp2Ms - Math.max(...rankComputeMs) : null;
     const baselineMaxRelError: Partial<Record<SpMode, number | null>> = {};
     for (const m of modes) if (m !== 'lasp2') baselineMaxRelError[m] = errs(m, [...OUTPUT_TENSORS, ...GRAD_TENSORS]);
     return {
@@ -157,6 +166,8 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
       ringKvMs: slowest(ranks, 'ringkv'),
       lasp2CollectiveMs,
       lasp2CommFraction: lasp2Ms && lasp2CollectiveMs !== null ? lasp2CollectiveMs / lasp2Ms : null,
+      lasp2OverheadMs,
+      lasp2OverheadFraction: lasp2Ms && lasp2OverheadMs !== null ? lasp2OverheadMs / lasp2Ms : null,
       rankMs: ranks.map((r) => r.ms.lasp2 ?? NaN),
       rankComputeMs,
       loadBalance: minCompute > 0 ? Math.max(...rankComputeMs) / minCompute : null,
@@ -180,6 +191,7 @@ export function printSpBench(r: SpBenchResult): string {
         ['bytes sent per rank per layer (fwd+bwd)', r.bytesSentPerRankPerLayer ?? 'n/a'],
         [`${sp} fwd+bwd ms`, r.lasp2Ms === null ? 'n/a' : fmt(r.lasp2Ms)],
         ['  of which in collectives ms', r.lasp2CollectiveMs === null ? 'n/a' : fmt(r.lasp2CollectiveMs)],
+        ["  beyond the busiest rank's own work ms", r.lasp2OverheadMs === null ? 'n/a' : fmt(r.lasp2OverheadMs)],
         ['LASP-1 fwd+bwd ms', r.lasp1Ms === null ? 'not run' : fmt(r.lasp1Ms)],
         ['ring-KV fwd+bwd ms', r.ringKvMs === null ? 'not run' : fmt(r.ringKvMs)],
         ['own work per rank ms (wall − collective wait)', r.rankComputeMs.map((x) => fmt(x)).join(' / ')],

@@ -141,6 +141,10 @@ describe('hybrid and local layers over gRPC worker processes', { timeout: 600_00
       assert.equal(r.ringKvMs, null);
       assert.equal(r.rankComputeMs.length, 2);
       assert.ok(r.loadBalance !== null && r.loadBalance >= 1, what);
+      // The layer's time beyond its busiest rank's own work: what no rank could hide (medians, so ≥ −1 ms).
+      const busiest = Math.max(...r.rankComputeMs);
+      assert.ok(r.lasp2OverheadMs !== null && Math.abs(r.lasp2OverheadMs - (r.lasp2Ms! - busiest)) < 1e-9, what);
+      assert.ok(r.lasp2OverheadMs > -1 && r.lasp2OverheadMs <= r.lasp2Ms!, `${what}: overhead ${r.lasp2OverheadMs}`);
     }
   });
 
