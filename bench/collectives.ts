@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { StreamTransport } from '../worker/collectives/peer-clients.js';
-import { positiveInt } from '../cli/args.js';
+import { nonNegativeInt, positiveInt } from '../cli/args.js';
 import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { fmt, formatTable } from './table.js';
@@ -51,6 +51,8 @@ export interface CollectivesBenchOptions {
    * alternating with the AllGather's; 'shared' — in the AllGather's processes. Default 'shared'.
    */
   referenceProcesses?: ReferenceProcesses;
+  /** Unmeasured iterations of every size (each transport) before any is measured. Default 5. */
+  warmup?: number;
   /** Every process's allocator, as `lasp worker --allocator`. Default 'tuned'. */
   allocator?: 'tuned' | 'default';
 }
@@ -147,6 +149,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
   const endpoint: PeerEndpointOptions = { timeoutMs: 60_000, ...opts.endpoint };
   if (W < 2) throw new RangeError(`workers must be >= 2, got ${W}`);
   const referenceProcesses = opts.referenceProcesses ?? 'shared';
+  const warmup = opts.warmup ?? 5;
   const spawn = () =>
     new ChildLink(
       fork(THIS_FILE, [CHILD_FLAG], {
@@ -202,6 +205,14 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
         http2Ms: slowest(per.h2.map((t) => t.slice(2))),
       };
     };
+    // A first, unmeasured pass over every size (each transport, `warmup` iterations): without it the
+    // sizes measured first also paid for JIT compilation and cold buffer pools (a 64 KiB AllGather
+    // measured 1.6–2.4 ms first in the table and 0.7–0.8 ms after the larger sizes).
+    for (const size of sizes) {
+      if (warmup === 0) break;
+      await run(gathers, size, warmup, references === gathers ? ['grpc', 'tcp', 'h2'] : ['grpc']);
+      if (references !== gathers) await run(references, size, warmup, ['tcp', 'h2']);
+    }
     for (const size of sizes) {
       const { allGatherMs, tcpMs, http2Ms } = await measure(size);
       const received = (W - 1) * size;
@@ -278,6 +289,7 @@ export function registerCollectivesBench(bench: Command): void {
     .option('--workers <W>', 'worker processes', positiveInt('--workers'), 2)
     .option('--sizes <list>', 'bytes per rank, e.g. 1k,64k,1m,16m', sizeList, DEFAULT_BENCH_SIZES)
     .option('--iterations <n>', 'measured iterations per size (fewer for large sizes)', positiveInt('--iterations'), 21)
+    .option('--warmup <n>', 'unmeasured iterations of every size before any is measured', nonNegativeInt('--warmup'), 5)
     .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
     .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
     .addOption(new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js', 'raw']).default('http2'))
@@ -300,6 +312,7 @@ export function registerCollectivesBench(bench: Command): void {
         workers: number;
         sizes: number[];
         iterations: number;
+        warmup: number;
         pieceBytes?: number;
         inFlight?: number;
         transport: StreamTransport;
@@ -314,6 +327,7 @@ export function registerCollectivesBench(bench: Command): void {
           workers: o.workers,
           sizes: o.sizes,
           iterations: o.iterations,
+          warmup: o.warmup,
           endpoint,
           referenceProcesses: o.referenceProcesses,
           allocator: o.allocator,

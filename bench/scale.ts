@@ -7,7 +7,7 @@
 // the same T must give the same losses to float32 rounding (docs/scale-out.md).
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { intList, positiveInt } from '../cli/args.js';
+import { intList, nonNegativeInt, positiveInt } from '../cli/args.js';
 import { workerDevice } from '../cluster/local-cluster.js';
 import { LAYER_KINDS, type LayerKind } from '../model/backend.js';
 import { parseTrainConfig } from '../train/config.js';
@@ -277,14 +277,6 @@ export function printScaleBench(r: ScaleBenchResult): string {
       ]),
     ),
   ].join('\n');
-}
-
-function nonNegativeInt(flag: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(v)}`);
-    return n;
-  };
 }
 
 export function layerList(v: string): LayerKind[] {

@@ -10,6 +10,16 @@ export function positiveInt(flag: string) {
   };
 }
 
+/** A non-negative integer (0 allowed). */
+export function nonNegativeInt(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0)
+      throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
+    return n;
+  };
+}
+
 /** A comma-separated list of positive integers. */
 export function intList(flag: string) {
   const one = positiveInt(flag);

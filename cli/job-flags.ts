@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
 import { LAYER_KINDS } from '../model/backend.js';
 import { DEFAULT_DATA } from '../train/config.js';
-import { positiveInt } from './args.js';
+import { nonNegativeInt, positiveInt } from './args.js';
 
 export type Json = Record<string, unknown>;
 
@@ -32,14 +32,7 @@ export interface JobConfigFlags {
   maxRestarts?: number;
 }
 
-export function nonNegativeInt(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0)
-      throw new InvalidArgumentError(`${flag} must be a non-negative integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
-}
+export { nonNegativeInt };
 
 export function integer(flag: string) {
   return (value: string): number => {

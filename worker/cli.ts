@@ -1,8 +1,8 @@
 // `lasp worker`: runs one worker process until SIGTERM/SIGINT.
-import { positiveInt } from '../cli/args.js';
+import { nonNegativeInt, positiveInt } from '../cli/args.js';
 import { WORKER_NODE_FLAGS } from '../cluster/worker-node-flags.js';
 import { startWorkerHttp } from './http-probes.js';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { startWorker, stopOnSignals } from './main.js';
 import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-flags.js';
 import { TlsConfigError } from '../cluster/tls.js';
@@ -40,15 +40,6 @@ async function requestDrain(o: WorkerCliOptions): Promise<void> {
   process.stdout.write(
     `worker ${w.id} is ${w.state}${w.job !== null ? `: job ${w.job} checkpoints after its current step and goes on without it` : ''}; the worker exits once released\n`,
   );
-}
-
-function nonNegativeInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0)
-      throw new InvalidArgumentError(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`);
-    return n;
-  };
 }
 
 /** The `worker` command, standalone (worker/entry.ts) or under `lasp`. */
