@@ -12,12 +12,14 @@
 import { cudaAddonPart } from './cuda.js';
 import {
   checkArray,
+  checkBackwardArgs,
+  checkSaveOption,
   checkSpec,
   checkSoftmax as checkCpuSoftmax,
-  describe,
+  checkSoftmaxBackward,
   fail,
-  SavedForward,
   summaryALength,
+  type SavedForward,
   type AttentionSpec,
   type BackwardResult,
   type BlockSummary,
@@ -160,9 +162,7 @@ function check(spec: AttentionSpec): Checked {
 
 async function forward(spec: AttentionSpec, opts?: ForwardOptions): Promise<ForwardResult> {
   const c = check(spec);
-  const save = opts?.saveForBackward ?? false;
-  if (typeof save !== 'boolean') fail(`opts.saveForBackward must be a boolean, got ${describe(save)}`);
-  if (save && !c.causal) fail('saveForBackward is for causal attention (the non-causal backward keeps no chunk states)');
+  checkSaveOption(c, opts);
   const r = await addon().ga_forward(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.q, c.k, c.v, c.g, c.beta, c.s0);
   return { o: r.o, finalState: r.finalState };
 }
@@ -173,11 +173,7 @@ async function forward(spec: AttentionSpec, opts?: ForwardOptions): Promise<Forw
  */
 async function backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Float32Array, saved?: SavedForward): Promise<BackwardResult> {
   const c = check(spec);
-  checkArray('dO', dO, c.T * c.H * c.dv, '[T,H,dv]');
-  const dS = dFinalState === undefined ? null : checkArray('dFinalState', dFinalState, c.H * c.dk * c.dv, '[H,dk,dv]');
-  if (saved !== undefined && !(saved instanceof SavedForward)) {
-    fail(`saved must be the 'saved' of a forward with saveForBackward, got ${describe(saved)}`);
-  }
+  const dS = checkBackwardArgs(c, dO, dFinalState, saved);
   const r = await addon().ga_backward(c.code, c.causal, c.T, c.H, c.dk, c.dv, c.q, c.k, c.v, c.g, c.beta, c.s0, dO, dS);
   const out: BackwardResult = { dq: r.dq, dk: r.dk, dv: r.dv };
   if (c.g) out.dg = r.dg as F32;
@@ -235,9 +231,7 @@ const softmax = {
     dO: Float32Array,
   ): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
     const s = checkSoftmax(spec);
-    checkArray('o', fwd.o, s.Tq * s.H * s.dv, '[Tq,H,dv]');
-    checkArray('lse', fwd.lse, s.H * s.Tq, '[H,Tq]');
-    checkArray('dO', dO, s.Tq * s.H * s.dv, '[Tq,H,dv]');
+    checkSoftmaxBackward(s, fwd, dO);
     return addon().ga_softmaxBackward(
       s.Tq,
       s.Tk,

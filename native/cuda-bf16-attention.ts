@@ -7,11 +7,10 @@
 // the forward keeps no `saved`.
 import { cudaBackward, cudaForward, type CudaKind, type CudaSpec } from './cuda.js';
 import {
-  checkArray,
+  checkBackwardArgs,
+  checkSaveOption,
   checkSpec,
-  describe,
-  fail,
-  SavedForward,
+  type SavedForward,
   type AttentionSpec,
   type BackwardResult,
   type ForwardOptions,
@@ -37,32 +36,28 @@ type Attention = Pick<KernelSet, 'forward' | 'backward'>;
 
 /** forward/backward that take the bf16 kernels where bf16Unsupported allows and `general`'s elsewhere. */
 export function bf16Attention(general: Attention): Attention {
-  const fastSpec = (spec: AttentionSpec): CudaSpec | undefined => {
+  // The checked spec and its bf16 call, or no call where the float32 kernels run it.
+  const fastSpec = (spec: AttentionSpec): { c: ReturnType<typeof checkSpec>; s?: CudaSpec } => {
     const c = checkSpec(spec);
-    if (bf16Unsupported(c) !== undefined) return undefined;
+    if (bf16Unsupported(c) !== undefined) return { c };
     const s: CudaSpec = { kind: c.kind as CudaKind, precision: 'bf16', B: 1, T: c.T, H: c.H, dk: c.dk, dv: c.dv, q: c.q, k: c.k, v: c.v };
     if (c.g) s.g = c.g;
     if (c.beta) s.beta = c.beta;
     if (c.s0) s.initialState = c.s0;
-    return s;
+    return { c, s };
   };
   return {
     async forward(spec: AttentionSpec, opts?: ForwardOptions): Promise<ForwardResult> {
-      const s = fastSpec(spec);
+      const { c, s } = fastSpec(spec);
       if (s === undefined) return general.forward(spec, opts);
-      const save = opts?.saveForBackward ?? false;
-      if (typeof save !== 'boolean') fail(`opts.saveForBackward must be a boolean, got ${describe(save)}`);
+      checkSaveOption(c, opts);
       const r = await cudaForward(s);
       return { o: r.o, finalState: r.finalState };
     },
     async backward(spec: AttentionSpec, dO: Float32Array, dFinalState?: Float32Array, saved?: SavedForward): Promise<BackwardResult> {
-      const s = fastSpec(spec);
+      const { c, s } = fastSpec(spec);
       if (s === undefined) return general.backward(spec, dO, dFinalState, saved);
-      checkArray('dO', dO, s.T * s.H * s.dv, '[T,H,dv]');
-      if (dFinalState !== undefined) checkArray('dFinalState', dFinalState, s.H * s.dk * s.dv, '[H,dk,dv]');
-      if (saved !== undefined && !(saved instanceof SavedForward)) {
-        fail(`saved must be the 'saved' of a forward with saveForBackward, got ${describe(saved)}`);
-      }
+      checkBackwardArgs(c, dO, dFinalState, saved);
       const r = await cudaBackward(s, dO, dFinalState);
       const out: BackwardResult = { dq: r.dq, dk: r.dk, dv: r.dv };
       if (s.g) out.dg = r.dg!;

@@ -272,10 +272,30 @@ async function forwardInto(spec: AttentionSpec, out: ForwardResult, opts?: Forwa
   return out;
 }
 
-async function runForward(c: Checked, out: ForwardResult, opts: ForwardOptions | undefined): Promise<void> {
+/** opts.saveForBackward, checked: a boolean (default false), and only for causal attention. */
+export function checkSaveOption(c: Checked, opts: ForwardOptions | undefined): boolean {
   const save = opts?.saveForBackward ?? false;
   if (typeof save !== 'boolean') fail(`opts.saveForBackward must be a boolean, got ${describe(save)}`);
   if (save && !c.causal) fail('saveForBackward is for causal attention (the non-causal backward keeps no chunk states)');
+  return save;
+}
+
+/**
+ * backward()'s dO and dFinalState (the dFinalState array, or null when absent) and `saved`, checked
+ * as the device facades take them: `saved` must come from a forward with saveForBackward (they
+ * accept and ignore it; the CPU backward checks more of it).
+ */
+export function checkBackwardArgs(c: Checked, dO: unknown, dFinalState: unknown, saved: unknown): Float32Array | null {
+  checkArray('dO', dO, c.T * c.H * c.dv, '[T,H,dv]');
+  const dS = dFinalState === undefined ? null : checkArray('dFinalState', dFinalState, c.H * c.dk * c.dv, '[H,dk,dv]');
+  if (saved !== undefined && !(saved instanceof SavedForward)) {
+    fail(`saved must be the 'saved' of a forward with saveForBackward, got ${describe(saved)}`);
+  }
+  return dS;
+}
+
+async function runForward(c: Checked, out: ForwardResult, opts: ForwardOptions | undefined): Promise<void> {
+  const save = checkSaveOption(c, opts);
   // forwardInto with an earlier `saved` refills its native buffers instead of allocating.
   const reuse = save && out.saved instanceof SavedForward ? out.saved.handle : null;
   const { code, causal, T, H, dk, dv, chunk, q, k, v, g, beta, s0 } = c;
@@ -527,6 +547,13 @@ export interface SoftmaxSpec {
 }
 
 /** The checked fields of a softmax call (defaults filled in); throws naming the first bad argument. */
+/** A softmax backward's o and lse (from its forward) and dO, checked against the checked spec. */
+export function checkSoftmaxBackward(s: ReturnType<typeof checkSoftmax>, fwd: { o: unknown; lse: unknown }, dO: unknown): void {
+  checkArray('o', fwd.o, s.Tq * s.H * s.dv, '[Tq,H,dv]');
+  checkArray('lse', fwd.lse, s.H * s.Tq, '[H,Tq]');
+  checkArray('dO', dO, s.Tq * s.H * s.dv, '[Tq,H,dv]');
+}
+
 export function checkSoftmax(spec: SoftmaxSpec) {
   if (spec === null || typeof spec !== 'object') fail(`spec must be an object, got ${describe(spec)}`);
   const Tq = checkInt('Tq', spec.Tq, 1);
@@ -562,9 +589,7 @@ const softmax = {
     dO: Float32Array,
   ): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
     const s = checkSoftmax(spec);
-    checkArray('o', fwd.o, s.Tq * s.H * s.dv, '[Tq,H,dv]');
-    checkArray('lse', fwd.lse, s.H * s.Tq, '[H,Tq]');
-    checkArray('dO', dO, s.Tq * s.H * s.dv, '[Tq,H,dv]');
+    checkSoftmaxBackward(s, fwd, dO);
     const dq = output(s.q.length);
     const dk = output(s.k.length);
     const dv = output(s.v.length);

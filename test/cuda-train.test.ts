@@ -35,9 +35,10 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function config(name: string, kinds: string[], workers: number, steps: number) {
+/** A small model (width 32, heads of 16) unless `dims` widens it. */
+function config(name: string, kinds: string[], workers: number, steps: number, dims = { dModel: 32, dk: 16, ffn: 64 }) {
   return parseTrainConfig({
-    model: { dModel: 32, layers: kinds.length, heads: 2, dk: 16, dv: 16, ffn: 64, kinds, chunk: 16, conv: 4 },
+    model: { dModel: dims.dModel, layers: kinds.length, heads: 2, dk: dims.dk, dv: dims.dk, ffn: dims.ffn, kinds, chunk: 16, conv: 4 },
     data: { type: 'bytes', path: corpus, seqLen: 96, seed: caseSeed(`cuda-train-data-${name}`) },
     training: { steps, batchSize: 2, lr: 2e-3, seed: caseSeed(`cuda-train-init-${name}`), evalSequences: 1 },
     cluster: { workers },
@@ -55,24 +56,9 @@ function worstRelative(a: number[], b: number[]): { worst: number; at: number } 
   return { worst, at };
 }
 
+/** Heads of 64, so linear, scalar_gate and delta have bf16 kernels (gated_delta does not). */
 function bf16Config(workers: number, steps: number) {
-  return parseTrainConfig({
-    model: {
-      dModel: 128,
-      layers: 4,
-      heads: 2,
-      dk: 64,
-      dv: 64,
-      ffn: 256,
-      kinds: ['linear', 'scalar_gate', 'delta', 'gated_delta'],
-      chunk: 16,
-      conv: 4,
-    },
-    data: { type: 'bytes', path: corpus, seqLen: 96, seed: caseSeed('cuda-train-data-bf16') },
-    training: { steps, batchSize: 2, lr: 2e-3, seed: caseSeed('cuda-train-init-bf16'), evalSequences: 1 },
-    cluster: { workers },
-    checkpoint: { dir: join(dir, `bf16-${workers}`) },
-  });
+  return config('bf16', ['linear', 'scalar_gate', 'delta', 'gated_delta'], workers, steps, { dModel: 128, dk: 64, ffn: 256 });
 }
 
 describe('training on GPU workers', () => {

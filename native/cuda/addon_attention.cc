@@ -67,13 +67,6 @@ void needSize(const Vec& x, size_t n, const char* name) {
                                 std::to_string(x.size()));
 }
 
-// Optional device copy: null for an empty vector.
-std::unique_ptr<DevMem> upload(const Vec& x) {
-  if (x.empty()) return nullptr;
-  auto d = std::make_unique<DevMem>(x.size() * sizeof(float));
-  ck(cudaMemcpy(d->p, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), "copy to device");
-  return d;
-}
 float* ptr(const std::unique_ptr<DevMem>& d) { return d ? d->f() : nullptr; }
 
 Napi::Float32Array toJs(Napi::Env env, Res& x) { return x.toJs(env); }
@@ -162,11 +155,11 @@ struct Attn {
     for (size_t i = 0; i < beta.size(); ++i)
       if (!std::isfinite(beta[i]))
         throw std::invalid_argument("beta must be finite; beta[" + std::to_string(i) + "] = " + std::to_string(beta[i]));
-    dq_ = lasp_cuda_addon::upload(q);
-    dk_ = lasp_cuda_addon::upload(k);
-    dv_ = lasp_cuda_addon::upload(v);
-    dg_ = lasp_cuda_addon::upload(g);
-    dbeta_ = lasp_cuda_addon::upload(beta);
+    dq_ = uploadOptional(q);
+    dk_ = uploadOptional(k);
+    dv_ = uploadOptional(v);
+    dg_ = uploadOptional(g);
+    dbeta_ = uploadOptional(beta);
     ga::Problem p;
     p.kind = kind;
     p.causal = causal;
@@ -195,7 +188,7 @@ class ForwardJob : public Job {
   void run() override {
     ga::Problem p = a_.upload();
     if (!s0_.empty()) needSize(s0_, a_.stateSize(), "initialState");
-    auto s0 = upload(s0_);
+    auto s0 = uploadOptional(s0_);
     DevMem o(a_.tokens() * a_.dv * sizeof(float)), sT(a_.stateSize() * sizeof(float));
     ga::forward(p, ptr(s0), o.f(), sT.f(), nullptr, cudaStreamPerThread);
     finish("forward");
@@ -231,7 +224,7 @@ class BackwardJob : public Job {
     if (!s0_.empty()) needSize(s0_, ns, "initialState");
     if (!dSf_.empty()) needSize(dSf_, ns, "dFinalState");
     needSize(dO_, nv, "dO");
-    auto s0 = upload(s0_), dO = upload(dO_), dSf = upload(dSf_);
+    auto s0 = uploadOptional(s0_), dO = uploadOptional(dO_), dSf = uploadOptional(dSf_);
     DevMem dq(nq * sizeof(float)), dk(nq * sizeof(float)), dv(nv * sizeof(float)), dS0(ns * sizeof(float));
     const size_t ng = a_.gateSize(), nb = a_.delta() ? a_.tokens() : 0;
     DevMem dg(ng * sizeof(float)), dbeta(nb * sizeof(float));
@@ -311,7 +304,7 @@ class StateGradJob : public Job {
   void run() override {
     ga::Problem p = a_.upload();
     needSize(dO_, a_.tokens() * a_.dv, "dO");
-    auto dO = upload(dO_);
+    auto dO = uploadOptional(dO_);
     DevMem d(a_.stateSize() * sizeof(float));
     ga::stateGrad(p, ptr(dO), d.f(), cudaStreamPerThread);
     finish("stateGrad");
@@ -338,9 +331,8 @@ class AddStateTermJob : public Job {
     ga::Problem p = a_.upload();
     needSize(state_, a_.stateSize(), "state");
     needSize(o_, a_.tokens() * a_.dv, "o");
-    auto state = upload(state_);
-    DevMem o(o_.size() * sizeof(float));
-    ck(cudaMemcpy(o.p, o_.data(), o_.size() * sizeof(float), cudaMemcpyHostToDevice), "copy to device");
+    auto state = uploadOptional(state_);
+    DevMem o = toDevice(o_);
     ga::addStateTerm(p, ptr(state), o.f(), cudaStreamPerThread);
     finish("addStateTerm");
     oOut_ = toHost(o.p, o_.size());
@@ -383,9 +375,9 @@ struct Soft {
     needSize(q, nq() * p.dk, "q");
     needSize(k, nk() * p.dk, "k");
     needSize(v, nk() * p.dv, "v");
-    dq_ = lasp_cuda_addon::upload(q);
-    dk_ = lasp_cuda_addon::upload(k);
-    dv_ = lasp_cuda_addon::upload(v);
+    dq_ = uploadOptional(q);
+    dk_ = uploadOptional(k);
+    dv_ = uploadOptional(v);
     ga::SoftmaxProblem d = p;
     d.q = ptr(dq_);
     d.k = ptr(dk_);
@@ -436,7 +428,7 @@ class SoftmaxBackwardJob : public Job {
     needSize(o_, no, "o");
     needSize(lse_, s_.nq(), "lse");
     needSize(dO_, no, "dO");
-    auto o = upload(o_), lse = upload(lse_), dO = upload(dO_);
+    auto o = uploadOptional(o_), lse = uploadOptional(lse_), dO = uploadOptional(dO_);
     const size_t nq = s_.nq() * p.dk, nk = s_.nk() * p.dk, nv = s_.nk() * p.dv;
     DevMem dq(nq * sizeof(float)), dk(nk * sizeof(float)), dv(nv * sizeof(float));
     ga::softmaxBackward(p, ptr(o), ptr(lse), ptr(dO), dq.f(), dk.f(), dv.f(), cudaStreamPerThread);

@@ -25,37 +25,28 @@ using lasp_cuda_addon::ck;
 using lasp_cuda_addon::DevMem;
 using lasp_cuda_addon::F32In;
 using lasp_cuda_addon::HostOut;
+using lasp_cuda_addon::uploadOptional;
 
 F32In copyOf(const Napi::Value& v) {
   if (v.IsNull() || v.IsUndefined()) return {};
   return F32In(v.As<Napi::Float32Array>());
 }
 
-// Inputs in the mode's element type on the device.
+// Inputs in the mode's element type on the device (bf16: converted on the host first).
 std::unique_ptr<DevMem> upload(const F32In& x, bool bf) {
-  auto d = std::make_unique<DevMem>(x.size() * (bf ? 2 : 4));
-  if (bf) {
-    std::vector<__nv_bfloat16> t(x.size());
-    for (size_t i = 0; i < x.size(); i++) t[i] = __float2bfloat16(x[i]);
-    ck(cudaMemcpy(d->p, t.data(), t.size() * 2, cudaMemcpyHostToDevice), "upload");
-  } else {
-    ck(cudaMemcpy(d->p, x.data(), x.size() * 4, cudaMemcpyHostToDevice), "upload");
-  }
+  if (!bf) return std::make_unique<DevMem>(lasp_cuda_addon::toDevice(x));
+  auto d = std::make_unique<DevMem>(x.size() * 2);
+  std::vector<__nv_bfloat16> t(x.size());
+  for (size_t i = 0; i < x.size(); i++) t[i] = __float2bfloat16(x[i]);
+  ck(cudaMemcpy(d->p, t.data(), t.size() * 2, cudaMemcpyHostToDevice), "upload");
   return d;
 }
-std::unique_ptr<DevMem> uploadF32(const F32In& x) {
-  if (x.empty()) return nullptr;
-  return upload(x, false);
-}
 HostOut download(const void* p, size_t n, bool bf) {
+  if (!bf) return lasp_cuda_addon::toHost(p, n);
   HostOut out(n);
-  if (bf) {
-    std::vector<__nv_bfloat16> t(n);
-    ck(cudaMemcpy(t.data(), p, n * 2, cudaMemcpyDeviceToHost), "download");
-    for (size_t i = 0; i < n; i++) out.data()[i] = __bfloat162float(t[i]);
-  } else {
-    ck(cudaMemcpy(out.data(), p, n * 4, cudaMemcpyDeviceToHost), "download");
-  }
+  std::vector<__nv_bfloat16> t(n);
+  ck(cudaMemcpy(t.data(), p, n * 2, cudaMemcpyDeviceToHost), "download");
+  for (size_t i = 0; i < n; i++) out.data()[i] = __bfloat162float(t[i]);
   return out;
 }
 
@@ -124,7 +115,8 @@ class Job : public Napi::AsyncWorker {
     const size_t ns = static_cast<size_t>(p_.B) * p_.H * p_.dk * p_.dv;
     if (q_.size() != nq || k_.size() != nq || v_.size() != nv) throw std::runtime_error("lasp_cuda: q, k, v sizes do not match B,T,H,dk,dv");
     auto q = upload(q_, bf), k = upload(k_, bf), v = upload(v_, bf);
-    auto g = uploadF32(g_), gc = uploadF32(gconst_), beta = uploadF32(beta_), s0 = uploadF32(s0_);
+    auto g = uploadOptional(g_), gc = uploadOptional(gconst_);
+    auto beta = uploadOptional(beta_), s0 = uploadOptional(s0_);
     p_.q = q->p;
     p_.k = k->p;
     p_.v = v->p;
@@ -142,7 +134,7 @@ class Job : public Napi::AsyncWorker {
       return;
     }
     auto dO = upload(dO_, bf);
-    auto dSf = uploadF32(dSf_);
+    auto dSf = uploadOptional(dSf_);
     DevMem dq(nq * (bf ? 2 : 4)), dk(nq * (bf ? 2 : 4)), dv(nv * (bf ? 2 : 4)), dS0(ns * 4);
     DevMem dg(ntok * 4), dgc(static_cast<size_t>(p_.H) * 4), dbeta(ntok * 4);
     const bool sg = p_.kind == Kind::ScalarGate;

@@ -134,6 +134,12 @@ inline DevMem toDevice(const F32In& x) {
   return d;
 }
 
+// An optional device copy: null for an empty (absent) array.
+inline std::unique_ptr<DevMem> uploadOptional(const F32In& x) {
+  if (x.empty()) return nullptr;
+  return std::make_unique<DevMem>(toDevice(x));
+}
+
 // n floats from the device into a pinned result block.
 inline HostOut toHost(const void* p, size_t n) {
   HostOut out(n);
