@@ -535,6 +535,9 @@ static void run_bench(const std::vector<int>& Ts, bool variants) {
       for (const Var& var : vars) {
         tuning = var.t;
         if (g_prof) {
+          // LASP_PROF_KIND=linear|scalar_gate|delta profiles that kind only, in its default variant.
+          const char* pk = std::getenv("LASP_PROF_KIND");
+          if (pk && (std::string(pk) != kname || &var != &vars.front())) continue;
           forward(p, o.p, sT.f(), ws, true);
           backward(p, dO.p, nullptr, sT.f(), dq.p, dk.p, dv.p, nullptr, kind == Kind::ScalarGate ? dgc.f() : nullptr,
                    kind == Kind::Delta ? dbeta.f() : nullptr, dS0.f(), ws);
