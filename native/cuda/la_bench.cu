@@ -53,6 +53,9 @@ struct HostData {
 
 struct RefOut {
   std::vector<double> o, sT, dq, dk, dv, dg, dgconst, dbeta, dS0;
+  // Scale of the terms the kernels sum for dgconst: Σ_t (t+1)(|q_t·dq_t| + |k_t·dk_t|) + T·|<dS_T, S_T>|
+  // per head. dgconst = Σ_t (t+1)(q_t·dq_t − k_t·dk_t) + … cancels, so its error is measured against this.
+  std::vector<double> dgconstScale;
 };
 
 static RefOut reference(const Case& c, const HostData& d) {
@@ -171,6 +174,25 @@ static RefOut reference(const Case& c, const HostData& d) {
         }
       }
       for (size_t i = 0; i < n; i++) r.dS0[bh * n + i] = dS[i];
+    }
+  r.dgconstScale.assign(H, 0);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++) {
+      const size_t bh = static_cast<size_t>(b) * H + h;
+      for (int t = 0; t < T; t++) {
+        const size_t tk = (static_cast<size_t>(b) * T + t) * H + h;
+        double qdq = 0, kdk = 0;
+        for (int i = 0; i < dk; i++) {
+          qdq += static_cast<double>(d.q[tk * dk + i]) * r.dq[tk * dk + i];
+          kdk += static_cast<double>(d.k[tk * dk + i]) * r.dk[tk * dk + i];
+        }
+        r.dgconstScale[h] += (t + 1.0) * (std::fabs(qdq) + std::fabs(kdk));
+      }
+      if (c.dsf) {
+        double x = 0;
+        for (size_t i = 0; i < n; i++) x += static_cast<double>(d.dSf[bh * n + i]) * r.sT[bh * n + i];
+        r.dgconstScale[h] += T * std::fabs(x);
+      }
     }
   return r;
 }
@@ -331,7 +353,20 @@ static bool run_case(const Case& c, uint32_t seed) {
   items.push_back({"dv", rel_err(download(dv_, bf), ref.dv)});
   items.push_back({"dS0", rel_err(download(dS0, false), ref.dS0)});
   if (c.kind == Kind::ScalarGate && c.gate == 1) items.push_back({"dg", rel_err(download(dg, false), ref.dg)});
-  if (c.kind == Kind::ScalarGate && c.gate == 2) items.push_back({"dgconst", rel_err(download(dgc, false), ref.dgconst)});
+  double dgconstPlain = 0;
+  if (c.kind == Kind::ScalarGate && c.gate == 2) {
+    // Checked relative to the scale of its cancelling terms (RefOut::dgconstScale); the plain
+    // relative error is printed too. (Relative to dgconst itself the float32 check failed on some
+    // seeds, 3.4e-5 … 6.0e-5 against 2e-5, in sessions with and without changes to this path.)
+    const std::vector<double> x = download(dgc, false);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < x.size(); i++) {
+      num += (x[i] - ref.dgconst[i]) * (x[i] - ref.dgconst[i]);
+      den += ref.dgconstScale[i] * ref.dgconstScale[i];
+    }
+    dgconstPlain = rel_err(x, ref.dgconst);
+    items.push_back({"dgconst/terms", std::isfinite(num) && den > 0 ? std::sqrt(num / den) : NAN});
+  }
   if (c.kind == Kind::Delta) items.push_back({"dbeta", rel_err(download(dbeta, false), ref.dbeta)});
   // Tolerances: float32 mode 2e-5; bf16 2e-2, except the gate gradients in bf16 (1.5e-1): they
   // are sums of q·dq − k·dk over tokens that cancel, which amplifies the bf16 error of dq and dk
@@ -341,9 +376,18 @@ static bool run_case(const Case& c, uint32_t seed) {
   std::string line;
   char buf[64];
   for (auto& it : items) {
-    const bool gateGrad = std::strncmp(it.name, "dg", 2) == 0;
-    if (!(it.err <= (gateGrad ? tolGate : tol))) ok = false;
+    const bool terms = std::strstr(it.name, "/terms") != nullptr;
+    const bool gateGrad = std::strncmp(it.name, "dg", 2) == 0 && !terms;
+    // dgconst relative to its terms: 2e-4 in bf16, 1e-7 in float32 (measured up to 6.3e-5 and
+    // 8.1e-9; dgconst itself is 1e-4 … 1e-3 of that scale here, so a wrong sign or a dropped
+    // term shows).
+    const double lim = terms ? (bf ? 2e-4 : 1e-7) : gateGrad ? tolGate : tol;
+    if (!(it.err <= lim)) ok = false;
     std::snprintf(buf, sizeof buf, " %s=%.2e", it.name, it.err);
+    line += buf;
+  }
+  if (c.kind == Kind::ScalarGate && c.gate == 2) {
+    std::snprintf(buf, sizeof buf, " (dgconst plain %.2e)", dgconstPlain);
     line += buf;
   }
   std::printf("%-36s %s tol=%.0e%s |%s\n", c.name, ok ? "PASS" : "FAIL", tol,
@@ -372,6 +416,8 @@ static int run_tests() {
       // two long segments: the state pass splits each into sub-segments
       {"bf16 linear T2048 H4 d128 seg2", Kind::Linear, Prec::BF16, 1, 2048, 4, 128, 128, 0, true, true, 2},
       {"bf16 scalar_gate/token T2000 seg2", Kind::ScalarGate, Prec::BF16, 1, 2000, 4, 128, 128, 1, true, true, 2},
+      // partial last chunk, constant decay, no initial state
+      {"bf16 scalar_gate/const T2000 H4 d128", Kind::ScalarGate, Prec::BF16, 1, 2000, 4, 128, 128, 2, false, true},
       // the delta forward in pipelined pieces (uneven: 31 chunks in 3 and 5 pieces)
       {"bf16 delta T1990 H4 d128 pipe3", Kind::Delta, Prec::BF16, 1, 1990, 4, 128, 128, 0, true, true, 3},
       {"bf16 delta B2 T1990 H2 d64 pipe5", Kind::Delta, Prec::BF16, 2, 1990, 2, 64, 64, 0, true, true, 5},

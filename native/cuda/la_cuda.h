@@ -35,8 +35,9 @@ struct Problem {
 
 // Device scratch owned by the caller, reused between calls (grows on demand).
 struct Workspace {
-  void* ptr[16] = {};
-  size_t size[16] = {};
+  static constexpr int kSlots = 24;
+  void* ptr[kSlots] = {};
+  size_t size[kSlots] = {};
   void* get(int slot, size_t bytes);
   ~Workspace();
 };

@@ -42,8 +42,9 @@ Workspace::~Workspace() {
 }
 
 enum Slot {
-  kUseg = 0, kGseg, kPin, kDG, kW, kU, kP, kX, kH, kVnew, kDH, kDU, kDKp, kDW, kMid, kLc, kNumSlots
+  kUseg = 0, kGseg, kPin, kDG, kW, kU, kP, kX, kH, kVnew, kDH, kDU, kDKp, kDW, kMid, kLc, kGsum, kNumSlots
 };
+static_assert(kNumSlots <= Workspace::kSlots, "workspace slots");
 
 static int num_sms() {
   static int n = 0;
@@ -90,6 +91,7 @@ struct ChainArgs {
   int cps, nc;
   int par;     // host side: use the chunk-parallel output pass
   int closed;  // constant decay: the in-chunk decay Γ_ij = e^{(i−j)γ} from a table (tuning.chainClosed)
+  int pinT;    // Pin holds the transposed states ([.., DVd, DK]: another run's, see chain_run_t)
 };
 
 __device__ __forceinline__ float chain_gate(const ChainArgs& a, int b, int h, int t) {
@@ -282,15 +284,25 @@ __device__ __forceinline__ unsigned pack_bf16(float a, float b) {
   __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
   return *reinterpret_cast<unsigned*>(&h);
 }
-__device__ __forceinline__ unsigned scale_bf16x2(unsigned x, float a, float b) {
-  __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&x);
-  return pack_bf16(__low2float(h) * a, __high2float(h) * b);
+__device__ __forceinline__ unsigned mul_bf16x2(unsigned x, unsigned y) {
+  unsigned r;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(r) : "r"(x), "r"(y));
+  return r;
+}
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+// 2^x (ex2.approx.ftz: ~2 ulp; −inf and very negative x give 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
 }
 
 // MODE 0: state only (segment end states from zero); 1: output pass along the segment (OUT);
 // 2: as 0, also writing every chunk's starting state (Lc, Gpre); 3: output of one chunk
 // (blockIdx.y = chunk) from Lc + e^{Gpre} P_seg, no state update (chunk-parallel output).
-template <int DK, int BV, int MODE>
+// GT: 1 ungated (linear), 2 gated (scalar_gate), 0 read from the arguments (the chunk-parallel
+// modes); a compile-time gate lets each kind's kernel be scheduled without the other's branches.
+template <int DK, int BV, int MODE, int GT = 0>
 __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArgs a) {
   constexpr bool OUT = MODE == 1 || MODE == 3;
   using S = Chain2Smem<DK, BV, OUT, MODE == 3 ? 1 : 2>;
@@ -308,7 +320,7 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
   const int tile = blockIdx.x, seg = blockIdx.y, bh = blockIdx.z;
   const int b = bh / a.H, h = bh % a.H, c0 = tile * BV;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
-  const bool gated = a.g || a.gconst;
+  const bool gated = GT == 0 ? (a.g || a.gconst) : GT == 2;
   const int T = a.T, H = a.H, DVd = a.DVd;
   const bool rev = a.rev;
   const int ts = seg * a.seglen, te = min(T, ts + a.seglen);
@@ -333,7 +345,9 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int r = s0 + mb * 16 + g + (e >> 1) * 8, c = nb * 8 + t2 + (e & 1);
-          Sr[mb][nb][e] = a.Pin ? a.Pin[pbase + static_cast<int64_t>(r) * DVd + c0 + c] : 0.f;
+          Sr[mb][nb][e] = !a.Pin ? 0.f
+                          : a.pinT ? a.Pin[pbase + static_cast<int64_t>(c0 + c) * DK + r]
+                                   : a.Pin[pbase + static_cast<int64_t>(r) * DVd + c0 + c];
         }
   }
   auto write_sb = [&]() {
@@ -373,29 +387,43 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
     cp_async_commit();
   };
   // Warp 0 turns a chunk's gates (two per lane) into G (inclusive cumsum), e^G and e^{G_C − G}.
-  auto gate_scan = [&](float x0, float x1, int buf) {
+  // A chunk whose 64 gates are all the per-head constant γ (gconst, whole chunk, not the first
+  // chunk of a reversed run, whose first gate is 0) has G_i = (i + 1)γ: no scan.
+  auto gate_scan = [&](float x0, float x1, int buf, int tc) {
+    float last;
+    if (a.gconst && tc + C <= T && !(rev && tc == 0)) {
+      const float gam = a.gconst[h];
+      x0 = static_cast<float>(lane + 1) * gam;
+      x1 = static_cast<float>(lane + 33) * gam;
+      last = static_cast<float>(C) * gam;
+    } else {
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const float y0 = __shfl_up_sync(0xffffffffu, x0, o), y1 = __shfl_up_sync(0xffffffffu, x1, o);
-      if (lane >= o) {
-        x0 += y0;
-        x1 += y1;
+      for (int o = 1; o < 32; o <<= 1) {
+        const float y0 = __shfl_up_sync(0xffffffffu, x0, o), y1 = __shfl_up_sync(0xffffffffu, x1, o);
+        if (lane >= o) {
+          x0 += y0;
+          x1 += y1;
+        }
       }
+      x1 += __shfl_sync(0xffffffffu, x0, 31);
+      last = __shfl_sync(0xffffffffu, x1, 31);
     }
-    x1 += __shfl_sync(0xffffffffu, x0, 31);
-    const float last = __shfl_sync(0xffffffffu, x1, 31);
     float* Gc = Gc0 + buf * C;
     float* eG = eG0 + buf * C;
     float* eK = eK0 + buf * C;
+    // Gc in log2 units: every decay below is then one ex2.approx (no scaling, no range fix-up).
+    x0 *= kLog2e;
+    x1 *= kLog2e;
+    const float last2 = last * kLog2e;
     Gc[lane] = x0;
     Gc[lane + 32] = x1;
-    eG[lane] = __expf(x0);
-    eG[lane + 32] = __expf(x1);
-    eK[lane] = __expf(last - x0);
-    eK[lane + 32] = __expf(last - x1);
+    eG[lane] = exp2_approx(x0);
+    eG[lane + 32] = exp2_approx(x1);
+    eK[lane] = exp2_approx(last2 - x0);
+    eK[lane + 32] = exp2_approx(last2 - x1);
   };
   if (ts < te) issue(ts, 0);
-  if (gated && warp == 0) gate_scan(chain_gate(a, b, h, ts + lane), chain_gate(a, b, h, ts + 32 + lane), 0);
+  if (gated && warp == 0) gate_scan(chain_gate(a, b, h, ts + lane), chain_gate(a, b, h, ts + 32 + lane), 0, ts);
   float gsum = 0.f;
   for (int t0 = ts, it = 0; t0 < te; t0 += C, it++) {
     const int buf = it & 1;
@@ -427,9 +455,14 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
           const int t = t0 + r0 + g + half * 8;
           const int p = rev ? T - 1 - t : t;
           const int64_t row = (static_cast<int64_t>(b) * T + p) * H + h;
+          if (t < T) {  // one branch per row, not per element
+            const bf16* drow = ds + row * DVd + c0 + t2;
 #pragma unroll
-          for (int nb = 0; nb < NB; nb++)
-            dsv[half][nb] = t < T ? *reinterpret_cast<const unsigned*>(ds + row * DVd + c0 + nb * 8 + t2) : 0u;
+            for (int nb = 0; nb < NB; nb++) dsv[half][nb] = *reinterpret_cast<const unsigned*>(drow + nb * 8);
+          } else {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) dsv[half][nb] = 0u;
+          }
         }
       }
       float O[NB][4], P[C / 8][4];
@@ -482,10 +515,10 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
           P[nb][3] = j1 <= rb ? P[nb][3] * Ed[(rb - j1) & (C - 1)] : 0.f;
         } else if (gated) {
           const float G0 = Gc[j0], G1 = Gc[j1];
-          P[nb][0] = j0 <= ra ? P[nb][0] * __expf(Ga - G0) : 0.f;
-          P[nb][1] = j1 <= ra ? P[nb][1] * __expf(Ga - G1) : 0.f;
-          P[nb][2] = j0 <= rb ? P[nb][2] * __expf(Gb - G0) : 0.f;
-          P[nb][3] = j1 <= rb ? P[nb][3] * __expf(Gb - G1) : 0.f;
+          P[nb][0] = j0 <= ra ? P[nb][0] * exp2_approx(Ga - G0) : 0.f;
+          P[nb][1] = j1 <= ra ? P[nb][1] * exp2_approx(Ga - G1) : 0.f;
+          P[nb][2] = j0 <= rb ? P[nb][2] * exp2_approx(Gb - G0) : 0.f;
+          P[nb][3] = j1 <= rb ? P[nb][3] * exp2_approx(Gb - G1) : 0.f;
         } else {
           P[nb][0] = j0 <= ra ? P[nb][0] : 0.f;
           P[nb][1] = j1 <= ra ? P[nb][1] : 0.f;
@@ -556,7 +589,7 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
     if constexpr (MODE == 3) break;
     // S ← e^{G_C} S + (e^{G_C − G} ⊙ K)ᵀ V, in registers.
     if (gated) {
-      const float e = __expf(gC);
+      const float e = exp2_approx(gC);
 #pragma unroll
       for (int mb = 0; mb < SMB; mb++)
 #pragma unroll
@@ -569,22 +602,22 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
       unsigned bf[NB / 2][4];
 #pragma unroll
       for (int n0 = 0; n0 < BV; n0 += 16) frag_b<false>(bf[n0 / 16], Vs, S::LV, kk, n0, lane);
-      float k0s = 1.f, k1s = 1.f, k8s = 1.f, k9s = 1.f;
+      // e^{G_C − G} of this thread's four key rows as bf16 pairs: one bf16x2 multiply per
+      // fragment register (it was unpack, two float multiplies and a repack).
+      unsigned ks01 = 0u, ks89 = 0u;
       if (gated) {
-        k0s = eK[kk + t2];
-        k1s = eK[kk + t2 + 1];
-        k8s = eK[kk + t2 + 8];
-        k9s = eK[kk + t2 + 9];
+        ks01 = pack_bf16(eK[kk + t2], eK[kk + t2 + 1]);
+        ks89 = pack_bf16(eK[kk + t2 + 8], eK[kk + t2 + 9]);
       }
 #pragma unroll
       for (int mb = 0; mb < SMB; mb++) {
         unsigned af[4];
         frag_a<true>(af, Ks, S::LQ, s0 + mb * 16, kk, lane);
         if (gated) {
-          af[0] = scale_bf16x2(af[0], k0s, k1s);
-          af[1] = scale_bf16x2(af[1], k0s, k1s);
-          af[2] = scale_bf16x2(af[2], k8s, k9s);
-          af[3] = scale_bf16x2(af[3], k8s, k9s);
+          af[0] = mul_bf16x2(af[0], ks01);
+          af[1] = mul_bf16x2(af[1], ks01);
+          af[2] = mul_bf16x2(af[2], ks89);
+          af[3] = mul_bf16x2(af[3], ks89);
         }
 #pragma unroll
         for (int n0 = 0; n0 < BV; n0 += 16) {
@@ -594,8 +627,8 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
       }
     }
     if constexpr (MODE == 1) write_sb();
-    if (gated && warp == 0 && more) gate_scan(gn0, gn1, buf ^ 1);
-    gsum += gC;
+    if (gated && warp == 0 && more) gate_scan(gn0, gn1, buf ^ 1, t0 + C);
+    gsum += gC * kLn2;  // natural log units for Gseg / Gpre
   }
   if (!OUT) {
 #pragma unroll
@@ -616,21 +649,45 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
 __global__ void chain_scan(const float* Useg, const float* Gseg, float* Pout, const float* s0,
                            int trans, float* fin, const float* g, const float* gconst, int rev,
                            int T, int H, int DK, int DV, int nseg) {
-  const int e = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y;
-  if (e >= DK * DV) return;
-  const int r = e / DV, c = e % DV, b = bh / H, h = bh % H;
+  // Four consecutive elements per thread (DK·DV is a multiple of 4), and the segments' U and decays
+  // loaded eight at a time before the dependent chain (one load latency per eight segments).
+  const int e4 = (blockIdx.x * blockDim.x + threadIdx.x) * 4, bh = blockIdx.y;
+  if (e4 >= DK * DV) return;
+  const int b = bh / H, h = bh % H;
   const int64_t n = static_cast<int64_t>(DK) * DV;
-  float P = 0.f;
-  if (s0) P = trans ? s0[bh * n + c * DK + r] : s0[bh * n + e];
-  for (int s = 0; s < nseg; s++) {
-    const int64_t i = static_cast<int64_t>(bh) * nseg + s;
-    Pout[i * n + e] = P;
-    P = __expf(Gseg[i]) * P + Useg[i * n + e];
+  float4 P = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (s0) {
+    float x[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const int e = e4 + q, r = e / DV, c = e % DV;
+      x[q] = trans ? s0[bh * n + c * DK + r] : s0[bh * n + e];
+    }
+    P = make_float4(x[0], x[1], x[2], x[3]);
+  }
+  for (int sb = 0; sb < nseg; sb += 8) {
+    float4 u[8];
+    float d[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const int64_t i = static_cast<int64_t>(bh) * nseg + sb + j;
+      if (sb + j < nseg) {
+        u[j] = *reinterpret_cast<const float4*>(Useg + i * n + e4);
+        d[j] = __expf(Gseg[i]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      if (sb + j >= nseg) break;
+      const int64_t i = static_cast<int64_t>(bh) * nseg + sb + j;
+      *reinterpret_cast<float4*>(Pout + i * n + e4) = P;
+      P = make_float4(d[j] * P.x + u[j].x, d[j] * P.y + u[j].y, d[j] * P.z + u[j].z, d[j] * P.w + u[j].w);
+    }
   }
   if (fin) {
     float sc = 1.f;
     if (rev && (g || gconst)) sc = expf(g ? g[static_cast<int64_t>(b) * T * H + h] : gconst[h]);
-    fin[bh * n + e] = P * sc;
+    *reinterpret_cast<float4*>(fin + bh * n + e4) = make_float4(P.x * sc, P.y * sc, P.z * sc, P.w * sc);
   }
 }
 
@@ -642,9 +699,21 @@ static void launch_chain_kernel(const ChainArgs& a, int nt, cudaStream_t st) {
     if (!attr) {
       CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(S::total)));
+      if constexpr (MODE <= 1) {
+        CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, MODE, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(S::total)));
+        CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, MODE, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(S::total)));
+      }
       attr = true;
     }
-    chain2_kernel<DK, BV, MODE><<<dim3(nt, a.nseg, a.B * a.H), NT2, S::total, st>>>(a);
+    const dim3 grid(nt, a.nseg, a.B * a.H);
+    if constexpr (MODE <= 1) {
+      if (a.g || a.gconst) chain2_kernel<DK, BV, MODE, 2><<<grid, NT2, S::total, st>>>(a);
+      else chain2_kernel<DK, BV, MODE, 1><<<grid, NT2, S::total, st>>>(a);
+    } else {
+      chain2_kernel<DK, BV, MODE><<<grid, NT2, S::total, st>>>(a);
+    }
   } else {
     using S = ChainSmem<E, DK, BV, OUT>;
     if (!attr) {
@@ -657,9 +726,13 @@ static void launch_chain_kernel(const ChainArgs& a, int nt, cudaStream_t st) {
   CKL("chain_kernel");
 }
 
+// reuseP (bf16, dk = dv): skip the state pass and the scan and start the segments from the
+// transposed segment states that the previous run on this stream left in the workspace (kPin).
+// The backward's dK and dV runs walk the same state, dS and dSᵀ (docs/cuda.md), so the dK run
+// reuses the dV run's.
 template <typename E, int DK, int BV>
 static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Workspace& ws,
-                        cudaStream_t st) {
+                        cudaStream_t st, bool reuseP = false) {
   const int nt = a.DVd / BV, nc = cdiv(a.T, C), BH = a.B * a.H;
   // As many segments as fill the resident blocks of one wave (2 per multiprocessor for bf16):
   // more segments add waves of the same sequential length, fewer leave multiprocessors idle.
@@ -689,7 +762,7 @@ static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Wor
       a1.pinSegs = a.nseg;
       a1.pinStep = 0;
       launch_chain_kernel<E, DK, BV, false, 2>(a1, nt, st);
-      chain_scan<<<dim3(cdiv(DK * a.DVd, 256), BH), 256, 0, st>>>(a.Useg, a.Gseg, P, s0, trans, fin, a.g,
+      chain_scan<<<dim3(cdiv(DK * a.DVd, 1024), BH), 256, 0, st>>>(a.Useg, a.Gseg, P, s0, trans, fin, a.g,
                                                                   a.gconst, a.rev, a.T, a.H, DK, a.DVd,
                                                                   a.nseg);
       CKL("chain_scan");
@@ -720,8 +793,16 @@ static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Wor
   a1.Pin = nullptr;
   a1.pinSegs = a1.nseg;
   a1.pinStep = 0;
+  if (reuseP) {
+    a.Pin = P;
+    a.pinSegs = a1.nseg;
+    a.pinStep = F;
+    a.pinT = 1;
+    launch_chain_kernel<E, DK, BV, true>(a, nt, st);
+    return;
+  }
   launch_chain_kernel<E, DK, BV, false>(a1, nt, st);
-  chain_scan<<<dim3(cdiv(DK * a.DVd, 256), BH), 256, 0, st>>>(a1.Useg, a1.Gseg, P, s0, trans, fin,
+  chain_scan<<<dim3(cdiv(DK * a.DVd, 1024), BH), 256, 0, st>>>(a1.Useg, a1.Gseg, P, s0, trans, fin,
                                                               a.g, a.gconst, a.rev, a.T, a.H, DK,
                                                               a.DVd, a1.nseg);
   CKL("chain_scan");
@@ -733,7 +814,7 @@ static void chain_run_t(ChainArgs a, const float* s0, int trans, float* fin, Wor
 
 template <typename E>
 static void chain_run(const ChainArgs& a, const float* s0, int trans, float* fin, Workspace& ws,
-                      cudaStream_t st) {
+                      cudaStream_t st, bool reuseP = false) {
   const int bv = tuning.chainBV ? tuning.chainBV : 64;
   if (a.DVd % 64 != 0 || (a.DKd != 64 && a.DKd != 128)) throw std::runtime_error("lasp_cuda: dk, dv must be 64 or 128");
   if constexpr (std::is_same_v<E, float>) {
@@ -741,55 +822,87 @@ static void chain_run(const ChainArgs& a, const float* s0, int trans, float* fin
     chain_run_t<float, 64, 64>(a, s0, trans, fin, ws, st);
   } else {
     if (a.DKd == 64) {
-      if (bv == 32) chain_run_t<bf16, 64, 32>(a, s0, trans, fin, ws, st);
-      else chain_run_t<bf16, 64, 64>(a, s0, trans, fin, ws, st);
+      if (bv == 32) chain_run_t<bf16, 64, 32>(a, s0, trans, fin, ws, st, reuseP);
+      else chain_run_t<bf16, 64, 64>(a, s0, trans, fin, ws, st, reuseP);
     } else {
-      if (bv == 32) chain_run_t<bf16, 128, 32>(a, s0, trans, fin, ws, st);
-      else chain_run_t<bf16, 128, 64>(a, s0, trans, fin, ws, st);
+      if (bv == 32) chain_run_t<bf16, 128, 32>(a, s0, trans, fin, ws, st, reuseP);
+      else chain_run_t<bf16, 128, 64>(a, s0, trans, fin, ws, st, reuseP);
     }
   }
 }
 
 // dg_m = Σ_{t ≥ m} dG_t with dG_t = q_t·dq_t − k_t·dk_t (already in dG) + [t = T−1] <dS_T, S_T>;
-// dgconst[h] += Σ_m dg_m. One block of 1024 threads per (batch, head).
-__global__ void gate_grad_kernel(const float* dG, const float* dSf, const float* Sf, float* dg,
-                                 float* dgconst, int T, int H, int n) {
+// dgconst[h] += Σ_m dg_m. Two kernels over pieces of kGatePiece tokens, one block per (piece,
+// batch·head): the pieces' sums, then each piece's suffix scan from the sum of the pieces after it.
+// (It was one block of 1024 threads per batch·head, a serial walk of 32 tokens per thread: 38–43 µs
+// at T = 32768, H = 16.)
+constexpr int kGatePiece = 1024;
+
+// Inclusive suffix sum over the block (1024 threads, thread i holds token i of the piece).
+__device__ __forceinline__ float block_suffix_sum(float x, float* wsum) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float v = x;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_down_sync(0xffffffffu, v, o);
+    if (lane + o < 32) v += y;
+  }
+  if (lane == 0) wsum[warp] = v;  // the warp's total
+  __syncthreads();
+  float after = 0.f;
+  for (int w = warp + 1; w < 32; w++) after += wsum[w];
+  return v + after;
+}
+
+__device__ __forceinline__ float gate_grad_term(const float* dG, float last, int b, int h, int T, int H, int t) {
+  if (t >= T) return 0.f;
+  return dG[(static_cast<int64_t>(b) * T + t) * H + h] + (t == T - 1 ? last : 0.f);
+}
+
+// psum[bh, piece] = Σ of the piece's terms; lastv[bh] = <dS_T, S_T> (computed by the last piece).
+__global__ void gate_piece_sums(const float* dG, const float* dSf, const float* Sf, float* psum, float* lastv,
+                                int T, int H, int n, int np) {
   __shared__ float red[32];
-  __shared__ float part[1024];
-  const int bh = blockIdx.x, b = bh / H, h = bh % H, tid = threadIdx.x;
-  float x = 0.f;
-  if (dSf && Sf)
-    for (int i = tid; i < n; i += 1024) x += dSf[static_cast<int64_t>(bh) * n + i] * Sf[static_cast<int64_t>(bh) * n + i];
-  x = warp_sum(x);
+  const int p = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, tid = threadIdx.x;
+  float last = 0.f;
+  if (p == np - 1 && dSf && Sf) {
+    float x = 0.f;
+    for (int i = tid; i < n; i += kGatePiece) x += dSf[static_cast<int64_t>(bh) * n + i] * Sf[static_cast<int64_t>(bh) * n + i];
+    x = warp_sum(x);
+    if ((tid & 31) == 0) red[tid >> 5] = x;
+    __syncthreads();
+    for (int i = 0; i < 32; i++) last += red[i];
+    __syncthreads();
+    if (tid == 0) lastv[bh] = last;
+  }
+  float x = warp_sum(gate_grad_term(dG, last, b, h, T, H, p * kGatePiece + tid));
   if ((tid & 31) == 0) red[tid >> 5] = x;
   __syncthreads();
-  float last = 0.f;
-  for (int i = 0; i < 32; i++) last += red[i];
-  // Piece of tokens per thread, scanned from the end.
-  const int L = (T + 1023) / 1024;
-  const int lo = tid * L, hi = min(T, lo + L);
-  float s = 0.f;
-  for (int t = lo; t < hi; t++) s += dG[(static_cast<int64_t>(b) * T + t) * H + h] + (t == T - 1 ? last : 0.f);
-  part[tid] = s;
-  __syncthreads();
   if (tid == 0) {
-    float acc = 0.f;
-    for (int i = 1023; i >= 0; i--) {
-      const float p = part[i];
-      part[i] = acc;  // sum of the pieces after i
-      acc += p;
+    float sum = 0.f;
+    for (int i = 0; i < 32; i++) sum += red[i];
+    psum[static_cast<int64_t>(bh) * np + p] = sum;
+  }
+}
+
+__global__ void gate_piece_scan(const float* dG, const float* psum, const float* lastv, float* dg, float* dgconst,
+                                int T, int H, int np, int haveLast) {
+  __shared__ float wsum[32];
+  const int p = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, t = p * kGatePiece + threadIdx.x;
+  float after = 0.f;
+  for (int q = p + 1; q < np; q++) after += psum[static_cast<int64_t>(bh) * np + q];
+  const float last = haveLast ? lastv[bh] : 0.f;
+  const float acc = block_suffix_sum(gate_grad_term(dG, last, b, h, T, H, t), wsum) + after;
+  if (t < T && dg) dg[(static_cast<int64_t>(b) * T + t) * H + h] = acc;
+  if (dgconst) {  // one atomic per block (one per warp, 32 per block on 16 addresses, took 25 µs)
+    const float tot = warp_sum(t < T ? acc : 0.f);
+    __syncthreads();  // wsum is free again
+    if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = tot;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      const float x = warp_sum(wsum[threadIdx.x]);
+      if (threadIdx.x == 0) atomicAdd(&dgconst[h], x);
     }
-  }
-  __syncthreads();
-  float acc = part[tid], tot = 0.f;
-  for (int t = hi - 1; t >= lo; t--) {
-    acc += dG[(static_cast<int64_t>(b) * T + t) * H + h] + (t == T - 1 ? last : 0.f);
-    if (dg) dg[(static_cast<int64_t>(b) * T + t) * H + h] = acc;
-    tot += acc;
-  }
-  if (dgconst) {
-    tot = warp_sum(tot);
-    if ((tid & 31) == 0) atomicAdd(&dgconst[h], tot);
   }
 }
 
@@ -2512,7 +2625,7 @@ void backward(const Problem& p, const void* dO, const float* dSFinal, const floa
     if (dgconst) CK(cudaMemsetAsync(dgconst, 0, p.H * 4, st));
   }
   auto run = [&](const void* q, const void* k, const void* v, int DK, int DV, int rev, void* o,
-                 const void* dotsrc, float sign, const float* s0, int trans, float* fin) {
+                 const void* dotsrc, float sign, const float* s0, int trans, float* fin, bool reuseP) {
     ChainArgs a{};
     a.q = q;
     a.k = k;
@@ -2532,16 +2645,25 @@ void backward(const Problem& p, const void* dO, const float* dSFinal, const floa
     a.par = (tuning.chainPar >> 1) & 1;
     a.closed = tuning.chainClosed;
     if (f32) chain_run<float>(a, s0, trans, fin, ws, st);
-    else chain_run<bf16>(a, s0, trans, fin, ws, st);
+    else chain_run<bf16>(a, s0, trans, fin, ws, st, reuseP);
   };
-  // dQ: roles (dO, V, K), S0ᵀ; dK: (V, dO, Q) reversed, dS_Tᵀ; dV: (K, Q, dO) reversed, dS_T → dS0.
-  run(dO, p.v, p.k, p.dv, p.dk, 0, dq, p.q, 1.f, p.s0, 1, nullptr);
-  run(p.v, dO, p.q, p.dv, p.dk, 1, dk, p.k, -1.f, dSFinal, 1, nullptr);
-  run(p.k, p.q, dO, p.dk, p.dv, 1, dv, nullptr, 0.f, dSFinal, 0, dS0);
+  // dQ: roles (dO, V, K), S0ᵀ; dV: (K, Q, dO) reversed, dS_T → dS0; dK: (V, dO, Q) reversed,
+  // dS_Tᵀ. The dK run's state is the dV run's transposed: in bf16 with dk = dv (the same
+  // segments) it starts from the dV run's segment states instead of its own state pass and scan.
+  const bool shareStates = !f32 && p.dk == p.dv && !(tuning.chainPar & 2) && tuning.chainSplit <= 1;
+  run(dO, p.v, p.k, p.dv, p.dk, 0, dq, p.q, 1.f, p.s0, 1, nullptr, false);
+  run(p.k, p.q, dO, p.dk, p.dv, 1, dv, nullptr, 0.f, dSFinal, 0, dS0, false);
+  run(p.v, dO, p.q, p.dv, p.dk, 1, dk, p.k, -1.f, dSFinal, 1, nullptr, shareStates);
   if (dG) {
-    gate_grad_kernel<<<p.B * p.H, 1024, 0, st>>>(dG, dSFinal, sFinal, g ? dg : nullptr, dgconst, p.T,
-                                                 p.H, p.dk * p.dv);
-    CKL("gate_grad_kernel");
+    const int np = cdiv(p.T, kGatePiece), BH = p.B * p.H;
+    float* psum = static_cast<float*>(ws.get(kGsum, static_cast<size_t>(BH) * (np + 1) * 4));
+    float* lastv = psum + static_cast<size_t>(BH) * np;
+    const bool haveLast = dSFinal && sFinal;
+    gate_piece_sums<<<dim3(np, BH), kGatePiece, 0, st>>>(dG, dSFinal, sFinal, psum, lastv, p.T, p.H, p.dk * p.dv, np);
+    CKL("gate_piece_sums");
+    gate_piece_scan<<<dim3(np, BH), kGatePiece, 0, st>>>(dG, psum, lastv, g ? dg : nullptr, dgconst, p.T, p.H, np,
+                                                         haveLast ? 1 : 0);
+    CKL("gate_piece_scan");
   }
 }
 
