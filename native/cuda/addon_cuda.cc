@@ -7,11 +7,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "addon_util.h"
 #include "la_cuda.h"
@@ -32,22 +31,28 @@ F32In copyOf(const Napi::Value& v) {
   return F32In(v.As<Napi::Float32Array>());
 }
 
-// Inputs in the mode's element type on the device (bf16: converted on the host first).
+// Inputs in the mode's element type on the device (bf16: uploaded as float32 and converted there).
 std::unique_ptr<DevMem> upload(const F32In& x, bool bf) {
   if (!bf) return std::make_unique<DevMem>(lasp_cuda_addon::toDevice(x));
+  DevMem f = lasp_cuda_addon::toDevice(x);
   auto d = std::make_unique<DevMem>(x.size() * 2);
-  std::vector<__nv_bfloat16> t(x.size());
-  for (size_t i = 0; i < x.size(); i++) t[i] = __float2bfloat16(x[i]);
-  ck(cudaMemcpy(d->p, t.data(), t.size() * 2, cudaMemcpyHostToDevice), "upload");
+  lasp_cuda::toBf16(f.f(), d->p, x.size());
   return d;
 }
 HostOut download(const void* p, size_t n, bool bf) {
   if (!bf) return lasp_cuda_addon::toHost(p, n);
-  HostOut out(n);
-  std::vector<__nv_bfloat16> t(n);
-  ck(cudaMemcpy(t.data(), p, n * 2, cudaMemcpyDeviceToHost), "download");
-  for (size_t i = 0; i < n; i++) out.data()[i] = __bfloat162float(t[i]);
-  return out;
+  DevMem f(n * 4);
+  lasp_cuda::fromBf16(p, f.f(), n);
+  return lasp_cuda_addon::toHost(f.p, n);
+}
+
+// One job at a time per process (they share the device's default stream anyway), with one
+// workspace kept between jobs: a workspace per job cost a cudaMalloc of every slot and a cudaFree
+// (which waits for the device) of each at the end.
+std::mutex jobMutex;
+lasp_cuda::Workspace& sharedWorkspace() {
+  static auto* ws = new lasp_cuda::Workspace();  // never destroyed: the CUDA context may be gone at exit
+  return *ws;
 }
 
 // forward(kind, prec, B, T, H, dk, dv, q, k, v, g, gconst, beta, s0[, dO, dSFinal]): the
@@ -107,6 +112,7 @@ class Job : public Napi::AsyncWorker {
 
  private:
   void run() {
+    std::lock_guard<std::mutex> lock(jobMutex);
     ck(cudaSetDevice(0), "cudaSetDevice");
     const bool bf = p_.prec == Prec::BF16;
     const size_t nq = static_cast<size_t>(p_.B) * p_.T * p_.H * p_.dk;
@@ -125,7 +131,7 @@ class Job : public Napi::AsyncWorker {
     p_.beta = beta ? beta->f() : nullptr;
     p_.s0 = s0 ? s0->f() : nullptr;
     DevMem o(nv * (bf ? 2 : 4)), sT(ns * 4);
-    lasp_cuda::Workspace ws;
+    lasp_cuda::Workspace& ws = sharedWorkspace();
     lasp_cuda::forward(p_, o.p, sT.f(), ws, bwd_);
     if (!bwd_) {
       ck(cudaDeviceSynchronize(), "forward");

@@ -78,4 +78,8 @@ extern Tuning tuning;
 
 std::string lastError();
 
+// float32 <-> bf16 (round to nearest even) on the device, on stream st.
+void toBf16(const float* x, void* y, size_t n, cudaStream_t st = 0);
+void fromBf16(const void* x, float* y, size_t n, cudaStream_t st = 0);
+
 }  // namespace lasp_cuda

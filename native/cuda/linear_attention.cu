@@ -46,6 +46,26 @@ enum Slot {
 };
 static_assert(kNumSlots <= Workspace::kSlots, "workspace slots");
 
+__global__ void to_bf16_kernel(const float* x, bf16* y, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16(x[i]);
+}
+__global__ void from_bf16_kernel(const bf16* x, float* y, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    y[i] = __bfloat162float(x[i]);
+}
+static unsigned convert_blocks(size_t n) { return static_cast<unsigned>(std::min<size_t>((n + 255) / 256, 4096)); }
+void toBf16(const float* x, void* y, size_t n, cudaStream_t st) {
+  if (n == 0) return;
+  to_bf16_kernel<<<convert_blocks(n), 256, 0, st>>>(x, static_cast<bf16*>(y), n);
+  CKL("to_bf16_kernel");
+}
+void fromBf16(const void* x, float* y, size_t n, cudaStream_t st) {
+  if (n == 0) return;
+  from_bf16_kernel<<<convert_blocks(n), 256, 0, st>>>(static_cast<const bf16*>(x), y, n);
+  CKL("from_bf16_kernel");
+}
+
 static int num_sms() {
   static int n = 0;
   if (!n) {
