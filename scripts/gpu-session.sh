@@ -25,11 +25,13 @@ step() { # name seconds command...
 if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   step la-bench-test 90 ./build-cuda/la_bench test
   step node-gpu-tests 420 node --test --test-concurrency=1 dist/test/cuda.test.js dist/test/cuda-ops.test.js \
-    dist/test/cuda-attention.test.js dist/test/cuda-bf16.test.js dist/test/cuda-memory.test.js dist/test/cuda-train.test.js
+    dist/test/cuda-attention.test.js dist/test/cuda-bf16.test.js dist/test/cuda-memory.test.js dist/test/cuda-train.test.js \
+    dist/test/bench-cuda.test.js
   grep -E "^\s*not ok|^# (tests|pass|fail|skipped)|^# .*(CPU vs|GPU workers)" "$OUT/node-gpu-tests.txt" | head -40
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
-  step la-bench 200 ./build-cuda/la_bench bench
+  step la-bench 200 node dist/cli/lasp.js bench cuda
+  cat "$OUT/la-bench.txt"
   step train-gpu 150 node --initial-old-space-size=256 dist/cli/lasp.js train --device cuda:0 --steps 20 --json
   tail -1 "$OUT/train-gpu.txt"
   # The same model in float32 and in bf16 attention (bench/configs/gpu-bf16.json: head dims 64, linear,

@@ -623,8 +623,10 @@ int main(int argc, char** argv) {
   if (const char* j = std::getenv("LASP_CUDA_JSON")) g_json = std::fopen(j, "w");
   int dev = 0;
   cudaDeviceProp prop{};
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
-    std::printf("no CUDA device\n");
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, dev);
+  if (e != cudaSuccess) {
+    std::printf("no CUDA device: %s\n", cudaGetErrorString(e));
     return 3;
   }
   std::printf("device: %s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
