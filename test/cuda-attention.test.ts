@@ -111,6 +111,18 @@ describe('cuda general attention', () => {
     });
   }
 
+  // One long sequence is cut into P segments on the GPU (general_attention.cu, segments_for): at
+  // T = 4096 into 16 of 256 tokens (summaries, a fold on the device, every segment at once); T = 4099
+  // (prime) runs whole. T = 700 above runs as 2 segments of 350.
+  for (const kind of ALL_KINDS) {
+    for (const T of [4096, 4099]) {
+      test(`${kind} T=${T} dk=dv=32 with initial state (${T === 4096 ? '16 segments' : 'whole'}): match the CPU`, { skip }, async (t) => {
+        const rng = rngFor(`cuda-attention segments ${kind} ${T}`);
+        await compareKind(t, rng, kind, T, 2, 32, 32, true, 2e-5);
+      });
+    }
+  }
+
   for (const [T, H, dk, dv] of [
     [150, 2, 16, 16],
     [33, 2, 24, 40],

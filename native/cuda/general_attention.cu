@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -672,6 +673,140 @@ void transpose(int nmat, int rows, int cols, const float* in, float* out, cudaSt
   ck(cudaGetLastError(), "transpose kernel launch");
 }
 
+// ---- segment-parallel forward and backward (one sequence, B = 1) --------------------------
+// The recurrent kernels give one thread block per (sequence, head, dv tile): a single long sequence
+// leaves most multiprocessors idle. Cut it into P equal segments, laid out as a batch of P
+// sequences (the [1, P·L, H, d] arrays ARE [P, L, H, d]): every segment's summary (A_r, U_r), the
+// affine fold S_{r+1} = A_r S_r + U_r (DESIGN.md §3, here on the device), then every segment's
+// forward from its true starting state at once; the backward adds the state gradients D_r and the
+// suffix fold dS_end(r-1) = A_r^T dS_end(r) + D_r. Exact up to float32 rounding.
+
+// Columns of the state each fold block keeps in shared memory (dk · kFoldCols floats <= 48 KiB).
+int fold_cols(int dk) { return std::max(1, std::min(32, 12288 / dk)); }
+
+// S[r] (the state entering segment r, [P,H,dk,dv]) for r < P, and fin = the state after segment
+// P−1 ([H,dk,dv], may be null). grid (ceil(dv / cols), H), 256 threads, dk·cols floats of smem.
+__global__ void seg_fold_kernel(int kind, int P, int H, int dk, int dv, int cols, const float* A, const float* U,
+                                const float* s0, float* S, float* fin) {
+  extern __shared__ float X[];  // [dk][cols]
+  const int h = blockIdx.y, j0 = blockIdx.x * cols, nc = min(cols, dv - j0), n = dk * nc;
+  const size_t ns = static_cast<size_t>(dk) * dv;
+  for (int e = threadIdx.x; e < n; e += blockDim.x) {
+    const int i = e / nc, j = j0 + e % nc;
+    X[i * cols + e % nc] = s0 ? s0[h * ns + static_cast<size_t>(i) * dv + j] : 0.f;
+  }
+  __syncthreads();
+  constexpr int kMaxPer = 64;  // outputs per thread: dk·cols / 256 <= 12288 / 256 = 48
+  float nx[kMaxPer];
+  for (int r = 0; r < P; r++) {
+    const size_t base = (static_cast<size_t>(r) * H + h) * ns;
+    int c = 0;
+    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) {
+      const int i = e / nc, jj = e % nc, j = j0 + jj;
+      const float x = X[i * cols + jj];
+      S[base + static_cast<size_t>(i) * dv + j] = x;
+      float y;
+      if (kind == kLinear) {
+        y = x;
+      } else if (kind == kScalarGate) {
+        y = A[static_cast<size_t>(r) * H + h] * x;
+      } else if (kind == kVectorGate) {
+        y = A[(static_cast<size_t>(r) * H + h) * dk + i] * x;
+      } else {
+        const float* Ar = A + ((static_cast<size_t>(r) * H + h) * dk + i) * dk;
+        y = 0.f;
+        for (int l = 0; l < dk; l++) y = fmaf(Ar[l], X[l * cols + jj], y);
+      }
+      nx[c] = y + U[base + static_cast<size_t>(i) * dv + j];
+    }
+    __syncthreads();
+    c = 0;
+    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) X[(e / nc) * cols + e % nc] = nx[c];
+    __syncthreads();
+  }
+  if (fin)
+    for (int e = threadIdx.x; e < n; e += blockDim.x) fin[h * ns + static_cast<size_t>(e / nc) * dv + j0 + e % nc] = X[(e / nc) * cols + e % nc];
+}
+
+// dSend[r] (the gradient at the end of segment r, [P,H,dk,dv]) from dSf (may be null: zero) and
+// the segments' own state gradients D: dSend[P−1] = dSf, dSend[r−1] = A_r^T dSend[r] + D_r.
+__global__ void seg_suffix_fold_kernel(int kind, int P, int H, int dk, int dv, int cols, const float* A, const float* D,
+                                       const float* dSf, float* dSend) {
+  extern __shared__ float X[];
+  const int h = blockIdx.y, j0 = blockIdx.x * cols, nc = min(cols, dv - j0), n = dk * nc;
+  const size_t ns = static_cast<size_t>(dk) * dv;
+  for (int e = threadIdx.x; e < n; e += blockDim.x) {
+    const int i = e / nc, j = j0 + e % nc;
+    X[i * cols + e % nc] = dSf ? dSf[h * ns + static_cast<size_t>(i) * dv + j] : 0.f;
+  }
+  __syncthreads();
+  constexpr int kMaxPer = 64;
+  float nx[kMaxPer];
+  for (int r = P - 1; r >= 0; r--) {
+    const size_t base = (static_cast<size_t>(r) * H + h) * ns;
+    int c = 0;
+    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) {
+      const int i = e / nc, jj = e % nc, j = j0 + jj;
+      const float x = X[i * cols + jj];
+      dSend[base + static_cast<size_t>(i) * dv + j] = x;
+      if (r == 0) continue;
+      float y;
+      if (kind == kLinear) {
+        y = x;
+      } else if (kind == kScalarGate) {
+        y = A[static_cast<size_t>(r) * H + h] * x;
+      } else if (kind == kVectorGate) {
+        y = A[(static_cast<size_t>(r) * H + h) * dk + i] * x;
+      } else {
+        const float* Ar = A + (static_cast<size_t>(r) * H + h) * dk * dk;  // (A^T X)_ij = Σ_l A_li X_lj
+        y = 0.f;
+        for (int l = 0; l < dk; l++) y = fmaf(Ar[static_cast<size_t>(l) * dk + i], X[l * cols + jj], y);
+      }
+      nx[c] = y + D[base + static_cast<size_t>(i) * dv + j];
+    }
+    if (r == 0) break;
+    __syncthreads();
+    c = 0;
+    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) X[(e / nc) * cols + e % nc] = nx[c];
+    __syncthreads();
+  }
+}
+
+size_t summary_a_floats(const Problem& p) {
+  switch (p.kind) {
+    case kLinear:
+      return 0;
+    case kScalarGate:
+      return static_cast<size_t>(p.B) * p.H;
+    case kVectorGate:
+      return static_cast<size_t>(p.B) * p.H * p.dk;
+    default:
+      return static_cast<size_t>(p.B) * p.H * p.dk * p.dk;
+  }
+}
+
+// Segments for a one-sequence causal problem: the largest P <= min(64, T / 256) dividing T, so that
+// every segment has >= 256 tokens (1: run it whole). LASP_CUDA_SEGMENTS=N caps P (1: off).
+int segments_for(const Problem& p) {
+  if (p.B != 1 || !p.causal) return 1;
+  static const int cap = [] {
+    const char* e = std::getenv("LASP_CUDA_SEGMENTS");
+    const int v = e ? std::atoi(e) : 0;
+    return v >= 1 ? v : 64;
+  }();
+  for (int P = std::min(cap, p.T / 256); P > 1; P--)
+    if (p.T % P == 0) return P;
+  return 1;
+}
+
+void seg_fold(const Problem& pb, const float* A, const float* U, const float* s0, float* S, float* fin, cudaStream_t st) {
+  const int cols = fold_cols(pb.dk);
+  const dim3 grid((pb.dv + cols - 1) / cols, pb.H);
+  seg_fold_kernel<<<grid, 256, static_cast<size_t>(pb.dk) * cols * sizeof(float), st>>>(pb.kind, pb.B, pb.H, pb.dk, pb.dv,
+                                                                                           cols, A, U, s0, S, fin);
+  ck(cudaGetLastError(), "segment fold kernel launch");
+}
+
 }  // namespace
 
 size_t checkpointFloats(const Problem& p) {
@@ -691,6 +826,17 @@ void forward(const Problem& p, const float* s0, float* o, float* sFinal, float* 
     a.sfinal = S;
     launch_fwd(kLinear, p.B, a, st);
     if (o) apply_state(p.B, p.T, p.H, p.dk, p.dv, S, p.q, o, st);
+    return;
+  }
+  if (const int P = ckpt ? 1 : segments_for(p); P > 1) {
+    Problem pb = p;
+    pb.B = P;
+    pb.T = p.T / P;
+    const size_t ns = static_cast<size_t>(P) * p.H * p.dk * p.dv;
+    Scratch A(summary_a_floats(pb), st), U(ns, st), S(ns, st);
+    summary(pb, A.p, U.p, st);
+    seg_fold(pb, A.p, U.p, s0, S.p, sFinal, st);
+    forward(pb, S.p, o, nullptr, nullptr, st);
     return;
   }
   FwdArgs a = fwd_args(p);
@@ -735,6 +881,23 @@ void backward(const Problem& p, const float* s0, const float* dO, const float* d
     apply_state(p.B, p.T, p.H, p.dv, p.dk, Mt.p, p.v, dk, st);
     apply_state(p.B, p.T, p.H, p.dk, p.dv, dS.p, p.k, dv, st);
     if (dS0) ck(cudaMemcpyAsync(dS0, dS.p, ns * sizeof(float), cudaMemcpyDeviceToDevice, st), "copy dS0");
+    return;
+  }
+  if (const int P = ckpt ? 1 : segments_for(p); P > 1) {
+    Problem pb = p;
+    pb.B = P;
+    pb.T = p.T / P;
+    const size_t nsP = static_cast<size_t>(P) * ns;
+    Scratch A(summary_a_floats(pb), st), U(nsP, st), S(nsP, st), D(nsP, st), dSend(nsP, st), dS0all(nsP, st);
+    summary(pb, A.p, U.p, st);
+    seg_fold(pb, A.p, U.p, s0, S.p, nullptr, st);
+    stateGrad(pb, dO, D.p, st);
+    const int cols = fold_cols(p.dk);
+    seg_suffix_fold_kernel<<<dim3((p.dv + cols - 1) / cols, p.H), 256, static_cast<size_t>(p.dk) * cols * sizeof(float), st>>>(
+        p.kind, P, p.H, p.dk, p.dv, cols, A.p, D.p, dSFinal, dSend.p);
+    ck(cudaGetLastError(), "segment suffix fold kernel launch");
+    backward(pb, S.p, dO, dSend.p, nullptr, dq, dk, dv, dg, dbeta, dS0all.p, st);
+    if (dS0) ck(cudaMemcpyAsync(dS0, dS0all.p, ns * sizeof(float), cudaMemcpyDeviceToDevice, st), "copy dS0");
     return;
   }
   const int nck = ncheckpoints(p.T);
