@@ -73,25 +73,34 @@ describe('training on GPU workers', () => {
     },
   );
 
-  // bf16 attention (linear, scalar_gate and delta on the bf16 kernels; gated_delta float32): the
-  // losses follow the CPU's within bf16 rounding amplified by Adam (bound 2e-2 over 8 steps), and
-  // differ from it by more than float32 rounding does (> 1e-6: the bf16 kernels did run).
-  test('bf16 precision: one GPU worker and two sharing the GPU follow the CPU losses within 2e-2 over 8 steps', { skip }, async () => {
-    const cpu = await runTraining(bf16Config(1, 8), { writeFiles: false });
-    const gpu1 = await runTraining(bf16Config(1, 8), { writeFiles: false, device: 'cuda:0', precision: 'bf16' });
-    const gpu2 = await runTraining(bf16Config(2, 8), { writeFiles: false, device: 'cuda:0', precision: 'bf16' });
-    const a = worstRelative(cpu.losses, gpu1.losses);
-    const b = worstRelative(gpu1.losses, gpu2.losses);
-    const first = Math.abs(cpu.losses[0]! - gpu1.losses[0]!) / cpu.losses[0]!;
-    process.stdout.write(
-      `# bf16: CPU vs 1 GPU worker ${a.worst.toExponential(2)} (step ${a.at}, first step ${first.toExponential(2)}); 1 vs 2 GPU workers ${b.worst.toExponential(2)} (step ${b.at}); ` +
-        `loss ${cpu.losses[0]!.toFixed(4)} -> ${cpu.losses.at(-1)!.toFixed(4)} (CPU), ${gpu1.losses.at(-1)!.toFixed(4)} (bf16)\n`,
-    );
-    assert.equal(gpu1.losses.length, 8);
-    assert.ok(a.worst < 2e-2, `CPU vs bf16 GPU losses differ by ${a.worst} at step ${a.at}`);
-    assert.ok(b.worst < 2e-2, `1 vs 2 bf16 GPU workers' losses differ by ${b.worst} at step ${b.at}`);
-    assert.ok(a.worst > 1e-6, `CPU vs bf16 losses differ by only ${a.worst}: the bf16 kernels did not run`);
-  });
+  // bf16 attention (linear, scalar_gate and delta on the bf16 kernels; gated_delta float32). The
+  // first step's loss (no optimizer step yet) follows the CPU's within 1e-3 (measured 1.0e-5 …
+  // 2.3e-4); over 8 Adam steps the difference is amplified (a trajectory on a loss falling from ~6
+  // to ~3): measured 1.3e-3 … 2.4e-2, and 0.9e-2 … 2.4e-2 in seven runs of one seed (2477547282),
+  // whose runs differ through the GPU's float atomics, with either key scaling of the chain kernel
+  // — so the bound over the steps is 5e-2. The losses must also differ from the CPU's by more than
+  // float32 rounding does (> 1e-6: the bf16 kernels did run).
+  test(
+    'bf16 precision: one GPU worker and two sharing the GPU follow the CPU losses (first step within 1e-3, 8 steps within 5e-2)',
+    { skip },
+    async () => {
+      const cpu = await runTraining(bf16Config(1, 8), { writeFiles: false });
+      const gpu1 = await runTraining(bf16Config(1, 8), { writeFiles: false, device: 'cuda:0', precision: 'bf16' });
+      const gpu2 = await runTraining(bf16Config(2, 8), { writeFiles: false, device: 'cuda:0', precision: 'bf16' });
+      const a = worstRelative(cpu.losses, gpu1.losses);
+      const b = worstRelative(gpu1.losses, gpu2.losses);
+      const first = Math.abs(cpu.losses[0]! - gpu1.losses[0]!) / cpu.losses[0]!;
+      process.stdout.write(
+        `# bf16: CPU vs 1 GPU worker ${a.worst.toExponential(2)} (step ${a.at}, first step ${first.toExponential(2)}); 1 vs 2 GPU workers ${b.worst.toExponential(2)} (step ${b.at}); ` +
+          `loss ${cpu.losses[0]!.toFixed(4)} -> ${cpu.losses.at(-1)!.toFixed(4)} (CPU), ${gpu1.losses.at(-1)!.toFixed(4)} (bf16)\n`,
+      );
+      assert.equal(gpu1.losses.length, 8);
+      assert.ok(first < 1e-3, `CPU vs bf16 GPU first-step losses differ by ${first}`);
+      assert.ok(a.worst < 5e-2, `CPU vs bf16 GPU losses differ by ${a.worst} at step ${a.at}`);
+      assert.ok(b.worst < 5e-2, `1 vs 2 bf16 GPU workers' losses differ by ${b.worst} at step ${b.at}`);
+      assert.ok(a.worst > 1e-6, `CPU vs bf16 losses differ by only ${a.worst}: the bf16 kernels did not run`);
+    },
+  );
 
   const cases: { name: string; kinds: string[] }[] = [
     { name: 'every-kind', kinds: ['linear', 'scalar_gate', 'vector_gate', 'delta', 'gated_delta'] },

@@ -684,90 +684,82 @@ void transpose(int nmat, int rows, int cols, const float* in, float* out, cudaSt
 // Columns of the state each fold block keeps in shared memory (dk · kFoldCols floats <= 48 KiB).
 int fold_cols(int dk) { return std::max(1, std::min(32, 12288 / dk)); }
 
+// A fold block's tile of the state: rows 0..dk, columns j0 .. j0+nc of head h, as X[i*cols + jj].
+struct FoldTile {
+  int h, j0, nc, n, cols, dk, dv;
+  __device__ FoldTile(int dk_, int dv_, int cols_)
+      : h(blockIdx.y), j0(blockIdx.x * cols_), nc(min(cols_, dv_ - j0)), n(dk_ * nc), cols(cols_), dk(dk_), dv(dv_) {}
+  __device__ size_t at(size_t mat, int e) const { return mat + static_cast<size_t>(e / nc) * dv + j0 + e % nc; }
+  __device__ int sh(int e) const { return (e / nc) * cols + e % nc; }
+  // X ← src[h] (zero when src is null).
+  __device__ void load(float* X, const float* src) const {
+    const size_t ns = static_cast<size_t>(dk) * dv;
+    for (int e = threadIdx.x; e < n; e += blockDim.x) X[sh(e)] = src ? src[at(h * ns, e)] : 0.f;
+    __syncthreads();
+  }
+  // (A_r X)_ij, or (A_rᵀ X)_ij with T, for the compact A of `kind` (kernels.ts BlockSummary).
+  template <bool T>
+  __device__ float apply(int kind, const float* A, int r, int H, const float* X, int e) const {
+    const int i = e / nc, jj = e % nc;
+    const float x = X[i * cols + jj];
+    if (kind == kLinear) return x;
+    if (kind == kScalarGate) return A[static_cast<size_t>(r) * H + h] * x;
+    if (kind == kVectorGate) return A[(static_cast<size_t>(r) * H + h) * dk + i] * x;
+    const float* Ar = A + (static_cast<size_t>(r) * H + h) * dk * dk;
+    float y = 0.f;
+    for (int l = 0; l < dk; l++) y = fmaf(T ? Ar[static_cast<size_t>(l) * dk + i] : Ar[static_cast<size_t>(i) * dk + l], X[l * cols + jj], y);
+    return y;
+  }
+};
+
+// Outputs per thread of a fold block: dk·cols / 256 <= 12288 / 256 = 48.
+constexpr int kFoldPerThread = 48;
+
 // S[r] (the state entering segment r, [P,H,dk,dv]) for r < P, and fin = the state after segment
 // P−1 ([H,dk,dv], may be null). grid (ceil(dv / cols), H), 256 threads, dk·cols floats of smem.
 __global__ void seg_fold_kernel(int kind, int P, int H, int dk, int dv, int cols, const float* A, const float* U,
                                 const float* s0, float* S, float* fin) {
   extern __shared__ float X[];  // [dk][cols]
-  const int h = blockIdx.y, j0 = blockIdx.x * cols, nc = min(cols, dv - j0), n = dk * nc;
+  const FoldTile t(dk, dv, cols);
   const size_t ns = static_cast<size_t>(dk) * dv;
-  for (int e = threadIdx.x; e < n; e += blockDim.x) {
-    const int i = e / nc, j = j0 + e % nc;
-    X[i * cols + e % nc] = s0 ? s0[h * ns + static_cast<size_t>(i) * dv + j] : 0.f;
-  }
-  __syncthreads();
-  constexpr int kMaxPer = 64;  // outputs per thread: dk·cols / 256 <= 12288 / 256 = 48
-  float nx[kMaxPer];
+  t.load(X, s0);
+  float nx[kFoldPerThread];
   for (int r = 0; r < P; r++) {
-    const size_t base = (static_cast<size_t>(r) * H + h) * ns;
+    const size_t base = (static_cast<size_t>(r) * H + t.h) * ns;
     int c = 0;
-    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) {
-      const int i = e / nc, jj = e % nc, j = j0 + jj;
-      const float x = X[i * cols + jj];
-      S[base + static_cast<size_t>(i) * dv + j] = x;
-      float y;
-      if (kind == kLinear) {
-        y = x;
-      } else if (kind == kScalarGate) {
-        y = A[static_cast<size_t>(r) * H + h] * x;
-      } else if (kind == kVectorGate) {
-        y = A[(static_cast<size_t>(r) * H + h) * dk + i] * x;
-      } else {
-        const float* Ar = A + ((static_cast<size_t>(r) * H + h) * dk + i) * dk;
-        y = 0.f;
-        for (int l = 0; l < dk; l++) y = fmaf(Ar[l], X[l * cols + jj], y);
-      }
-      nx[c] = y + U[base + static_cast<size_t>(i) * dv + j];
+    for (int e = threadIdx.x; e < t.n; e += blockDim.x, c++) {
+      S[t.at(base, e)] = X[t.sh(e)];
+      nx[c] = t.apply<false>(kind, A, r, H, X, e) + U[t.at(base, e)];
     }
     __syncthreads();
     c = 0;
-    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) X[(e / nc) * cols + e % nc] = nx[c];
+    for (int e = threadIdx.x; e < t.n; e += blockDim.x, c++) X[t.sh(e)] = nx[c];
     __syncthreads();
   }
   if (fin)
-    for (int e = threadIdx.x; e < n; e += blockDim.x) fin[h * ns + static_cast<size_t>(e / nc) * dv + j0 + e % nc] = X[(e / nc) * cols + e % nc];
+    for (int e = threadIdx.x; e < t.n; e += blockDim.x) fin[t.at(t.h * ns, e)] = X[t.sh(e)];
 }
 
 // dSend[r] (the gradient at the end of segment r, [P,H,dk,dv]) from dSf (may be null: zero) and
-// the segments' own state gradients D: dSend[P−1] = dSf, dSend[r−1] = A_r^T dSend[r] + D_r.
+// the segments' own state gradients D: dSend[P−1] = dSf, dSend[r−1] = A_rᵀ dSend[r] + D_r.
 __global__ void seg_suffix_fold_kernel(int kind, int P, int H, int dk, int dv, int cols, const float* A, const float* D,
                                        const float* dSf, float* dSend) {
   extern __shared__ float X[];
-  const int h = blockIdx.y, j0 = blockIdx.x * cols, nc = min(cols, dv - j0), n = dk * nc;
+  const FoldTile t(dk, dv, cols);
   const size_t ns = static_cast<size_t>(dk) * dv;
-  for (int e = threadIdx.x; e < n; e += blockDim.x) {
-    const int i = e / nc, j = j0 + e % nc;
-    X[i * cols + e % nc] = dSf ? dSf[h * ns + static_cast<size_t>(i) * dv + j] : 0.f;
-  }
-  __syncthreads();
-  constexpr int kMaxPer = 64;
-  float nx[kMaxPer];
+  t.load(X, dSf);
+  float nx[kFoldPerThread];
   for (int r = P - 1; r >= 0; r--) {
-    const size_t base = (static_cast<size_t>(r) * H + h) * ns;
+    const size_t base = (static_cast<size_t>(r) * H + t.h) * ns;
     int c = 0;
-    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) {
-      const int i = e / nc, jj = e % nc, j = j0 + jj;
-      const float x = X[i * cols + jj];
-      dSend[base + static_cast<size_t>(i) * dv + j] = x;
-      if (r == 0) continue;
-      float y;
-      if (kind == kLinear) {
-        y = x;
-      } else if (kind == kScalarGate) {
-        y = A[static_cast<size_t>(r) * H + h] * x;
-      } else if (kind == kVectorGate) {
-        y = A[(static_cast<size_t>(r) * H + h) * dk + i] * x;
-      } else {
-        const float* Ar = A + (static_cast<size_t>(r) * H + h) * dk * dk;  // (A^T X)_ij = Σ_l A_li X_lj
-        y = 0.f;
-        for (int l = 0; l < dk; l++) y = fmaf(Ar[static_cast<size_t>(l) * dk + i], X[l * cols + jj], y);
-      }
-      nx[c] = y + D[base + static_cast<size_t>(i) * dv + j];
+    for (int e = threadIdx.x; e < t.n; e += blockDim.x, c++) {
+      dSend[t.at(base, e)] = X[t.sh(e)];
+      if (r > 0) nx[c] = t.apply<true>(kind, A, r, H, X, e) + D[t.at(base, e)];
     }
     if (r == 0) break;
     __syncthreads();
     c = 0;
-    for (int e = threadIdx.x; e < n; e += blockDim.x, c++) X[(e / nc) * cols + e % nc] = nx[c];
+    for (int e = threadIdx.x; e < t.n; e += blockDim.x, c++) X[t.sh(e)] = nx[c];
     __syncthreads();
   }
 }

@@ -3,6 +3,7 @@
 // in shared memory; products between tiles run on the tensor cores (mma.sync bf16, float32
 // accumulation) or, in the float32 checking mode, as plain FMAs.
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -340,7 +341,7 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
   const int tile = blockIdx.x, seg = blockIdx.y, bh = blockIdx.z;
   const int b = bh / a.H, h = bh % a.H, c0 = tile * BV;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t2 = (lane & 3) * 2;
-  const bool gated = GT == 0 ? (a.g || a.gconst) : GT == 2;
+  const bool gated = GT == 0 ? (a.g || a.gconst) : GT >= 2;
   const int T = a.T, H = a.H, DVd = a.DVd;
   const bool rev = a.rev;
   const int ts = seg * a.seglen, te = min(T, ts + a.seglen);
@@ -633,7 +634,17 @@ __global__ void __launch_bounds__(NT2, MODE == 3 ? 3 : 2) chain2_kernel(ChainArg
       for (int mb = 0; mb < SMB; mb++) {
         unsigned af[4];
         frag_a<true>(af, Ks, S::LQ, s0 + mb * 16, kk, lane);
-        if (gated) {
+        if (GT == 3) {  // LASP_CUDA_KSCALE_F32=1: scale in float32, one rounding (a checking knob)
+          const float k0 = eK[kk + t2], k1 = eK[kk + t2 + 1], k8 = eK[kk + t2 + 8], k9 = eK[kk + t2 + 9];
+          auto sc = [](unsigned x, float p, float q) {
+            const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&x);
+            return pack_bf16(__low2float(v) * p, __high2float(v) * q);
+          };
+          af[0] = sc(af[0], k0, k1);
+          af[1] = sc(af[1], k0, k1);
+          af[2] = sc(af[2], k8, k9);
+          af[3] = sc(af[3], k8, k9);
+        } else if (gated) {
           af[0] = mul_bf16x2(af[0], ks01);
           af[1] = mul_bf16x2(af[1], ks01);
           af[2] = mul_bf16x2(af[2], ks89);
@@ -724,12 +735,19 @@ static void launch_chain_kernel(const ChainArgs& a, int nt, cudaStream_t st) {
                                 static_cast<int>(S::total)));
         CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, MODE, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 static_cast<int>(S::total)));
+        CK(cudaFuncSetAttribute(chain2_kernel<DK, BV, MODE, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(S::total)));
       }
       attr = true;
     }
     const dim3 grid(nt, a.nseg, a.B * a.H);
     if constexpr (MODE <= 1) {
-      if (a.g || a.gconst) chain2_kernel<DK, BV, MODE, 2><<<grid, NT2, S::total, st>>>(a);
+      static const bool kf32 = [] {
+        const char* e = std::getenv("LASP_CUDA_KSCALE_F32");
+        return e != nullptr && std::string(e) == "1";
+      }();
+      if ((a.g || a.gconst) && kf32) chain2_kernel<DK, BV, MODE, 3><<<grid, NT2, S::total, st>>>(a);
+      else if (a.g || a.gconst) chain2_kernel<DK, BV, MODE, 2><<<grid, NT2, S::total, st>>>(a);
       else chain2_kernel<DK, BV, MODE, 1><<<grid, NT2, S::total, st>>>(a);
     } else {
       chain2_kernel<DK, BV, MODE><<<grid, NT2, S::total, st>>>(a);
