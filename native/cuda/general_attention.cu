@@ -691,10 +691,11 @@ struct FoldTile {
       : h(blockIdx.y), j0(blockIdx.x * cols_), nc(min(cols_, dv_ - j0)), n(dk_ * nc), cols(cols_), dk(dk_), dv(dv_) {}
   __device__ size_t at(size_t mat, int e) const { return mat + static_cast<size_t>(e / nc) * dv + j0 + e % nc; }
   __device__ int sh(int e) const { return (e / nc) * cols + e % nc; }
-  // X ← src[h] (zero when src is null).
-  __device__ void load(float* X, const float* src) const {
+  // X ← src[h] (zero when src is null; the identity with `identity`, for dv = dk).
+  __device__ void load(float* X, const float* src, bool identity = false) const {
     const size_t ns = static_cast<size_t>(dk) * dv;
-    for (int e = threadIdx.x; e < n; e += blockDim.x) X[sh(e)] = src ? src[at(h * ns, e)] : 0.f;
+    for (int e = threadIdx.x; e < n; e += blockDim.x)
+      X[sh(e)] = identity ? (e / nc == j0 + e % nc ? 1.f : 0.f) : src ? src[at(h * ns, e)] : 0.f;
     __syncthreads();
   }
   // (A_r X)_ij, or (A_rᵀ X)_ij with T, for the compact A of `kind` (kernels.ts BlockSummary).
@@ -715,21 +716,22 @@ struct FoldTile {
 // Outputs per thread of a fold block: dk·cols / 256 <= 12288 / 256 = 48.
 constexpr int kFoldPerThread = 48;
 
-// S[r] (the state entering segment r, [P,H,dk,dv]) for r < P, and fin = the state after segment
-// P−1 ([H,dk,dv], may be null). grid (ceil(dv / cols), H), 256 threads, dk·cols floats of smem.
+// S[r] (the state entering segment r, [P,H,dk,dv]; may be null) for r < P, and fin = the state
+// after segment P−1 ([H,dk,dv], may be null), from s0 (null: zero; the identity with `identity`)
+// and U (null: zero). grid (ceil(dv / cols), H), 256 threads, dk·cols floats of smem.
 __global__ void seg_fold_kernel(int kind, int P, int H, int dk, int dv, int cols, const float* A, const float* U,
-                                const float* s0, float* S, float* fin) {
+                                const float* s0, int identity, float* S, float* fin) {
   extern __shared__ float X[];  // [dk][cols]
   const FoldTile t(dk, dv, cols);
   const size_t ns = static_cast<size_t>(dk) * dv;
-  t.load(X, s0);
+  t.load(X, s0, identity != 0);
   float nx[kFoldPerThread];
   for (int r = 0; r < P; r++) {
     const size_t base = (static_cast<size_t>(r) * H + t.h) * ns;
     int c = 0;
     for (int e = threadIdx.x; e < t.n; e += blockDim.x, c++) {
-      S[t.at(base, e)] = X[t.sh(e)];
-      nx[c] = t.apply<false>(kind, A, r, H, X, e) + U[t.at(base, e)];
+      if (S) S[t.at(base, e)] = X[t.sh(e)];
+      nx[c] = t.apply<false>(kind, A, r, H, X, e) + (U ? U[t.at(base, e)] : 0.f);
     }
     __syncthreads();
     c = 0;
@@ -740,10 +742,11 @@ __global__ void seg_fold_kernel(int kind, int P, int H, int dk, int dv, int cols
     for (int e = threadIdx.x; e < t.n; e += blockDim.x) fin[t.at(t.h * ns, e)] = X[t.sh(e)];
 }
 
-// dSend[r] (the gradient at the end of segment r, [P,H,dk,dv]) from dSf (may be null: zero) and
-// the segments' own state gradients D: dSend[P−1] = dSf, dSend[r−1] = A_rᵀ dSend[r] + D_r.
+// dSend[r] (the gradient at the end of segment r, [P,H,dk,dv]; may be null) from dSf (may be
+// null: zero) and the segments' own state gradients D: dSend[P−1] = dSf, dSend[r−1] = A_rᵀ dSend[r]
+// + D_r; and dS0 = A_0ᵀ dSend[0] + D_0, the gradient at the start ([H,dk,dv], may be null).
 __global__ void seg_suffix_fold_kernel(int kind, int P, int H, int dk, int dv, int cols, const float* A, const float* D,
-                                       const float* dSf, float* dSend) {
+                                       const float* dSf, float* dSend, float* dS0) {
   extern __shared__ float X[];
   const FoldTile t(dk, dv, cols);
   const size_t ns = static_cast<size_t>(dk) * dv;
@@ -753,8 +756,10 @@ __global__ void seg_suffix_fold_kernel(int kind, int P, int H, int dk, int dv, i
     const size_t base = (static_cast<size_t>(r) * H + t.h) * ns;
     int c = 0;
     for (int e = threadIdx.x; e < t.n; e += blockDim.x, c++) {
-      dSend[t.at(base, e)] = X[t.sh(e)];
-      if (r > 0) nx[c] = t.apply<true>(kind, A, r, H, X, e) + D[t.at(base, e)];
+      if (dSend) dSend[t.at(base, e)] = X[t.sh(e)];
+      const float y = t.apply<true>(kind, A, r, H, X, e) + D[t.at(base, e)];
+      if (r > 0) nx[c] = y;
+      else if (dS0) dS0[t.at(t.h * ns, e)] = y;
     }
     if (r == 0) break;
     __syncthreads();
@@ -791,12 +796,38 @@ int segments_for(const Problem& p) {
   return 1;
 }
 
-void seg_fold(const Problem& pb, const float* A, const float* U, const float* s0, float* S, float* fin, cudaStream_t st) {
+void seg_fold(const Problem& pb, const float* A, const float* U, const float* s0, float* S, float* fin, cudaStream_t st,
+              bool identity = false) {
   const int cols = fold_cols(pb.dk);
   const dim3 grid((pb.dv + cols - 1) / cols, pb.H);
-  seg_fold_kernel<<<grid, 256, static_cast<size_t>(pb.dk) * cols * sizeof(float), st>>>(pb.kind, pb.B, pb.H, pb.dk, pb.dv,
-                                                                                           cols, A, U, s0, S, fin);
+  seg_fold_kernel<<<grid, 256, static_cast<size_t>(pb.dk) * cols * sizeof(float), st>>>(
+      pb.kind, pb.B, pb.H, pb.dk, pb.dv, cols, A, U, s0, identity ? 1 : 0, S, fin);
   ck(cudaGetLastError(), "segment fold kernel launch");
+}
+
+void seg_suffix_fold(const Problem& pb, const float* A, const float* D, const float* dSf, float* dSend, float* dS0,
+                     cudaStream_t st) {
+  const int cols = fold_cols(pb.dk);
+  seg_suffix_fold_kernel<<<dim3((pb.dv + cols - 1) / cols, pb.H), 256, static_cast<size_t>(pb.dk) * cols * sizeof(float), st>>>(
+      pb.kind, pb.B, pb.H, pb.dk, pb.dv, cols, A, D, dSf, dSend, dS0);
+  ck(cudaGetLastError(), "segment suffix fold kernel launch");
+}
+
+// a[h, i] = Π_r As[r, h, i] (scalar_gate n = 1, vector_gate n = dk): the gate factor of the whole sequence.
+__global__ void seg_gate_product_kernel(int P, int Hn, const float* As, float* a) {
+  const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= Hn) return;
+  float x = 1.f;
+  for (int r = 0; r < P; r++) x *= As[static_cast<size_t>(r) * Hn + idx];
+  a[idx] = x;
+}
+
+// The one-sequence problem p as P segments (a batch of P sequences of T / P tokens).
+Problem as_segments(const Problem& p, int P) {
+  Problem pb = p;
+  pb.B = P;
+  pb.T = p.T / P;
+  return pb;
 }
 
 }  // namespace
@@ -821,9 +852,7 @@ void forward(const Problem& p, const float* s0, float* o, float* sFinal, float* 
     return;
   }
   if (const int P = ckpt ? 1 : segments_for(p); P > 1) {
-    Problem pb = p;
-    pb.B = P;
-    pb.T = p.T / P;
+    const Problem pb = as_segments(p, P);
     const size_t ns = static_cast<size_t>(P) * p.H * p.dk * p.dv;
     Scratch A(summary_a_floats(pb), st), U(ns, st), S(ns, st);
     summary(pb, A.p, U.p, st);
@@ -876,18 +905,13 @@ void backward(const Problem& p, const float* s0, const float* dO, const float* d
     return;
   }
   if (const int P = ckpt ? 1 : segments_for(p); P > 1) {
-    Problem pb = p;
-    pb.B = P;
-    pb.T = p.T / P;
+    const Problem pb = as_segments(p, P);
     const size_t nsP = static_cast<size_t>(P) * ns;
     Scratch A(summary_a_floats(pb), st), U(nsP, st), S(nsP, st), D(nsP, st), dSend(nsP, st), dS0all(nsP, st);
     summary(pb, A.p, U.p, st);
     seg_fold(pb, A.p, U.p, s0, S.p, nullptr, st);
     stateGrad(pb, dO, D.p, st);
-    const int cols = fold_cols(p.dk);
-    seg_suffix_fold_kernel<<<dim3((p.dv + cols - 1) / cols, p.H), 256, static_cast<size_t>(p.dk) * cols * sizeof(float), st>>>(
-        p.kind, P, p.H, p.dk, p.dv, cols, A.p, D.p, dSFinal, dSend.p);
-    ck(cudaGetLastError(), "segment suffix fold kernel launch");
+    seg_suffix_fold(pb, A.p, D.p, dSFinal, dSend.p, nullptr, st);
     backward(pb, S.p, dO, dSend.p, nullptr, dq, dk, dv, dg, dbeta, dS0all.p, st);
     if (dS0) ck(cudaMemcpyAsync(dS0, dS0all.p, ns * sizeof(float), cudaMemcpyDeviceToDevice, st), "copy dS0");
     return;
@@ -944,6 +968,25 @@ void summary(const Problem& p_in, float* a, float* u, cudaStream_t st) {
   Problem p = p_in;
   check(p);
   if (!u) fail("u is required");
+  if (const int P = segments_for(p); P > 1) {
+    // U = the fold of the segments' summaries from zero; A = A_{P−1} ⋯ A_0 (a fold from the identity
+    // without U for the delta kinds, a product of gate factors for the gated ones).
+    const Problem pb = as_segments(p, P);
+    if (p.kind != kLinear && !a) fail("a is required for this kind");
+    Scratch As(summary_a_floats(pb), st), Us(static_cast<size_t>(P) * p.H * p.dk * p.dv, st);
+    summary(pb, As.p, Us.p, st);
+    seg_fold(pb, As.p, Us.p, nullptr, nullptr, u, st);
+    if (p.kind == kScalarGate || p.kind == kVectorGate) {
+      const int Hn = p.H * (p.kind == kVectorGate ? p.dk : 1);
+      seg_gate_product_kernel<<<(Hn + 255) / 256, 256, 0, st>>>(P, Hn, As.p, a);
+      ck(cudaGetLastError(), "segment gate product kernel launch");
+    } else if (p.kind != kLinear) {
+      Problem pa = pb;
+      pa.dv = p.dk;
+      seg_fold(pa, As.p, nullptr, nullptr, nullptr, a, st, true);
+    }
+    return;
+  }
   // U: the end state from zero (non-causal linear: K^T V, the same recurrence).
   FwdArgs fa = fwd_args(p);
   fa.sfinal = u;
@@ -970,6 +1013,16 @@ void summary(const Problem& p_in, float* a, float* u, cudaStream_t st) {
 void stateGrad(const Problem& p, const float* dO, float* d, cudaStream_t st) {
   check(p);
   if (!dO || !d) fail("dO and d are required");
+  if (const int P = segments_for(p); P > 1) {
+    // D = the suffix fold of the segments' own state gradients with no gradient at the end.
+    const Problem pb = as_segments(p, P);
+    const size_t nsP = static_cast<size_t>(P) * p.H * p.dk * p.dv;
+    Scratch As(summary_a_floats(pb), st), Us(nsP, st), Ds(nsP, st);
+    summary(pb, As.p, Us.p, st);
+    stateGrad(pb, dO, Ds.p, st);
+    seg_suffix_fold(pb, As.p, Ds.p, nullptr, nullptr, d, st);
+    return;
+  }
   BwdArgs b{};
   b.T = p.T;
   b.H = p.H;

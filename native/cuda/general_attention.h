@@ -54,7 +54,8 @@ size_t checkpointFloats(const Problem& p);
 // A causal problem with B = 1 and no ckpt runs segment-parallel when T allows (forward and
 // backward): P equal segments of >= 256 tokens (P <= 64 dividing T; LASP_CUDA_SEGMENTS=N caps P,
 // 1 turns it off) as a batch of P sequences from the starting states that the segments' summaries
-// and a fold on the device give (general_attention.cu, "segment-parallel").
+// and a fold on the device give (general_attention.cu, "segment-parallel"); summary and
+// stateGrad of such a problem compose the segments' summaries and state gradients the same way.
 void forward(const Problem& p, const float* s0, float* o, float* sFinal, float* ckpt, cudaStream_t stream);
 
 // Gradients of L = <dO, o> + <dSFinal, sFinal>. dSFinal may be null (zero). ckpt: the
