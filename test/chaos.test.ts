@@ -72,7 +72,17 @@ async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
   for (;;) {
     const v = (await service.get(id))!;
     if (v.state === 'completed' || v.state === 'failed' || v.state === 'cancelled') return v;
-    if (Date.now() > end) throw new Error(`job ${id} did not finish: ${JSON.stringify({ ...v, metrics: v.metrics.length })}`);
+    if (Date.now() > end) {
+      const workers = cluster.coordinator.registry
+        .list()
+        .map(
+          (w) =>
+            `${w.id}: ${w.state}${w.job !== undefined ? ` (job ${w.job} gen ${w.generation})` : ''}, last heartbeat ${Date.now() - w.lastHeartbeat} ms ago`,
+        );
+      throw new Error(
+        `job ${id} did not finish: ${JSON.stringify({ ...v, metrics: v.metrics.length })}\nworkers: ${workers.join('; ')}\nservice log:\n${serviceLog.slice(-30).join('\n')}`,
+      );
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }
