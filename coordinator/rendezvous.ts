@@ -66,6 +66,8 @@ export class Rendezvous {
   private readonly generations = new Map<string, number>();
   private readonly current = new Map<string, Group>();
   private readonly controlTimeoutMs: number;
+  /** Tasks in flight: called with a member declared dead, so the task fails at once (see runTask). */
+  private readonly inflight = new Set<(dead: WorkerInfo) => void>();
 
   constructor(
     private readonly registry: WorkerRegistry,
@@ -147,24 +149,43 @@ export class Rendezvous {
     let pending = group.world;
     let failed = false;
     return new Promise((resolve, reject) => {
+      const fail = (m: GroupMember, err: unknown, code: number | undefined) => {
+        if (failed) return; // the first failure is the cause; later ones are usually the abort
+        failed = true;
+        this.inflight.delete(onDead);
+        const msg = `task ${type} of job ${group.jobId} generation ${group.generation} failed on rank ${m.rank}: ${errorMessage(err)}`;
+        void this.abortMembers(group, group.members, `rank ${m.rank} failed: ${errorMessage(err)}`).then(() =>
+          reject(new TaskError(msg, m.rank, m.workerId, code)),
+        );
+      };
+      // A member declared dead (missed heartbeats: e.g. a hung process, whose RunTask would only end
+      // at its deadline) fails the task at once, even when the other ranks already replied and no
+      // collective is left to notice it.
+      const onDead = (dead: WorkerInfo) => {
+        if (dead.job !== group.jobId || dead.generation !== group.generation) return;
+        const m = group.members.find((x) => x.workerId === dead.id);
+        if (m !== undefined && replies[m.rank] === undefined)
+          fail(m, new Error(`worker ${dead.id} is dead: ${dead.deadReason ?? 'unknown reason'}`), grpcStatus.UNAVAILABLE);
+      };
+      this.inflight.add(onDead);
       for (const m of group.members) {
         this.clientFor(m.workerId)
           .runTask({ jobId: group.jobId, generation: group.generation, type, config }, timeoutMs)
           .then(
             (out) => {
               replies[m.rank] = { rank: m.rank, workerId: m.workerId, ...out };
-              if (--pending === 0 && !failed) resolve(replies);
+              if (--pending === 0 && !failed) {
+                this.inflight.delete(onDead);
+                resolve(replies);
+              }
             },
             (err: unknown) => {
-              if (failed) return; // the first failure is the cause; later ones are usually the abort
-              failed = true;
+              if (failed) return;
+              // This error is the cause, not the death it may declare below.
+              this.inflight.delete(onDead);
               // A slow task (deadline) is not a dead worker; a refused connection is.
               if (err instanceof RpcError && err.code === grpcStatus.UNAVAILABLE) this.markDeadIfUnreachable(m.workerId, err);
-              const msg = `task ${type} of job ${group.jobId} generation ${group.generation} failed on rank ${m.rank}: ${errorMessage(err)}`;
-              const code = err instanceof RpcError ? err.code : undefined;
-              void this.abortMembers(group, group.members, `rank ${m.rank} failed: ${errorMessage(err)}`).then(() =>
-                reject(new TaskError(msg, m.rank, m.workerId, code)),
-              );
+              fail(m, err, err instanceof RpcError ? err.code : undefined);
             },
           );
       }
@@ -183,9 +204,13 @@ export class Rendezvous {
     for (const m of group.members) this.releaseMember(group, m);
   }
 
-  /** Called when the registry declares a worker dead: the rest of its group is aborted at once. */
+  /**
+   * Called when the registry declares a worker dead: a task the group is running fails at once,
+   * and the rest of its group is aborted.
+   */
   async onWorkerDead(w: WorkerInfo): Promise<void> {
     if (w.job === undefined) return;
+    for (const f of [...this.inflight]) f(w);
     const group = this.current.get(w.job);
     if (!group || group.generation !== w.generation) return;
     const others = group.members.filter((m) => m.workerId !== w.id);

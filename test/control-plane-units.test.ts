@@ -134,6 +134,43 @@ test('rendezvous: a failing rank aborts the generation on every member and names
   assert.deepEqual(aborts[0]?.arg, { jobId: 'job', generation: 1, reason: 'rank 1 failed: worker b: RunTask echo failed: INTERNAL: boom' });
 });
 
+test(
+  'rendezvous: a member declared dead while its task is outstanding fails the task at once (the others already replied)',
+  { timeout: 10_000 },
+  async () => {
+    const reg = new WorkerRegistry(new FakeClock());
+    for (const id of ['a', 'b']) register(reg, id);
+    const calls: FakeCall[] = [];
+    const fakes = fakeClientFactory(calls);
+    // Worker b hangs: its RunTask never settles (a stopped process on an open connection).
+    const clientFor = (id: string) => (id === 'b' ? { ...fakes(id), runTask: () => new Promise<never>(() => {}) } : fakes(id));
+    const rdv = new Rendezvous(reg, clientFor as typeof fakes);
+    reg.subscribe((event, w) => {
+      if (event === 'dead') void rdv.onWorkerDead(w);
+    });
+    const g = await rdv.formGroup('job', { min: 2, max: 2 });
+    const task = rdv.runTask(g, 'echo', {});
+    let settled = false;
+    void task.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(settled, false, 'rank 0 replied, rank 1 is still running');
+    reg.markDead('b', 'missed 3 heartbeats (interval 500 ms)');
+    const err = await task.then(
+      () => assert.fail('runTask should reject'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof TaskError);
+    assert.equal(err.rank, 1);
+    assert.equal(err.code, grpc.status.UNAVAILABLE);
+    assert.match(err.message, /failed on rank 1: worker b is dead: missed 3 heartbeats/);
+    const aborts = calls.filter((c) => c.method === 'abort').map((c) => c.workerId);
+    assert.ok(aborts.includes('a') && !aborts.includes('b'), `aborts sent to ${aborts.join(', ')}`);
+  },
+);
+
 test('rendezvous: a failed Assign releases the group and names the worker', async () => {
   const reg = new WorkerRegistry(new FakeClock());
   for (const id of ['a', 'b']) register(reg, id);
