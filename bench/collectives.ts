@@ -182,6 +182,12 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
       set.forEach((l) => l.send({ type: 'run', size, iters, modes }));
       return Promise.all(set.map((l) => expectMsg(l, 'times')));
     };
+    // `iters` iterations of every mode: in the AllGather's processes, or the AllGather there and
+    // the references in theirs.
+    const round = async (size: number, iters: number) =>
+      references === gathers
+        ? [await run(gathers, size, iters, ['grpc', 'tcp', 'h2'])]
+        : [await run(gathers, size, iters, ['grpc']), await run(references, size, iters, ['tcp', 'h2'])];
     const measure = async (size: number): Promise<{ allGatherMs: number; tcpMs: number; http2Ms: number }> => {
       const iters = itersFor(size, base) + 2; // the first two of each transport are warm-up
       const per: Record<Mode, number[][]> = { grpc: [], tcp: [], h2: [] };
@@ -190,12 +196,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
           for (const mode of ['grpc', 'tcp', 'h2'] as const) (per[mode][rank] ??= []).push(...t[mode]);
         });
       for (let done = 0; done < iters; done += ROUND) {
-        const n = Math.min(ROUND, iters - done);
-        if (references === gathers) add(await run(gathers, size, n, ['grpc', 'tcp', 'h2']));
-        else {
-          add(await run(gathers, size, n, ['grpc']));
-          add(await run(references, size, n, ['tcp', 'h2']));
-        }
+        for (const times of await round(size, Math.min(ROUND, iters - done))) add(times);
       }
       // Per iteration the slowest rank's time; the median over iterations.
       const slowest = (p: number[][]) => median(p[0]!.map((_, i) => Math.max(...p.map((t) => t[i]!))));
@@ -208,11 +209,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
     // A first, unmeasured pass over every size (each transport, `warmup` iterations): without it the
     // sizes measured first also paid for JIT compilation and cold buffer pools (a 64 KiB AllGather
     // measured 1.6–2.4 ms first in the table and 0.7–0.8 ms after the larger sizes).
-    for (const size of sizes) {
-      if (warmup === 0) break;
-      await run(gathers, size, warmup, references === gathers ? ['grpc', 'tcp', 'h2'] : ['grpc']);
-      if (references !== gathers) await run(references, size, warmup, ['tcp', 'h2']);
-    }
+    if (warmup > 0) for (const size of sizes) await round(size, warmup);
     for (const size of sizes) {
       const { allGatherMs, tcpMs, http2Ms } = await measure(size);
       const received = (W - 1) * size;
@@ -383,8 +380,9 @@ abstract class CountingMesh<In> {
 
 /**
  * Raw TCP sockets. Each rank connects to every other rank and receives on that client socket into
- * one reused buffer (`onread`: no fresh Buffer per read, whose first touch of new pages cost up to
- * ~3 ms per MiB on these VMs); it sends on the sockets its server accepted.
+ * one reused buffer (`onread`, offered only on the connecting side: no fresh Buffer and 'data' event
+ * per read, which made the 1 MiB exchange 2–10× slower here); it sends on the sockets its server
+ * accepted.
  */
 class TcpMesh extends CountingMesh<Socket> {
   private readonly sockets: Socket[] = [];

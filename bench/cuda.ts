@@ -6,14 +6,14 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { intList } from '../cli/args.js';
+import { CUDA_BUILD_DIR } from '../native/cuda.js';
 import { fmt, formatTable } from './table.js';
 
 /** Where scripts/build-cuda.sh puts the benchmark program. */
-export const LA_BENCH_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build-cuda', 'la_bench');
+export const LA_BENCH_PATH = join(CUDA_BUILD_DIR, 'la_bench');
 
 /** The measured bf16 tensor-core rate of the H200 the targets were taken on (TFLOP/s). */
 export const H200_BF16_TFLOPS = 790;

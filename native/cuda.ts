@@ -94,8 +94,10 @@ interface CudaAddon {
   backward(...args: (number | F32OrNull)[]): Promise<CudaBackwardResult>;
 }
 
+/** Where scripts/build-cuda.sh puts its outputs (the addon, la_bench). */
+export const CUDA_BUILD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build-cuda');
 /** Where scripts/build-cuda.sh puts the addon. */
-export const CUDA_ADDON_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build-cuda', 'lasp_cuda.node');
+export const CUDA_ADDON_PATH = join(CUDA_BUILD_DIR, 'lasp_cuda.node');
 
 let loaded: { addon: CudaAddon; status: CudaStatus } | { addon: null; status: CudaStatus } | undefined;
 

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { startLocalCluster, type LocalCluster } from '../cluster/local-cluster.js';
 import { startRedis, type TestRedis } from '../cluster/redis-server.js';
 import { BullJobService } from '../coordinator/job-service.js';
+import { describeWorkers } from '../coordinator/registry.js';
 import type { JobView } from '../coordinator/job-types.js';
 
 const workerEntry = fileURLToPath(new URL('../worker/entry.js', import.meta.url));
@@ -73,14 +74,8 @@ async function finished(id: string, timeoutMs = 120_000): Promise<JobView> {
     const v = (await service.get(id))!;
     if (v.state === 'completed' || v.state === 'failed' || v.state === 'cancelled') return v;
     if (Date.now() > end) {
-      const workers = cluster.coordinator.registry
-        .list()
-        .map(
-          (w) =>
-            `${w.id}: ${w.state}${w.job !== undefined ? ` (job ${w.job} gen ${w.generation})` : ''}, last heartbeat ${Date.now() - w.lastHeartbeat} ms ago`,
-        );
       throw new Error(
-        `job ${id} did not finish: ${JSON.stringify({ ...v, metrics: v.metrics.length })}\nworkers: ${workers.join('; ')}\nservice log:\n${serviceLog.slice(-30).join('\n')}`,
+        `job ${id} did not finish: ${JSON.stringify({ ...v, metrics: v.metrics.length })}\nworkers: ${describeWorkers(cluster.coordinator.registry.list())}\nservice log:\n${serviceLog.slice(-30).join('\n')}`,
       );
     }
     await new Promise((r) => setTimeout(r, 200));

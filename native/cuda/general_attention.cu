@@ -681,7 +681,7 @@ void transpose(int nmat, int rows, int cols, const float* in, float* out, cudaSt
 // forward from its true starting state at once; the backward adds the state gradients D_r and the
 // suffix fold dS_end(r-1) = A_r^T dS_end(r) + D_r. Exact up to float32 rounding.
 
-// Columns of the state each fold block keeps in shared memory (dk · kFoldCols floats <= 48 KiB).
+// Columns of the state each fold block keeps in shared memory (dk · cols floats <= 48 KiB).
 int fold_cols(int dk) { return std::max(1, std::min(32, 12288 / dk)); }
 
 // A fold block's tile of the state: rows 0..dk, columns j0 .. j0+nc of head h, as X[i*cols + jj].
