@@ -13,7 +13,9 @@
         "native/src/softmax_attention.cc",
         "native/src/model_ops.cc",
         "native/src/short_conv.cc",
-        "native/src/buffer_pool.cc"
+        "native/src/buffer_pool.cc",
+        "native/src/h2_conn.cc",
+        "native/src/h2_addon.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

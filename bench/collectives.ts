@@ -289,7 +289,9 @@ export function registerCollectivesBench(bench: Command): void {
     .option('--warmup <n>', 'unmeasured iterations of every size before any is measured', nonNegativeInt('--warmup'), 5)
     .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
     .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
-    .addOption(new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js', 'raw']).default('http2'))
+    .addOption(
+      new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js', 'raw', 'native']).default('http2'),
+    )
     .addOption(
       new Option(
         '--reference-processes <where>',

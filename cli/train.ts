@@ -14,7 +14,7 @@ interface TrainFlags extends JobConfigFlags {
   verbose?: boolean;
   device?: string;
   precision?: 'fp32' | 'bf16';
-  streamTransport?: 'http2' | 'grpc-js' | 'raw';
+  streamTransport?: 'http2' | 'grpc-js' | 'raw' | 'native';
 }
 
 /** The job config: the file (if any), then the flags on top; validated with every default filled in. */
@@ -153,6 +153,7 @@ export function registerTrainCommand(program: Command): void {
         'http2',
         'grpc-js',
         'raw',
+        'native',
       ]),
     )
     .action((f: TrainFlags) => trainCommand(f));

@@ -30,7 +30,7 @@ export interface LocalClusterOptions {
   /** Workers' --collective-timeout-ms: deadline of every collective op. Default: the worker's (30000 ms). */
   collectiveTimeoutMs?: number;
   /** Workers' --stream-transport (http2, grpc-js, raw). Default: the worker's (http2). */
-  streamTransport?: 'http2' | 'grpc-js' | 'raw';
+  streamTransport?: 'http2' | 'grpc-js' | 'raw' | 'native';
   /** Workers' --drain-timeout-ms: how long a SIGTERMed worker waits for its job to release it. Default 0 (stop at once: stop() means the whole cluster goes). */
   drainTimeoutMs?: number;
   /**

@@ -16,7 +16,38 @@ export const KIND_CODES = {
 type F32 = Float32Array;
 type F32OrNull = Float32Array | null;
 
+/** Options of an HTTP/2 connection of the native peer transport (native/src/h2_conn.h Config). */
+export interface H2NativeOptions {
+  maxMessageBytes?: number;
+  recvWindow?: number;
+  windowBatch?: number;
+  maxFrame?: number;
+  maxStreams?: number;
+  establishMs?: number;
+}
+
+/** onEvent(kind, connId, streamId, a, b) of the native HTTP/2 classes (native/h2-native.ts). */
+export type H2EventCallback = (kind: number, connId: number, streamId: number, a: unknown, b: unknown) => void;
+
+export interface H2ClientHandle {
+  request(streamId: number, fields: string[], endStream: boolean): boolean;
+  send(streamId: number, head: Uint8Array, data: Uint8Array | undefined, endStream: boolean): boolean;
+  reset(streamId: number, code: number): boolean;
+  close(): void;
+}
+
+export interface H2ListenerHandle {
+  readonly port: number;
+  respond(connId: number, streamId: number, fields: string[], endStream: boolean): boolean;
+  send(connId: number, streamId: number, bytes: Uint8Array): boolean;
+  reset(connId: number, streamId: number, code: number): boolean;
+  release(connId: number): void;
+  close(): void;
+}
+
 export interface NativeAddon {
+  H2Client: new (host: string, port: number, opts: H2NativeOptions, onEvent: H2EventCallback) => H2ClientHandle;
+  H2Listener: new (host: string, opts: H2NativeOptions, onEvent: H2EventCallback) => H2ListenerHandle;
   info(): { isa: string; threads: number };
   addInto(dst: F32, src: F32): Promise<void>;
   /** A Float32Array over a pooled block (contents unspecified); the block returns to the pool at GC. */

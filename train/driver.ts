@@ -97,7 +97,7 @@ export interface RunTrainingOptions {
   /** The local cluster's workers' precision (LocalClusterOptions.precision). Default "fp32". */
   precision?: 'fp32' | 'bf16';
   /** The local cluster's workers' --stream-transport (http2, grpc-js, raw). Default: the worker's (http2). */
-  streamTransport?: 'http2' | 'grpc-js' | 'raw';
+  streamTransport?: 'http2' | 'grpc-js' | 'raw' | 'native';
   /** Save a checkpoint when the run ends. Default true. */
   finalCheckpoint?: boolean;
   /** Evaluate when the run ends. Default true. */

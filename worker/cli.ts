@@ -90,9 +90,9 @@ export function workerCommand(): Command {
     .addOption(
       new Option(
         '--stream-transport <t>',
-        "what carries collective pieces to peers: http2 (default; gRPC framing by hand on node:http2), grpc-js, or raw (opt-in, plaintext only: the worker's own HTTP/2 framing on a second listener, faster at large messages; docs/collectives.md)",
+        "what carries collective pieces to peers: http2 (default; gRPC framing by hand on node:http2), grpc-js, raw (opt-in, plaintext only: the worker's own HTTP/2 framing on a second listener), or native (as raw, with the socket work on the addon's threads; docs/collectives.md)",
       )
-        .choices(['http2', 'grpc-js', 'raw'])
+        .choices(['http2', 'grpc-js', 'raw', 'native'])
         .default('http2'),
     )
     .addOption(

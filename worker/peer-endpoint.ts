@@ -17,6 +17,8 @@ import { PeerClients, type StreamTransport } from './collectives/peer-clients.js
 import { tuneIncomingSession, tuneServerSettings, tuneSession } from './collectives/session-tuning.js';
 import { installStreamFastPath, PEER_STREAM_PATH, servePeerStream } from './collectives/h2-peer-server.js';
 import { RawPeerServer } from './collectives/raw-peer-server.js';
+import { NativePeerServer } from './collectives/native-peer-server.js';
+import type { WirePeerMessage } from './collectives/peer-wire.js';
 
 export interface PeerEndpointOptions {
   /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
@@ -47,6 +49,9 @@ export interface PeerEndpointOptions {
    * Both speak the same protocol, so peers with different settings interoperate. 'raw' (opt-in, plaintext
    * only) also serves Stream on a listener of its own with our own HTTP/2 framing (raw-peer-server.ts),
    * announced to 'raw' clients in the http2 response headers; with `tls` it behaves as 'http2'.
+   * 'native' is 'raw' with the listener's and the outgoing calls' socket work on the addon's
+   * threads (native-peer-server.ts, native-peer-stream.ts); 'raw' and 'native' peers use each
+   * other's listeners.
    */
   streamTransport?: StreamTransport;
   /**
@@ -104,10 +109,10 @@ export class PeerEndpoint {
   private readonly tuneSessions: boolean;
   private readonly streamTransport: StreamTransport;
   /** streamTransport 'raw': the raw listener per local address (started on the first call that comes in on it). */
-  private readonly rawServers = new Map<string, Promise<RawPeerServer | undefined>>();
+  private readonly rawServers = new Map<string, Promise<RawPeerServer | NativePeerServer | undefined>>();
   private readonly rawPorts = new Map<string, number>();
   private rawClosed = false;
-  /** streamTransport 'raw' without TLS. */
+  /** streamTransport 'raw' or 'native' without TLS. */
   private readonly rawEnabled: boolean;
 
   constructor(opts: PeerEndpointOptions = {}) {
@@ -125,7 +130,7 @@ export class PeerEndpoint {
     this.streamTransport = opts.streamTransport ?? 'http2';
     this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport, opts.tls);
     this.tuneSessions = opts.tuneSessions ?? true;
-    this.rawEnabled = this.streamTransport === 'raw' && opts.tls === undefined;
+    this.rawEnabled = (this.streamTransport === 'raw' || this.streamTransport === 'native') && opts.tls === undefined;
   }
 
   /** The resolved collective options (defaults filled in). */
@@ -239,12 +244,13 @@ export class PeerEndpoint {
     if (port !== undefined) return port;
     let p = this.rawServers.get(host);
     if (p === undefined) {
-      p = RawPeerServer.listen(host, {
+      const deps = {
         maxMessageBytes: Math.max(4 << 20, this.opts.pieceBytes + (64 << 10)),
-        checkAuth: (authorization) => this.checkAuthorization(authorization),
-        deliver: (m) => this.deliver(m),
+        checkAuth: (authorization: string | undefined) => this.checkAuthorization(authorization),
+        deliver: (m: WirePeerMessage) => this.deliver(m),
         statusOf,
-      }).then(
+      };
+      p = (this.streamTransport === 'native' ? NativePeerServer.listen(host, deps) : RawPeerServer.listen(host, deps)).then(
         (s) => {
           if (this.rawClosed) {
             s.close();

@@ -24,6 +24,11 @@
 #include "threadpool.h"
 #include "vecmath.h"
 
+namespace lasp {
+// h2_addon.cc: the H2Client and H2Listener classes of the native peer transport.
+void InitH2(Napi::Env env, Napi::Object exports);
+}  // namespace lasp
+
 namespace {
 
 using lasp::Kind;
@@ -738,6 +743,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamwStep", Napi::Function::New(env, AdamwStep));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("scaleInPlace", Napi::Function::New(env, ScaleInPlace));
+  lasp::InitH2(env, exports);
   return exports;
 }
 

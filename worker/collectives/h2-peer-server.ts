@@ -35,6 +35,27 @@ export interface PeerStreamHandlerDeps {
   rawPort?(localAddress: string | undefined): number | Promise<number | undefined> | undefined;
 }
 
+/**
+ * One PeerMessage body, checked and applied through `deps`: the DeliverReply to send back (OK, or
+ * the status it was refused with), or — a string — why the body is not a PeerMessage (the call ends).
+ */
+export function answerPiece(deps: Pick<PeerStreamHandlerDeps, 'deliver' | 'statusOf'>, body: Uint8Array): Buffer | string {
+  let m: WirePeerMessage;
+  try {
+    m = decodePeerMessage(body);
+  } catch (err) {
+    return `could not parse PeerMessage: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  let reply;
+  try {
+    deps.deliver(m);
+    reply = { seq: m.seq, code: grpc.status.OK, details: '' };
+  } catch (err) {
+    reply = { seq: m.seq, ...deps.statusOf(err) };
+  }
+  return encodeDeliverReply(reply);
+}
+
 /** grpc-message: percent-encoded (gRPC over HTTP/2 spec). */
 function grpcMessage(details: string): string {
   return encodeURIComponent(details);
@@ -105,22 +126,10 @@ function serveCall(stream: ServerHttp2Stream, deps: PeerStreamHandlerDeps, rawPo
     deps.maxMessageBytes,
     (body) => {
       if (ended) return;
-      let m: WirePeerMessage;
-      try {
-        m = decodePeerMessage(body);
-      } catch (err) {
-        // As grpc-js does with a body it cannot parse: the call ends (other calls are unaffected).
-        finish(grpc.status.INTERNAL, `could not parse PeerMessage: ${err instanceof Error ? err.message : String(err)}`);
-        return;
-      }
-      let reply;
-      try {
-        deps.deliver(m);
-        reply = { seq: m.seq, code: grpc.status.OK, details: '' };
-      } catch (err) {
-        reply = { seq: m.seq, ...deps.statusOf(err) };
-      }
-      stream.write(encodeDeliverReply(reply));
+      const a = answerPiece(deps, body);
+      // As grpc-js does with a body it cannot parse: the call ends (other calls are unaffected).
+      if (typeof a === 'string') finish(grpc.status.INTERNAL, a);
+      else stream.write(a);
     },
     (err) => finish(grpc.status.RESOURCE_EXHAUSTED, err.message),
   );

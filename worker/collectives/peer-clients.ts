@@ -8,6 +8,7 @@ import type { PeerMessage } from '../../proto/generated/lasp/v1/PeerMessage.js';
 import { PeerStream, type PieceCallback } from './peer-stream.js';
 import { H2PeerStream, splitAddress } from './h2-peer-stream.js';
 import { SwitchingPeerStream } from './raw-peer-stream.js';
+import { NativePeerStream } from './native-peer-stream.js';
 
 /**
  * Channel options of the peer clients. Retries are off (a piece is never re-sent behind our back:
@@ -26,11 +27,12 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
 };
 
 /**
- * Which implementation carries the Stream call: 'http2' (default), 'grpc-js', or 'raw' (opt-in:
+ * Which implementation carries the Stream call: 'http2' (default), 'grpc-js', 'raw' (opt-in:
  * http2 until the peer announces its raw listener, then our own HTTP/2 framing on a plain socket;
- * raw-peer-stream.ts, raw-peer-server.ts; plaintext only, with TLS it stays on http2).
+ * raw-peer-stream.ts, raw-peer-server.ts; plaintext only, with TLS it stays on http2), or 'native'
+ * (as 'raw', with the socket work on the addon's threads: native-peer-stream.ts, native-peer-server.ts).
  */
-export type StreamTransport = 'http2' | 'grpc-js' | 'raw';
+export type StreamTransport = 'http2' | 'grpc-js' | 'raw' | 'native';
 
 /** The outgoing Stream call to one peer (PeerStream over grpc-js, or H2PeerStream over node:http2). */
 interface PieceStream {
@@ -136,11 +138,12 @@ export class PeerClients {
       ...(this.tls === undefined ? {} : { tls: { cert: this.tls.cert, key: this.tls.key, ...(this.tls.ca ? { ca: this.tls.ca } : {}) } }),
       onUnimplemented,
     };
-    if (this.streamTransport === 'raw' && this.tls === undefined) {
+    if ((this.streamTransport === 'raw' || this.streamTransport === 'native') && this.tls === undefined) {
       const s = new SwitchingPeerStream(
         splitAddress(address).host,
         (onResponse) => new H2PeerStream(address, { ...h2Options, onResponse }),
         authorization,
+        this.streamTransport === 'native' ? (h, p, o) => new NativePeerStream(h, p, o) : undefined,
       );
       return { send: (msg, cb) => s.send(wireOf(msg), cb), close: () => s.close() };
     }

@@ -15,8 +15,8 @@
 import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
 import { debuglog } from 'node:util';
-import { decodePeerMessage, encodeDeliverReply, GrpcFrameReader, type WirePeerMessage } from './peer-wire.js';
-import { PEER_STREAM_PATH } from './h2-peer-server.js';
+import { GrpcFrameReader, type WirePeerMessage } from './peer-wire.js';
+import { answerPiece, PEER_STREAM_PATH } from './h2-peer-server.js';
 import {
   DEFAULT_MAX_FRAME_SIZE,
   DEFAULT_WINDOW,
@@ -295,24 +295,11 @@ class RawConnection {
 
   private onMessage(st: ServerStream, body: Uint8Array): void {
     if (st.finished) return;
-    let m: WirePeerMessage;
-    try {
-      m = decodePeerMessage(body);
-    } catch (err) {
-      this.finish(st, grpc.status.INTERNAL, `could not parse PeerMessage: ${err instanceof Error ? err.message : String(err)}`);
-      return;
-    }
+    const a = answerPiece(this.deps, body);
+    if (typeof a === 'string') return this.finish(st, grpc.status.INTERNAL, a);
     rawServerCounters.pieces++;
-    let reply;
-    try {
-      this.deps.deliver(m);
-      reply = { seq: m.seq, code: grpc.status.OK, details: '' };
-    } catch (err) {
-      reply = { seq: m.seq, ...this.deps.statusOf(err) };
-    }
-    const b = encodeDeliverReply(reply);
-    st.out.push(b);
-    st.outBytes += b.length;
+    st.out.push(a);
+    st.outBytes += a.length;
     this.flush(st);
   }
 
@@ -433,7 +420,8 @@ class RawConnection {
   }
 }
 
-function grpcStatusFields(code: grpc.status, details: string, withResponseHeaders: boolean): [string, string][] {
+/** The fields of a response's trailers (or of a trailers-only response, `withResponseHeaders`). */
+export function grpcStatusFields(code: grpc.status, details: string, withResponseHeaders: boolean): [string, string][] {
   const f: [string, string][] = withResponseHeaders
     ? [
         [':status', '200'],

@@ -13,7 +13,8 @@ import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
 import { debuglog } from 'node:util';
-import { decodeDeliverReply, encodePeerMessage, GrpcFrameReader, type WirePeerMessage } from './peer-wire.js';
+import { encodePeerMessage, GrpcFrameReader, type WirePeerMessage } from './peer-wire.js';
+import { ReplyWaiters, trailerStatus } from './reply-waiters.js';
 import { PEER_STREAM_PATH } from './h2-peer-server.js';
 import type { PieceCallback, PieceStatus } from './peer-stream.js';
 import {
@@ -63,28 +64,27 @@ export interface RawPeerStreamOptions {
   authorization?: string;
 }
 
-function statusOf(headers: Map<string, string>): PieceStatus | undefined {
-  const raw = headers.get('grpc-status');
-  if (raw === undefined) return undefined;
-  const code = Number(raw);
-  let details = headers.get('grpc-message') ?? '';
-  try {
-    details = decodeURIComponent(details);
-  } catch {
-    // keep it as sent
-  }
-  return { code: Number.isInteger(code) ? code : grpc.status.UNKNOWN, details };
+/** The request headers of a Peer.Stream call on a connection of our own (raw or native). */
+export function streamRequestFields(authority: string, userAgent: string, authorization: string | undefined): [string, string][] {
+  const fields: [string, string][] = [
+    [':method', 'POST'],
+    [':scheme', 'http'],
+    [':path', PEER_STREAM_PATH],
+    [':authority', authority],
+    ['content-type', 'application/grpc+proto'],
+    ['te', 'trailers'],
+    ['user-agent', userAgent],
+  ];
+  if (authorization !== undefined) fields.push(['authorization', authorization]);
+  return fields;
 }
 
 /** One Peer.Stream call on its own connection; once it has ended it stays ended (`ended`). */
 export class RawPeerStream {
-  /** The call's final status, once it has ended. */
-  ended: PieceStatus | undefined;
   /** Whether the peer has answered on this connection (its SETTINGS arrived). */
   established = false;
   private readonly socket: net.Socket;
-  private readonly waiting = new Map<number, PieceCallback>();
-  private nextSeq = 1;
+  private readonly waiters = new ReplyWaiters();
   private readonly out: Buffer[] = [];
   private outBytes = 0;
   private connSendWindow = DEFAULT_WINDOW;
@@ -141,16 +141,7 @@ export class RawPeerStream {
     );
     socket.on('close', () => this.end({ code: grpc.status.UNAVAILABLE, details: `raw peer connection to ${this.where} closed` }));
     socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
-    const fields: [string, string][] = [
-      [':method', 'POST'],
-      [':scheme', 'http'],
-      [':path', PEER_STREAM_PATH],
-      [':authority', this.where],
-      ['content-type', 'application/grpc+proto'],
-      ['te', 'trailers'],
-      ['user-agent', 'lasp-peer-raw/1'],
-    ];
-    if (opts.authorization !== undefined) fields.push(['authorization', opts.authorization]);
+    const fields = streamRequestFields(this.where, 'lasp-peer-raw/1', opts.authorization);
     socket.cork();
     socket.write(PREFACE);
     socket.write(
@@ -164,29 +155,26 @@ export class RawPeerStream {
     socket.uncork();
   }
 
+  /** The call's final status, once it has ended. */
+  get ended(): PieceStatus | undefined {
+    return this.waiters.ended;
+  }
+
   private get where(): string {
     return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
   /** Send one piece; `cb` gets its outcome exactly once unless the returned cancel is called first. */
   send(msg: Omit<WirePeerMessage, 'seq'>, cb: PieceCallback): () => void {
-    const ended = this.ended;
-    if (ended !== undefined) {
-      queueMicrotask(() => cb(ended));
-      return () => {};
-    }
-    const seq = this.nextSeq++;
-    this.waiting.set(seq, cb);
+    const seq = this.waiters.add(cb);
+    if (seq === undefined) return () => {};
     rawClientCounters.pieces++;
     for (const p of encodePeerMessage({ ...msg, seq })) {
       this.out.push(p);
       this.outBytes += p.length;
     }
     this.flush();
-    return () => {
-      // The piece may already be on the wire; only its reply is ignored.
-      this.waiting.delete(seq);
-    };
+    return () => this.waiters.cancel(seq);
   }
 
   /** End the call and the connection (pieces still waiting fail with CANCELLED). */
@@ -269,7 +257,7 @@ export class RawPeerStream {
           this.end({ code: grpc.status.UNKNOWN, details: `raw peer answered HTTP status ${httpStatus}` });
           return;
         }
-        const s = statusOf(h);
+        const s = trailerStatus(h);
         if (s !== undefined) {
           // OK: the peer ended the call (it is shutting down); pieces without a reply were not accepted.
           this.end(s.code === grpc.status.OK ? { code: grpc.status.UNAVAILABLE, details: 'peer ended the stream' } : s);
@@ -310,34 +298,30 @@ export class RawPeerStream {
   }
 
   private onReply(body: Uint8Array): void {
-    let r;
-    try {
-      r = decodeDeliverReply(body);
-    } catch (err) {
-      this.end({ code: grpc.status.INTERNAL, details: `could not parse DeliverReply: ${(err as Error).message}` });
-      return;
-    }
-    const cb = this.waiting.get(r.seq);
-    if (cb === undefined) return; // cancelled
-    this.waiting.delete(r.seq);
-    cb(r.code === grpc.status.OK ? null : { code: r.code, details: r.details });
+    const bad = this.waiters.reply(body);
+    if (bad !== undefined) this.end(bad);
   }
 
   /** The call is over: fail every waiting piece with `s`, drop the connection. */
   private end(s: PieceStatus): void {
     if (this.ended !== undefined) return;
-    this.ended = s;
     clearTimeout(this.establishTimer);
     log('raw call to %s ended: %s (%d)', this.where, s.details, s.code);
     this.out.length = 0;
     this.outBytes = 0;
     if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
     setTimeout(() => this.socket.destroy(), 1000).unref();
-    const cbs = [...this.waiting.values()];
-    this.waiting.clear();
-    for (const cb of cbs) cb(s);
+    this.waiters.end(s);
     this.onEnd?.();
   }
+}
+
+/** The stream SwitchingPeerStream moves to: RawPeerStream, or NativePeerStream (native-peer-stream.ts). */
+export interface DirectPeerStream {
+  readonly ended: PieceStatus | undefined;
+  readonly established: boolean;
+  send(msg: Omit<WirePeerMessage, 'seq'>, cb: PieceCallback): () => void;
+  close(): void;
 }
 
 /** The part of H2PeerStream that SwitchingPeerStream uses. */
@@ -347,14 +331,14 @@ export interface H2Like {
 }
 
 /**
- * The Stream call to one peer for streamTransport 'raw': over http2 until the peer announces its raw
+ * The Stream call to one peer for streamTransport 'raw' and 'native': over http2 until the peer announces its raw
  * listener, then over the raw socket (pieces already sent on http2 complete there). When the raw call
  * ends, the next piece goes over http2 again (and a new announcement moves it back); a raw listener
  * that could not be reached at all is not tried again for this peer.
  */
 export class SwitchingPeerStream {
   private readonly h2: H2Like;
-  private raw: RawPeerStream | undefined;
+  private raw: DirectPeerStream | undefined;
   private h2Pending = 0;
   private rawUnreachable = false;
   private closed = false;
@@ -362,11 +346,14 @@ export class SwitchingPeerStream {
   /**
    * @param host the peer's host (the raw listener is on the same address)
    * @param makeH2 creates the http2 stream; it must call `onResponse` with each call's response headers
+   * @param makeDirect opens the call on the announced port (default: RawPeerStream, our framing in JavaScript)
    */
   constructor(
     private readonly host: string,
     makeH2: (onResponse: (headers: IncomingHttpHeaders) => void) => H2Like,
     private readonly rawOpts: RawPeerStreamOptions = {},
+    private readonly makeDirect: (host: string, port: number, opts: RawPeerStreamOptions) => DirectPeerStream = (h, p, o) =>
+      new RawPeerStream(h, p, o),
   ) {
     this.h2 = makeH2((h) => this.onResponse(h));
   }
@@ -417,7 +404,7 @@ export class SwitchingPeerStream {
     if (port < 1 || port > 65535) return;
     rawClientCounters.switches++;
     log('Stream calls to %s move to its raw listener on port %d', this.host, port);
-    this.raw = new RawPeerStream(this.host, port, this.rawOpts);
+    this.raw = this.makeDirect(this.host, port, this.rawOpts);
     this.maybeCloseH2();
   }
 
