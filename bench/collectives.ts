@@ -17,7 +17,7 @@ import * as http2 from 'node:http2';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { StreamTransport } from '../worker/collectives/peer-clients.js';
+import { DEFAULT_STREAM_TRANSPORT, type StreamTransport } from '../worker/collectives/peer-clients.js';
 import { nonNegativeInt, positiveInt } from '../cli/args.js';
 import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
@@ -232,7 +232,7 @@ export async function runCollectivesBench(opts: CollectivesBenchOptions = {}): P
           `collectives bench: ${size} B per rank: allGather ${fmt(allGatherMs)} ms, raw TCP ${fmt(tcpMs)} ms, plain http2 ${fmt(http2Ms)} ms\n`,
         );
     }
-    return { workers: W, pieceBytes, transport: endpoint.streamTransport ?? 'http2', referenceProcesses, rows };
+    return { workers: W, pieceBytes, transport: endpoint.streamTransport ?? DEFAULT_STREAM_TRANSPORT, referenceProcesses, rows };
   } finally {
     for (const l of links) {
       if (l.proc.connected) l.send({ type: 'exit' });
@@ -290,7 +290,9 @@ export function registerCollectivesBench(bench: Command): void {
     .option('--piece-bytes <n>', 'largest piece of a message', positiveInt('--piece-bytes'))
     .option('--in-flight <n>', 'pieces of one message in flight at once', positiveInt('--in-flight'))
     .addOption(
-      new Option('--transport <t>', 'what carries the Stream calls').choices(['http2', 'grpc-js', 'raw', 'native']).default('http2'),
+      new Option('--transport <t>', 'what carries the Stream calls')
+        .choices(['http2', 'grpc-js', 'raw', 'native'])
+        .default(DEFAULT_STREAM_TRANSPORT),
     )
     .addOption(
       new Option(

@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { startWorker, stopOnSignals } from './main.js';
 import { addTlsOptions, tlsFromFlags, type TlsFlagValues } from '../cluster/tls-flags.js';
 import { TlsConfigError } from '../cluster/tls.js';
-import type { StreamTransport } from './collectives/peer-clients.js';
+import { DEFAULT_STREAM_TRANSPORT, type StreamTransport } from './collectives/peer-clients.js';
 import { tuneAllocator } from '../native/allocator.js';
 
 interface WorkerCliOptions extends TlsFlagValues {
@@ -90,10 +90,10 @@ export function workerCommand(): Command {
     .addOption(
       new Option(
         '--stream-transport <t>',
-        "what carries collective pieces to peers: http2 (default; gRPC framing by hand on node:http2), grpc-js, raw (opt-in, plaintext only: the worker's own HTTP/2 framing on a second listener), or native (as raw, with the socket work on the addon's threads; docs/collectives.md)",
+        "what carries collective pieces to peers: native (default; plaintext: HTTP/2 connections on the addon's threads, on a second listener announced over gRPC; with TLS it stays on http2), http2 (gRPC framing by hand on node:http2), grpc-js, or raw (as native, with the framing in JavaScript); all speak the same protocol (docs/collectives.md)",
       )
         .choices(['http2', 'grpc-js', 'raw', 'native'])
-        .default('http2'),
+        .default(DEFAULT_STREAM_TRANSPORT),
     )
     .addOption(
       new Option(

@@ -48,7 +48,7 @@ export interface WorkerOptions {
   pieceBytes?: number;
   /** Deadline of every collective op. Default: the peer endpoint's (30000 ms). */
   collectiveTimeoutMs?: number;
-  /** What carries collective pieces (PeerEndpointOptions.streamTransport). Default 'http2'. */
+  /** What carries collective pieces (PeerEndpointOptions.streamTransport). Default 'native' (DEFAULT_STREAM_TRANSPORT). */
   streamTransport?: StreamTransport;
   /** Cluster token: required on this worker's gRPC calls and sent on its own. Default: LASP_TOKEN, else LASP_CLUSTER_TOKEN, else none. */
   token?: string;

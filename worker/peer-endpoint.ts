@@ -13,7 +13,7 @@ import type { DeliverReply } from '../proto/generated/lasp/v1/DeliverReply.js';
 import type { Communicator, GroupAssignment } from './collectives/communicator.js';
 import { DEFAULT_COLLECTIVE_OPTIONS, GrpcCommunicator, type CollectiveOptions } from './collectives/grpc-communicator.js';
 import { DeliverError, Mailbox } from './collectives/mailbox.js';
-import { PeerClients, type StreamTransport } from './collectives/peer-clients.js';
+import { DEFAULT_STREAM_TRANSPORT, PeerClients, type StreamTransport } from './collectives/peer-clients.js';
 import { tuneIncomingSession, tuneServerSettings, tuneSession } from './collectives/session-tuning.js';
 import { installStreamFastPath, PEER_STREAM_PATH, servePeerStream } from './collectives/h2-peer-server.js';
 import { RawPeerServer } from './collectives/raw-peer-server.js';
@@ -44,14 +44,15 @@ export interface PeerEndpointOptions {
   /** Send pieces on one long-lived Stream call per peer (default true); false: one unary Deliver call per piece. */
   useStreams?: boolean;
   /**
-   * What carries the Stream calls, both directions: 'http2' (default) frames and encodes pieces by
-   * hand on node:http2 (peer-wire.ts: no copies of the payload), 'grpc-js' uses the generic stack.
-   * Both speak the same protocol, so peers with different settings interoperate. 'raw' (opt-in, plaintext
-   * only) also serves Stream on a listener of its own with our own HTTP/2 framing (raw-peer-server.ts),
-   * announced to 'raw' clients in the http2 response headers; with `tls` it behaves as 'http2'.
-   * 'native' is 'raw' with the listener's and the outgoing calls' socket work on the addon's
-   * threads (native-peer-server.ts, native-peer-stream.ts); 'raw' and 'native' peers use each
-   * other's listeners.
+   * What carries the Stream calls, both directions. Default 'native' (DEFAULT_STREAM_TRANSPORT):
+   * the call starts on http2, the endpoint serves Stream also on a listener of the addon whose
+   * threads do the socket work (native-peer-server.ts), announced in the http2 response headers, and
+   * a 'native' client moves to the announced listener (native-peer-stream.ts). 'raw' is the same with
+   * the HTTP/2 framing in JavaScript (raw-peer-server.ts, raw-peer-stream.ts); 'raw' and 'native'
+   * peers use each other's listeners. 'http2' frames and encodes pieces by hand on node:http2
+   * (peer-wire.ts: no copies of the payload), 'grpc-js' uses the generic stack. All speak the same
+   * protocol, so peers with different settings interoperate. With `tls`, 'raw' and 'native' behave
+   * as 'http2' (the second listener is plaintext only).
    */
   streamTransport?: StreamTransport;
   /**
@@ -127,7 +128,7 @@ export class PeerEndpoint {
     };
     this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
     this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
-    this.streamTransport = opts.streamTransport ?? 'http2';
+    this.streamTransport = opts.streamTransport ?? DEFAULT_STREAM_TRANSPORT;
     this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport, opts.tls);
     this.tuneSessions = opts.tuneSessions ?? true;
     this.rawEnabled = (this.streamTransport === 'raw' || this.streamTransport === 'native') && opts.tls === undefined;

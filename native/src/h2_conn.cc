@@ -29,7 +29,9 @@ constexpr uint32_t kDefaultWindow = 65535;
 constexpr int64_t kMaxWindow = 0x7fffffff;
 constexpr uint32_t kMaxControlFrame = 64u << 10;
 constexpr size_t kMaxHeaderList = 16u << 10;
-constexpr size_t kReadBuffer = 256u << 10;
+// Reads that are not straight into a message body go here; kept small so that little of a large
+// message is copied out of it (the rest is read into the body directly).
+constexpr size_t kReadBuffer = 32u << 10;
 constexpr size_t kMaxConnections = 256;
 
 enum Type : uint8_t { DATA = 0, HEADERS = 1, PRIORITY = 2, RST_STREAM = 3, SETTINGS = 4, PUSH_PROMISE = 5, PING = 6, GOAWAY = 7, WINDOW_UPDATE = 8, CONTINUATION = 9 };

@@ -27,12 +27,16 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
 };
 
 /**
- * Which implementation carries the Stream call: 'http2' (default), 'grpc-js', 'raw' (opt-in:
- * http2 until the peer announces its raw listener, then our own HTTP/2 framing on a plain socket;
- * raw-peer-stream.ts, raw-peer-server.ts; plaintext only, with TLS it stays on http2), or 'native'
- * (as 'raw', with the socket work on the addon's threads: native-peer-stream.ts, native-peer-server.ts).
+ * Which implementation carries the Stream call: 'native' (default: http2 until the peer announces
+ * its listener, then HTTP/2 connections run by the addon's threads; native-peer-stream.ts,
+ * native-peer-server.ts; plaintext only, with TLS it stays on http2), 'http2' (peer-wire.ts framing
+ * on node:http2), 'grpc-js', or 'raw' (as 'native', with our own HTTP/2 framing in JavaScript on a
+ * plain socket; raw-peer-stream.ts, raw-peer-server.ts).
  */
 export type StreamTransport = 'http2' | 'grpc-js' | 'raw' | 'native';
+
+/** The default stream transport (docs/collectives.md: 1.6–2× the AllGather rate of 'http2' at 1–16 MiB). */
+export const DEFAULT_STREAM_TRANSPORT: StreamTransport = 'native';
 
 /** The outgoing Stream call to one peer (PeerStream over grpc-js, or H2PeerStream over node:http2). */
 interface PieceStream {
@@ -74,7 +78,7 @@ export class PeerClients {
    * @param token cluster token sent as `authorization: Bearer <token>` on every call (none when undefined)
    * @param channelOptions options of every channel (default PEER_CHANNEL_OPTIONS)
    * @param useStreams send pieces on one long-lived Stream call per peer (default) instead of one Deliver call each
-   * @param streamTransport what carries the Stream call: 'http2' (default; peer-wire.ts framing on node:http2, no copies), 'grpc-js', or 'raw' (see StreamTransport)
+   * @param streamTransport what carries the Stream call (see StreamTransport)
    * @param tls TLS material of the 'http2' Stream calls (default none: plaintext); grpc-js channels take theirs from channelOptions
    */
   constructor(
