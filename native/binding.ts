@@ -31,7 +31,8 @@ export type H2EventCallback = (kind: number, connId: number, streamId: number, a
 
 export interface H2ClientHandle {
   request(streamId: number, fields: string[], endStream: boolean): boolean;
-  send(streamId: number, head: Uint8Array, data: Uint8Array | undefined, endStream: boolean): boolean;
+  /** 0: the connection is over; 1: queued; 2: all written to the socket already. */
+  send(streamId: number, head: Uint8Array, data: Uint8Array | undefined, endStream: boolean): 0 | 1 | 2;
   reset(streamId: number, code: number): boolean;
   close(): void;
 }

@@ -57,9 +57,14 @@ export class H2NativeClient {
     return this.h.request(streamId, flatten(fields), false);
   }
 
-  /** One DATA payload `head` + `data`; neither may change until the peer has answered it. */
-  send(streamId: number, head: Uint8Array, data: Uint8Array | undefined): boolean {
-    return this.h.send(streamId, head, data, false);
+  /**
+   * One DATA payload `head` + `data`. 'written': every byte is in the socket already, the arrays may
+   * change; 'queued': they must not change until the peer has answered; 'over': the connection is
+   * over (its 'closed' event follows or came).
+   */
+  send(streamId: number, head: Uint8Array, data: Uint8Array | undefined): 'written' | 'queued' | 'over' {
+    const r = this.h.send(streamId, head, data, false);
+    return r === 2 ? 'written' : r === 1 ? 'queued' : 'over';
   }
 
   reset(streamId: number, code: number): boolean {

@@ -19,6 +19,8 @@ import { installStreamFastPath, PEER_STREAM_PATH, servePeerStream } from './coll
 import { RawPeerServer } from './collectives/raw-peer-server.js';
 import { NativePeerServer } from './collectives/native-peer-server.js';
 import type { WirePeerMessage } from './collectives/peer-wire.js';
+import type { PieceOrigin } from './collectives/native-peer-stream.js';
+import type { PieceStatus } from './collectives/peer-stream.js';
 
 export interface PeerEndpointOptions {
   /** Largest logical message accepted (and sent), in bytes. Default 1 GiB. */
@@ -129,7 +131,14 @@ export class PeerEndpoint {
     this.maxBufferedBytes = positive('maxBufferedBytes', opts.maxBufferedBytes, 2 * this.opts.maxMessageBytes);
     this.expectedAuth = opts.token === undefined ? undefined : Buffer.from(`Bearer ${opts.token}`);
     this.streamTransport = opts.streamTransport ?? DEFAULT_STREAM_TRANSPORT;
-    this.clients = new PeerClients(opts.token, opts.channelOptions, opts.useStreams ?? true, this.streamTransport, opts.tls);
+    this.clients = new PeerClients(
+      opts.token,
+      opts.channelOptions,
+      opts.useStreams ?? true,
+      this.streamTransport,
+      opts.tls,
+      (address, piece, s) => this.onLateFailure(address, piece, s),
+    );
     this.tuneSessions = opts.tuneSessions ?? true;
     this.rawEnabled = (this.streamTransport === 'raw' || this.streamTransport === 'native') && opts.tls === undefined;
   }
@@ -265,6 +274,22 @@ export class PeerEndpoint {
       this.rawServers.set(host, p);
     }
     return p.then((s) => s?.port);
+  }
+
+  /**
+   * A piece to `address` that completed when written (NativePeerStream.send) was refused later, or
+   * its call ended unanswered: the receiver lacks it, so the op that sent it did not really succeed.
+   * The group of that piece is aborted (its pending and later ops fail at once, as after any failed
+   * op); nothing happens when that group is no longer current.
+   */
+  private onLateFailure(address: string, piece: PieceOrigin, s: PieceStatus): void {
+    const g = this.group;
+    if (g === undefined || g.assignment.jobId !== piece.jobId || g.assignment.generation !== piece.generation) return;
+    const rank = g.assignment.peers.indexOf(address);
+    g.comm.abort(
+      `a piece sent to ${rank >= 0 ? `rank ${rank} (${address})` : address} (op ${JSON.stringify(piece.op)} step ${piece.step} layer ${piece.layer} piece ${piece.piece + 1}/${piece.pieces}) ` +
+        `completed when written but then failed: ${grpc.status[s.code] ?? s.code}: ${s.details}`,
+    );
   }
 
   private endGroup(reason: string): void {

@@ -211,7 +211,9 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
   }
 
   // send(streamId, head, data | undefined, endStream): one DATA payload (split into frames as the
-  // peer's windows and frame size require); the arrays must not change until the reply arrives.
+  // peer's windows and frame size require). Returns 0 when the connection is over, 2 when every
+  // byte is already written to the socket (the arrays are free again), else 1 (they stay referenced
+  // until the writer thread is done with them).
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     check_open(env);
@@ -231,7 +233,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
     const uint64_t token = next_token_++;
     held_[token] = std::move(refs);
     const bool ok = conn_->data(sid, std::move(segs), std::string(), token, info.Length() > 3 && info[3].ToBoolean());
-    return Napi::Boolean::New(env, ok);
+    return Napi::Number::New(env, !ok ? 0 : conn_->is_written(token) ? 2 : 1);
   }
 
   // reset(streamId, code)

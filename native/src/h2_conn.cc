@@ -283,6 +283,11 @@ bool Conn::rst(uint32_t stream, uint32_t code) {
   return queue_item(std::move(it));
 }
 
+bool Conn::is_written(uint64_t token) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return !over_ && std::find(written_.begin(), written_.end(), token) != written_.end();
+}
+
 std::vector<uint64_t> Conn::take_written() {
   std::lock_guard<std::mutex> lk(mu_);
   std::vector<uint64_t> out;
@@ -618,13 +623,16 @@ void Conn::reader_main(std::string host, int port) {
   if (!cfg_.server && !connect_to(host, port)) return;
   std::vector<uint8_t> buf(kReadBuffer);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg_.establish_ms);
+  // Until the handshake is done the socket is polled (its deadline); after it, reads block (close()
+  // shuts the socket down to end them) and a message body is read whole with MSG_WAITALL: one call
+  // instead of a poll and a read per arriving chunk. Writes use MSG_DONTWAIT either way.
+  bool blocking = false;
   try {
     while (!reader_done_) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         if (closing_) break;
       }
-      int timeout = 1000;
       const bool waiting = cfg_.server ? st_ == St::kPreface : !established_.load();
       if (waiting) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
@@ -633,33 +641,29 @@ void Conn::reader_main(std::string host, int port) {
                                          : "the peer's listener did not answer within " + std::to_string(cfg_.establish_ms) + " ms");
           break;
         }
-        timeout = int(std::min<long long>(left, 1000));
+        pollfd pf{fd_, POLLIN, 0};
+        const int pr = ::poll(&pf, 1, int(std::min<long long>(left, 1000)));
+        if (pr < 0 && errno != EINTR) {
+          finish_reader(-1, std::string("poll: ") + std::strerror(errno));
+          break;
+        }
+        if (pr <= 0) continue;
+      } else if (!blocking) {
+        const int fl = ::fcntl(fd_, F_GETFL);
+        if (fl >= 0) ::fcntl(fd_, F_SETFL, fl & ~O_NONBLOCK);
+        blocking = true;
       }
-      pollfd pf{fd_, POLLIN, 0};
-      const int pr = ::poll(&pf, 1, timeout);
-      if (pr < 0 && errno != EINTR) {
-        finish_reader(-1, std::string("poll: ") + std::strerror(errno));
-        break;
-      }
-      if (pr <= 0) continue;
       uint8_t* dst = nullptr;
       const size_t room = direct_room(&dst);
-      if (room > 0) {
-        const ssize_t n = ::recv(fd_, dst, room, 0);
-        if (n > 0) {
-          direct_done(size_t(n));
-          continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-        finish_reader(-1, n == 0 ? "connection closed by the peer" : std::string("read: ") + std::strerror(errno));
-        break;
-      }
-      const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+      const ssize_t n = room > 0 ? ::recv(fd_, dst, room, blocking ? MSG_WAITALL : 0) : ::recv(fd_, buf.data(), buf.size(), 0);
       if (n > 0) {
-        process(buf.data(), size_t(n));
+        if (room > 0)
+          direct_done(size_t(n));
+        else
+          process(buf.data(), size_t(n));
         continue;
       }
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
       finish_reader(-1, n == 0 ? "connection closed by the peer" : std::string("read: ") + std::strerror(errno));
       break;
     }

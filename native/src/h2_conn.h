@@ -102,6 +102,8 @@ class Conn {
   void close();
   // Tokens whose bytes are written (or will never be).
   std::vector<uint64_t> take_written();
+  // Whether `token`'s bytes are all written (and not yet taken by take_written()).
+  bool is_written(uint64_t token);
   uint64_t id() const { return id_; }
 
  private:

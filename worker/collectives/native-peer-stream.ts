@@ -24,7 +24,16 @@ const MAX_REPLY_BYTES = 1 << 20;
 const ESTABLISH_TIMEOUT_MS = 5000;
 
 /** Process-wide counters (tests and diagnostics). */
-export const nativeClientCounters = { connections: 0, pieces: 0 };
+export const nativeClientCounters = { connections: 0, pieces: 0, completedWhenWritten: 0, lateFailures: 0 };
+
+/** Which message a piece belonged to (for a late failure). */
+export type PieceOrigin = Pick<WirePeerMessage, 'jobId' | 'generation' | 'fromRank' | 'step' | 'layer' | 'op' | 'piece' | 'pieces'>;
+
+/**
+ * A piece that completed when written (see NativePeerStream.send) was refused after all, or its call
+ * ended before the peer answered it: the receiver may not have it.
+ */
+export type LateFailure = (piece: PieceOrigin, status: PieceStatus) => void;
 
 /** One Peer.Stream call on its own native connection; once it has ended it stays ended (`ended`). */
 export class NativePeerStream {
@@ -32,12 +41,19 @@ export class NativePeerStream {
   established = false;
   private readonly client: H2NativeClient;
   private readonly waiters = new ReplyWaiters();
+  /** The job and generation (`jobId/generation`) the peer last accepted a piece of. */
+  private confirmed: string | undefined;
 
+  /**
+   * @param onLateFailure where a piece that completed when written learns that it failed after all
+   *   (without it, every piece waits for its reply)
+   */
   constructor(
     private readonly host: string,
     private readonly port: number,
     opts: RawPeerStreamOptions = {},
     private readonly onEnd?: () => void,
+    private readonly onLateFailure?: LateFailure,
   ) {
     nativeClientCounters.connections++;
     this.client = new H2NativeClient(
@@ -59,14 +75,40 @@ export class NativePeerStream {
     return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
-  /** Send one piece; `cb` gets its outcome exactly once unless the returned cancel is called first. */
+  /**
+   * Send one piece; `cb` gets its outcome exactly once unless the returned cancel is called first.
+   *
+   * The outcome is the peer's reply, except when the peer has already accepted a piece of the same
+   * job and generation on this call and every byte of this one went into the socket at once: then
+   * the piece completes right away (the caller's bytes are free, and the reply trip leaves the op's
+   * critical path). The only refusal that asks for the same bytes again, FAILED_PRECONDITION (the
+   * peer has not joined the generation yet), cannot come then; any other refusal, or the call ending
+   * before the reply, goes to `onLateFailure` (the receiver's own op fails too: it lacks the piece).
+   */
   send(msg: Omit<WirePeerMessage, 'seq'>, cb: PieceCallback): () => void {
-    const seq = this.waiters.add(cb);
+    const key = `${msg.jobId}/${msg.generation}`;
+    let completed = false;
+    const seq = this.waiters.add((s) => {
+      if (s === null) this.confirmed = key;
+      if (!completed) {
+        completed = true;
+        cb(s);
+      } else if (s !== null) {
+        nativeClientCounters.lateFailures++;
+        this.onLateFailure?.(msg, s);
+      }
+    });
     if (seq === undefined) return () => {};
     nativeClientCounters.pieces++;
     const [head, data] = encodePeerMessage({ ...msg, seq });
     // When the connection is already over, its 'closed' event (queued) fails this piece.
-    this.client.send(STREAM_ID, head!, data);
+    const r = this.client.send(STREAM_ID, head!, data);
+    if (r === 'written' && this.onLateFailure !== undefined && this.confirmed === key) {
+      completed = true;
+      nativeClientCounters.completedWhenWritten++;
+      queueMicrotask(() => cb(null));
+      return () => {};
+    }
     return () => this.waiters.cancel(seq);
   }
 

@@ -5,10 +5,10 @@ import * as grpc from '@grpc/grpc-js';
 import { protos } from '../../proto/load.js';
 import type { PeerClient } from '../../proto/generated/lasp/v1/Peer.js';
 import type { PeerMessage } from '../../proto/generated/lasp/v1/PeerMessage.js';
-import { PeerStream, type PieceCallback } from './peer-stream.js';
+import { PeerStream, type PieceCallback, type PieceStatus } from './peer-stream.js';
 import { H2PeerStream, splitAddress } from './h2-peer-stream.js';
 import { SwitchingPeerStream } from './raw-peer-stream.js';
-import { NativePeerStream } from './native-peer-stream.js';
+import { NativePeerStream, type PieceOrigin } from './native-peer-stream.js';
 
 /**
  * Channel options of the peer clients. Retries are off (a piece is never re-sent behind our back:
@@ -80,6 +80,8 @@ export class PeerClients {
    * @param useStreams send pieces on one long-lived Stream call per peer (default) instead of one Deliver call each
    * @param streamTransport what carries the Stream call (see StreamTransport)
    * @param tls TLS material of the 'http2' Stream calls (default none: plaintext); grpc-js channels take theirs from channelOptions
+   * @param onLateFailure 'native': a piece to `address` that completed when written failed after all
+   *   (NativePeerStream.send); default none: every piece waits for its reply
    */
   constructor(
     private readonly token: string | undefined,
@@ -87,6 +89,7 @@ export class PeerClients {
     private readonly useStreams = true,
     private readonly streamTransport: StreamTransport = 'http2',
     private readonly tls?: { cert: Buffer; key: Buffer; ca?: Buffer },
+    private readonly onLateFailure?: (address: string, piece: PieceOrigin, status: PieceStatus) => void,
   ) {
     this.metadata = new grpc.Metadata();
     if (token !== undefined) this.metadata.set('authorization', `Bearer ${token}`);
@@ -147,7 +150,12 @@ export class PeerClients {
         splitAddress(address).host,
         (onResponse) => new H2PeerStream(address, { ...h2Options, onResponse }),
         authorization,
-        this.streamTransport === 'native' ? (h, p, o) => new NativePeerStream(h, p, o) : undefined,
+        this.streamTransport === 'native'
+          ? (h, p, o) => {
+              const late = this.onLateFailure;
+              return new NativePeerStream(h, p, o, undefined, late && ((piece, s) => late(address, piece, s)));
+            }
+          : undefined,
       );
       return { send: (msg, cb) => s.send(wireOf(msg), cb), close: () => s.close() };
     }
