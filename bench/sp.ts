@@ -5,9 +5,10 @@
 // --window W (halo), --kind conv --conv-size K (halo), and --zigzag (rank r holds segments r and
 // 2W−1−r of 2W); for these the "lasp2" fields describe the layer's sequence-parallel algorithm.
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { positiveInt } from '../cli/args.js';
 import { startLocalCluster } from '../cluster/local-cluster.js';
+import { DEFAULT_STREAM_TRANSPORT, type StreamTransport } from '../worker/collectives/peer-clients.js';
 import { KINDS, type Kind } from '../native/kernels.js';
 import { LOCAL_KINDS, type LocalKind } from '../worker/sp/hybrid-layer.js';
 import {
@@ -51,6 +52,8 @@ export interface SpBenchOptions {
   threadsPerWorker?: number;
   /** The workers' device(s), as for `lasp train --device` (the single-process check stays on the CPU). Default "cpu". */
   device?: string;
+  /** What carries the workers' collective pieces (`lasp worker --stream-transport`). Default DEFAULT_STREAM_TRANSPORT. */
+  streamTransport?: StreamTransport;
 }
 
 export interface SpBenchResult {
@@ -60,6 +63,8 @@ export interface SpBenchResult {
   layout: 'contiguous' | 'zigzag';
   /** The workers' device(s). */
   device: string;
+  /** What carried the collective pieces. */
+  streamTransport: StreamTransport;
   workers: number;
   seqLen: number;
   heads: number;
@@ -125,6 +130,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
     workers: o.workers,
     ...(o.threadsPerWorker ? { threadsPerWorker: o.threadsPerWorker } : {}),
     ...(o.device !== undefined ? { device: o.device } : {}),
+    ...(o.streamTransport !== undefined ? { streamTransport: o.streamTransport } : {}),
   });
   try {
     const group = await cluster.formGroup(`bench-sp-${process.pid}-${Date.now()}`, o.workers);
@@ -152,6 +158,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
       convSize: o.kind === 'conv' ? (o.convSize ?? 4) : null,
       layout: zigzag ? 'zigzag' : 'contiguous',
       device: o.device ?? 'cpu',
+      streamTransport: o.streamTransport ?? DEFAULT_STREAM_TRANSPORT,
       workers: o.workers,
       seqLen: o.seqLen,
       heads: o.heads,
@@ -179,7 +186,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
 
 export function printSpBench(r: SpBenchResult): string {
   const what = r.kind === 'swa' ? `swa (window ${r.window})` : r.kind === 'conv' ? `conv (kernel ${r.convSize})` : r.kind;
-  const head = `Sequence-parallel ${what}${r.causal ? '' : ' (non-causal)'} layer, ${r.layout} layout, W=${r.workers}, T=${r.seqLen}, H=${r.heads}, d=${r.headDim}`;
+  const head = `Sequence-parallel ${what}${r.causal ? '' : ' (non-causal)'} layer, ${r.layout} layout, W=${r.workers}, T=${r.seqLen}, H=${r.heads}, d=${r.headDim}, ${r.streamTransport} transport`;
   const sp = KINDS.includes(r.kind as Kind) ? 'LASP-2' : 'SP';
   return [
     head,
@@ -230,6 +237,11 @@ export function registerSpBench(bench: Command): void {
     .option('--no-check', 'skip the comparison with the single-process kernel')
     .option('--threads-per-worker <N>', 'kernel threads per worker (default: cores / workers)', positiveInt('--threads-per-worker'))
     .option('--device <dev>', "the workers' device: cpu, cuda:N, or a list handed out in turn (cuda:0,cuda:1)", 'cpu')
+    .addOption(
+      new Option('--stream-transport <t>', "what carries the workers' collective pieces (lasp worker --stream-transport)")
+        .choices(['native', 'http2', 'grpc-js', 'raw'])
+        .default(DEFAULT_STREAM_TRANSPORT),
+    )
     .option('--json', 'print one JSON object')
     .action(async (o: SpBenchOptions & { json?: boolean; nonCausal?: boolean; initialState?: boolean }) => {
       if (o.seqLen < o.workers) throw new InvalidArgumentError(`--seq-len (${o.seqLen}) must be at least --workers (${o.workers})`);
