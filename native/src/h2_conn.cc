@@ -1084,7 +1084,9 @@ int Listener::listen(const std::string& host) {
   if (gai != 0) throw std::runtime_error("cannot resolve " + host + ": " + gai_strerror(gai));
   std::string why = "no address";
   for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    // Non-blocking: accept4 after poll must not block if the connection went away in between
+    // (close() joins the accepting thread).
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
