@@ -22,6 +22,7 @@ import { nonNegativeInt, positiveInt } from '../cli/args.js';
 import type { Communicator, GroupAssignment } from '../worker/collectives/communicator.js';
 import { PeerEndpoint, peerServerOptions, type PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { fmt, formatTable } from './table.js';
+import { median } from './timing.js';
 import { withWorkerNodeFlags } from '../cluster/worker-node-flags.js';
 import { tuneAllocator } from '../native/allocator.js';
 import { PEER_MAX_FRAME_SIZE, PEER_RECEIVE_WINDOW } from '../worker/collectives/session-tuning.js';
@@ -97,11 +98,6 @@ type FromChild =
 /** Iterations for a size: at least 3, at most `base`, about 256 MiB received per rank at most. */
 function itersFor(size: number, base: number): number {
   return Math.max(3, Math.min(base, Math.floor((256 * MiB) / size)));
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 class ChildLink {

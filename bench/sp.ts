@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
 import { positiveInt } from '../cli/args.js';
 import { startLocalCluster } from '../cluster/local-cluster.js';
+import { median } from './timing.js';
 import { DEFAULT_STREAM_TRANSPORT, type StreamTransport } from '../worker/collectives/peer-clients.js';
 import { KINDS, type Kind } from '../native/kernels.js';
 import { LOCAL_KINDS, type LocalKind } from '../worker/sp/hybrid-layer.js';
@@ -92,6 +93,16 @@ export interface SpBenchResult {
   lasp2OverheadMs: number | null;
   /** lasp2OverheadMs / lasp2Ms. */
   lasp2OverheadFraction: number | null;
+  /**
+   * The time LASP-2's collectives add to the layer's critical path: per collective, from the moment
+   * the last rank was ready for it to the moment the last rank had its result, summed over the
+   * layer's collectives; median over iterations (ms). Unlike lasp2CollectiveMs it leaves out ranks
+   * waiting for slower ones (at every collective, not only over the whole layer as lasp2OverheadMs
+   * does). Null where the ranks' waits do not line up (not the LASP-2 linear-attention path).
+   */
+  lasp2CriticalCommMs: number | null;
+  /** lasp2CriticalCommMs / lasp2Ms. */
+  lasp2CriticalCommFraction: number | null;
   /** Per rank: median wall time of the layer, and of its own work (wall − collective wait), ms. */
   rankMs: number[];
   rankComputeMs: number[];
@@ -102,6 +113,28 @@ export interface SpBenchResult {
 function slowest(ranks: SpLayerRankResult[], mode: SpMode): number | null {
   const v = ranks.map((r) => r.ms[mode]).filter((x): x is number => typeof x === 'number');
   return v.length === ranks.length ? Math.max(...v) : null;
+}
+
+/**
+ * LASP2's critical-path communication (SpBenchResult.lasp2CriticalCommMs) from every rank's waits per
+ * iteration; null unless all ranks recorded the same number of iterations and of waits in each.
+ */
+export function criticalCommMs(perRank: ({ ready: number; done: number }[][] | undefined)[]): number | null {
+  const first = perRank[0];
+  if (!first || first.length === 0) return null;
+  const iters = first.length;
+  if (perRank.some((p) => !p || p.length !== iters || p.some((it, i) => it.length !== first[i]!.length))) return null;
+  const sums: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    let sum = 0;
+    for (let k = 0; k < first[i]!.length; k++) {
+      const ready = Math.max(...perRank.map((p) => p![i]![k]!.ready));
+      const done = Math.max(...perRank.map((p) => p![i]![k]!.done));
+      sum += Math.max(0, done - ready);
+    }
+    sums.push(sum);
+  }
+  return median(sums);
 }
 
 export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
@@ -150,6 +183,7 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
     const rankComputeMs = ranks.map((r) => r.lasp2ComputeMs ?? NaN);
     const minCompute = Math.min(...rankComputeMs);
     const lasp2OverheadMs = lasp2Ms !== null && rankComputeMs.every(Number.isFinite) ? lasp2Ms - Math.max(...rankComputeMs) : null;
+    const lasp2CriticalCommMs = criticalCommMs(ranks.map((r) => r.lasp2Phases));
     const baselineMaxRelError: Partial<Record<SpMode, number | null>> = {};
     for (const m of modes) if (m !== 'lasp2') baselineMaxRelError[m] = errs(m, [...OUTPUT_TENSORS, ...GRAD_TENSORS]);
     return {
@@ -175,6 +209,8 @@ export async function runSpBench(o: SpBenchOptions): Promise<SpBenchResult> {
       lasp2CommFraction: lasp2Ms && lasp2CollectiveMs !== null ? lasp2CollectiveMs / lasp2Ms : null,
       lasp2OverheadMs,
       lasp2OverheadFraction: lasp2Ms && lasp2OverheadMs !== null ? lasp2OverheadMs / lasp2Ms : null,
+      lasp2CriticalCommMs,
+      lasp2CriticalCommFraction: lasp2Ms && lasp2CriticalCommMs !== null ? lasp2CriticalCommMs / lasp2Ms : null,
       rankMs: ranks.map((r) => r.ms.lasp2 ?? NaN),
       rankComputeMs,
       loadBalance: minCompute > 0 ? Math.max(...rankComputeMs) / minCompute : null,
@@ -199,6 +235,10 @@ export function printSpBench(r: SpBenchResult): string {
         [`${sp} fwd+bwd ms`, r.lasp2Ms === null ? 'n/a' : fmt(r.lasp2Ms)],
         ['  of which in collectives ms', r.lasp2CollectiveMs === null ? 'n/a' : fmt(r.lasp2CollectiveMs)],
         ["  beyond the busiest rank's own work ms", r.lasp2OverheadMs === null ? 'n/a' : fmt(r.lasp2OverheadMs)],
+        [
+          '  on the critical path ms (last ready → last done, per collective)',
+          r.lasp2CriticalCommMs === null ? 'n/a' : `${fmt(r.lasp2CriticalCommMs)} (${fmt(100 * (r.lasp2CriticalCommFraction ?? NaN), 2)}%)`,
+        ],
         ['LASP-1 fwd+bwd ms', r.lasp1Ms === null ? 'not run' : fmt(r.lasp1Ms)],
         ['ring-KV fwd+bwd ms', r.ringKvMs === null ? 'not run' : fmt(r.ringKvMs)],
         ['own work per rank ms (wall − collective wait)', r.rankComputeMs.map((x) => fmt(x)).join(' / ')],

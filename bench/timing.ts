@@ -1,4 +1,11 @@
 // Timing helpers: median of repeated runs after a warm-up.
+
+/** The median (upper middle) of `xs`; NaN when empty. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
 export async function medianMs(
   run: () => Promise<unknown>,
   opts: { repeat?: number; warmup?: number; budgetMs?: number } = {},
@@ -15,8 +22,7 @@ export async function medianMs(
     times.push(performance.now() - t0);
     if (performance.now() - start > budget) break;
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] ?? NaN;
+  return median(times);
 }
 
 /**

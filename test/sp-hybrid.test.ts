@@ -145,6 +145,8 @@ describe('hybrid and local layers over gRPC worker processes', { timeout: 600_00
       const busiest = Math.max(...r.rankComputeMs);
       assert.ok(r.lasp2OverheadMs !== null && Math.abs(r.lasp2OverheadMs - (r.lasp2Ms! - busiest)) < 1e-9, what);
       assert.ok(r.lasp2OverheadMs > -1 && r.lasp2OverheadMs <= r.lasp2Ms!, `${what}: overhead ${r.lasp2OverheadMs}`);
+      // Their waits are point-to-point (halos, rings), not one collective per phase on every rank.
+      assert.equal(r.lasp2CriticalCommMs, null, what);
     }
   });
 

@@ -14,7 +14,7 @@ export interface SpContext {
    * Accumulates the time this rank waits for collectives, for benchmarks: call to resolve, or,
    * where compute overlaps the collective, only the wait left after the compute.
    */
-  timing?: { collectiveMs: number };
+  timing?: CollectiveTiming;
   /** Appended to every op name, so several calls of one (step, layer) stay apart (e.g. "#3" for sequence 3). Default "". */
   scope?: string;
   /** The kernels of this rank's device. Default the CPU's. */
@@ -40,6 +40,26 @@ export interface SpForwardResult {
 
 export type SpBackwardResult = BackwardResult & { dInitialState: Float32Array };
 
+/** Where a rank's time in collectives goes (benchmarks). */
+export interface CollectiveTiming {
+  /** Sum of this rank's waits. */
+  collectiveMs: number;
+  /**
+   * When given, one entry per collective wait, in order: when this rank was ready for it (its own
+   * work before it done) and when it had the result. Epoch ms (performance.timeOrigin + now), so
+   * that the ranks' entries, from processes of one machine, can be compared: the last rank ready to
+   * the last rank done is the time the collective adds to the layer's critical path.
+   */
+  phases?: { ready: number; done: number }[];
+}
+
+/** Adds one wait, from `ready` to `done` (performance.now() values), to ctx.timing. */
+function noteWait(ctx: SpContext, ready: number, done: number): void {
+  if (!ctx.timing) return;
+  ctx.timing.collectiveMs += Math.max(0, done - ready);
+  ctx.timing.phases?.push({ ready: performance.timeOrigin + ready, done: performance.timeOrigin + Math.max(done, ready) });
+}
+
 export function tag(ctx: SpContext, op: string): CollectiveTag {
   return { step: ctx.step, layer: ctx.layer, op: ctx.scope ? op + ctx.scope : op };
 }
@@ -50,7 +70,7 @@ export async function timed<T>(ctx: SpContext, p: Promise<T>): Promise<T> {
   try {
     return await p;
   } finally {
-    if (ctx.timing) ctx.timing.collectiveMs += performance.now() - t0;
+    noteWait(ctx, t0, performance.now());
   }
 }
 
@@ -105,7 +125,7 @@ export async function lasp2Forward(ctx: SpContext, spec: AttentionSpec, initialS
       .forward(spec)
       .then((r) => ((localDone = performance.now()), r));
     [parts] = await Promise.all([gather, local]);
-    if (ctx.timing) ctx.timing.collectiveMs += Math.max(0, gatherDone - localDone);
+    noteWait(ctx, localDone, gatherDone);
   } else {
     parts = await timed(ctx, comm.allGather(tag(ctx, 'fwd.summary'), pack([own.a, own.u])));
   }
@@ -209,7 +229,7 @@ export async function lasp2ForwardBatch(ctx: SpContext, specs: AttentionSpec[]):
       return os;
     })();
     [parts] = await Promise.all([gather, local]);
-    if (ctx.timing) ctx.timing.collectiveMs += Math.max(0, gatherDone - localDone);
+    noteWait(ctx, localDone, gatherDone);
   } else {
     parts = await timed(ctx, comm.allGather(tag(ctx, 'fwd.summary'), message));
   }

@@ -11,7 +11,7 @@ import { cpuKernels, type KernelSet } from '../../native/kernel-set.js';
 import type { Communicator } from '../collectives/communicator.js';
 import { concatF32, pack, unpack } from './wire.js';
 import { softmaxSpBackward, softmaxSpForward, type SoftmaxSpState } from './softmax-sp.js';
-import { lasp2BackwardBatch, lasp2ForwardBatch, type SpBatchForward, type SpContext } from './lasp2.js';
+import { lasp2BackwardBatch, lasp2ForwardBatch, type CollectiveTiming, type SpBatchForward, type SpContext } from './lasp2.js';
 
 interface SpSoftmaxContext extends SoftmaxSpState {
   readonly sp: SpContext;
@@ -24,7 +24,7 @@ interface SpAttentionContext extends AttentionContext {
 
 export interface SpBackendOptions {
   /** Accumulates the time spent waiting for collectives (see SpContext.timing). Default none. */
-  timing?: { collectiveMs: number };
+  timing?: CollectiveTiming;
   /** The kernels of this rank's device (every op of the backend runs on them). Default the CPU's. */
   kernels?: KernelSet;
 }

@@ -51,6 +51,8 @@ export interface SpLayerRankResult {
   lasp2BytesSent: number | null;
   /** Median of (wall − collective wait) per LASP-2 iteration: this rank's own work (ms). */
   lasp2ComputeMs: number | null;
+  /** Per timed LASP-2 iteration, this rank's collective waits (CollectiveTiming.phases). */
+  lasp2Phases?: { ready: number; done: number }[][];
   /** Per mode, per tensor: the comparison with the single-process kernel (when checked). */
   errors: Partial<Record<SpMode, Record<string, ErrorPart>>>;
 }
@@ -192,7 +194,7 @@ export async function runSpLayer(comm: Communicator, config: unknown, deviceKern
     const coll: number[] = [];
     for (let it = 0; it <= cfg.repeats; it++) {
       await barrier(comm, ++step);
-      const ctx: SpContext = { comm, step: ++step, layer: layer + 1, timing: { collectiveMs: 0 }, kernels: deviceKernels };
+      const ctx: SpContext = { comm, step: ++step, layer: layer + 1, timing: { collectiveMs: 0, phases: [] }, kernels: deviceKernels };
       if (mode === 'lasp2' && it === 0) comm.resetStats();
       const t0 = performance.now();
       const f = await fwd(ctx, p.spec, p.initialState);
@@ -203,6 +205,7 @@ export async function runSpLayer(comm: Communicator, config: unknown, deviceKern
       else {
         times.push(ms);
         coll.push(ctx.timing?.collectiveMs ?? 0);
+        if (mode === 'lasp2') (out.lasp2Phases ??= []).push(ctx.timing?.phases ?? []);
       }
     }
     out.ms[mode] = median(times);
