@@ -19,17 +19,51 @@ namespace {
 
 using lasp::h2::Event;
 
-class Holder {
- public:
-  virtual ~Holder() = default;
-  // Drops the references of bytes the writer is done with (main thread).
-  virtual void drain() = 0;
-};
+class EventSource;
 
 // The thread-safe function's context: the object it belongs to, cleared when that object goes.
 struct Ctx {
-  Holder* owner = nullptr;
+  EventSource* owner = nullptr;
 };
+
+void CallJs(Napi::Env env, Napi::Function cb, Ctx* ctx, Event* raw);
+using Tsfn = Napi::TypedThreadSafeFunction<Ctx, Event, CallJs>;
+
+// What H2Client and H2Listener share: the thread-safe function that carries their connections'
+// events to JavaScript's onEvent.
+class EventSource {
+ public:
+  virtual ~EventSource() = default;
+  // Drops the references of bytes the writer is done with (main thread, before every event).
+  virtual void drain() {}
+
+ protected:
+  // Starts the events; the returned sink goes to the connections.
+  lasp::h2::Sink start_events(Napi::Env env, Napi::Function cb, const char* name) {
+    ctx_ = new Ctx{this};
+    tsfn_ = Tsfn::New(env, cb, name, 0, 1, ctx_, [](Napi::Env, void*, Ctx* c) { delete c; });
+    return [tsfn = tsfn_](Event&& e) mutable {
+      auto* p = new Event(std::move(e));
+      if (tsfn.NonBlockingCall(p) != napi_ok) {
+        lasp::h2::free_body(*p);
+        delete p;
+      }
+    };
+  }
+
+  // Once the connections' threads are stopped: no event reaches this object any more.
+  void stop_events() {
+    ctx_->owner = nullptr;
+    tsfn_.Release();
+  }
+
+ private:
+  Ctx* ctx_ = nullptr;
+  Tsfn tsfn_;
+};
+
+// Largest HTTP/2 stream id.
+constexpr double kMaxStreamId = 2147483647.0;
 
 void CallJs(Napi::Env env, Napi::Function cb, Ctx* ctx, Event* raw) {
   std::unique_ptr<Event> e(raw);
@@ -94,22 +128,6 @@ void CallJs(Napi::Env env, Napi::Function cb, Ctx* ctx, Event* raw) {
   }
 }
 
-using Tsfn = Napi::TypedThreadSafeFunction<Ctx, Event, CallJs>;
-
-lasp::h2::Sink make_sink(Tsfn tsfn) {
-  return [tsfn](Event&& e) mutable {
-    auto* p = new Event(std::move(e));
-    if (tsfn.NonBlockingCall(p) != napi_ok) {
-      lasp::h2::free_body(*p);
-      delete p;
-    }
-  };
-}
-
-Tsfn make_tsfn(Napi::Env env, Napi::Function cb, Ctx* ctx, const char* name) {
-  return Tsfn::New(env, cb, name, 0, 1, ctx, [](Napi::Env, void*, Ctx* c) { delete c; });
-}
-
 [[noreturn]] void type_error(Napi::Env env, const std::string& what) { throw Napi::TypeError::New(env, "lasp h2: " + what); }
 
 uint32_t u32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, double max = 4294967295.0) {
@@ -157,7 +175,7 @@ lasp::h2::Fields fields_arg(const Napi::CallbackInfo& info, size_t i) {
 
 // ---- H2Client --------------------------------------------------------------------------------
 
-class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
+class H2Client : public Napi::ObjectWrap<H2Client>, public EventSource {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "H2Client",
@@ -174,9 +192,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
     const uint32_t port = u32_arg(info, 1, "port", 65535);
     if (port == 0) type_error(env, "port must be in [1, 65535], got 0");
     const lasp::h2::Config cfg = config_arg(env, info[2], false);
-    ctx_ = new Ctx{this};
-    tsfn_ = make_tsfn(env, info[3].As<Napi::Function>(), ctx_, "lasp-h2-client");
-    conn_ = std::make_unique<lasp::h2::Conn>(0, cfg, make_sink(tsfn_));
+    conn_ = std::make_unique<lasp::h2::Conn>(0, cfg, start_events(env, info[3].As<Napi::Function>(), "lasp-h2-client"));
     conn_->start_client(host, int(port));
   }
 
@@ -192,8 +208,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
     if (closed_) return;
     closed_ = true;
     conn_->close();
-    ctx_->owner = nullptr;
-    tsfn_.Release();
+    stop_events();
     held_.clear();
   }
 
@@ -204,7 +219,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
   // request(streamId, fields, endStream): HEADERS opening a stream.
   Napi::Value Request(const Napi::CallbackInfo& info) {
     check_open(info.Env());
-    const uint32_t sid = u32_arg(info, 0, "streamId", 2147483647.0);
+    const uint32_t sid = u32_arg(info, 0, "streamId", kMaxStreamId);
     if (sid % 2 == 0) type_error(info.Env(), "streamId must be odd, got " + std::to_string(sid));
     const bool ok = conn_->headers(sid, fields_arg(info, 1), info.Length() > 2 && info[2].ToBoolean());
     return Napi::Boolean::New(info.Env(), ok);
@@ -218,7 +233,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
     Napi::Env env = info.Env();
     check_open(env);
     drain();
-    const uint32_t sid = u32_arg(info, 0, "streamId", 2147483647.0);
+    const uint32_t sid = u32_arg(info, 0, "streamId", kMaxStreamId);
     std::vector<lasp::h2::Seg> segs;
     std::vector<Napi::ObjectReference> refs;
     for (size_t i = 1; i <= 2; i++) {
@@ -239,7 +254,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
   // reset(streamId, code)
   Napi::Value Reset(const Napi::CallbackInfo& info) {
     check_open(info.Env());
-    const uint32_t sid = u32_arg(info, 0, "streamId", 2147483647.0);
+    const uint32_t sid = u32_arg(info, 0, "streamId", kMaxStreamId);
     return Napi::Boolean::New(info.Env(), conn_->rst(sid, u32_arg(info, 1, "code")));
   }
 
@@ -249,8 +264,6 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
   }
 
   std::unique_ptr<lasp::h2::Conn> conn_;
-  Tsfn tsfn_;
-  Ctx* ctx_ = nullptr;
   std::map<uint64_t, std::vector<Napi::ObjectReference>> held_;
   uint64_t next_token_ = 1;
   bool closed_ = false;
@@ -258,7 +271,7 @@ class H2Client : public Napi::ObjectWrap<H2Client>, public Holder {
 
 // ---- H2Listener ------------------------------------------------------------------------------
 
-class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
+class H2Listener : public Napi::ObjectWrap<H2Listener>, public EventSource {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "H2Listener",
@@ -273,9 +286,7 @@ class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
     if (info.Length() < 3 || !info[0].IsString() || !info[2].IsFunction())
       type_error(env, "new H2Listener(host: string, options: object, onEvent: function)");
     const lasp::h2::Config cfg = config_arg(env, info[1], true);
-    ctx_ = new Ctx{this};
-    tsfn_ = make_tsfn(env, info[2].As<Napi::Function>(), ctx_, "lasp-h2-listener");
-    listener_ = std::make_unique<lasp::h2::Listener>(cfg, make_sink(tsfn_));
+    listener_ = std::make_unique<lasp::h2::Listener>(cfg, start_events(env, info[2].As<Napi::Function>(), "lasp-h2-listener"));
     try {
       port_ = listener_->listen(info[0].As<Napi::String>().Utf8Value());
     } catch (const std::exception& e) {
@@ -285,21 +296,24 @@ class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
   }
 
   ~H2Listener() override { shutdown(); }
-  void drain() override {}
 
  private:
   void shutdown() {
     if (closed_) return;
     closed_ = true;
     listener_->close();
-    ctx_->owner = nullptr;
-    tsfn_.Release();
+    stop_events();
+  }
+
+  static uint64_t conn_id_arg(const Napi::CallbackInfo& info) {
+    const double d = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 1 && d == std::floor(d))) type_error(info.Env(), "connId must be a positive integer");
+    return uint64_t(d);
   }
 
   std::shared_ptr<lasp::h2::Conn> conn_arg(const Napi::CallbackInfo& info) {
-    const double d = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 1 && d == std::floor(d))) type_error(info.Env(), "connId must be a positive integer");
-    return closed_ ? nullptr : listener_->get(uint64_t(d));
+    const uint64_t id = conn_id_arg(info);
+    return closed_ ? nullptr : listener_->get(id);
   }
 
   Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
@@ -307,7 +321,7 @@ class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
   // respond(connId, streamId, fields, endStream): false when the connection is gone.
   Napi::Value Respond(const Napi::CallbackInfo& info) {
     auto c = conn_arg(info);
-    const uint32_t sid = u32_arg(info, 1, "streamId", 2147483647.0);
+    const uint32_t sid = u32_arg(info, 1, "streamId", kMaxStreamId);
     const auto fields = fields_arg(info, 2);
     const bool ok = c && c->headers(sid, fields, info.Length() > 3 && info[3].ToBoolean());
     return Napi::Boolean::New(info.Env(), ok);
@@ -316,7 +330,7 @@ class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
   // send(connId, streamId, bytes): bytes are copied.
   Napi::Value Send(const Napi::CallbackInfo& info) {
     auto c = conn_arg(info);
-    const uint32_t sid = u32_arg(info, 1, "streamId", 2147483647.0);
+    const uint32_t sid = u32_arg(info, 1, "streamId", kMaxStreamId);
     if (info.Length() < 3 || !info[2].IsTypedArray()) type_error(info.Env(), "bytes must be a Uint8Array");
     Napi::TypedArray t = info[2].As<Napi::TypedArray>();
     std::string owned(static_cast<const char*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength());
@@ -327,15 +341,15 @@ class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
   // reset(connId, streamId, code)
   Napi::Value Reset(const Napi::CallbackInfo& info) {
     auto c = conn_arg(info);
-    const uint32_t sid = u32_arg(info, 1, "streamId", 2147483647.0);
+    const uint32_t sid = u32_arg(info, 1, "streamId", kMaxStreamId);
     const uint32_t code = u32_arg(info, 2, "code");
     return Napi::Boolean::New(info.Env(), c && c->rst(sid, code));
   }
 
   // release(connId): closes the connection (if open) and forgets it.
   Napi::Value Release(const Napi::CallbackInfo& info) {
-    conn_arg(info);
-    if (!closed_) listener_->release(uint64_t(info[0].As<Napi::Number>().DoubleValue()));
+    const uint64_t id = conn_id_arg(info);
+    if (!closed_) listener_->release(id);
     return info.Env().Undefined();
   }
 
@@ -345,8 +359,6 @@ class H2Listener : public Napi::ObjectWrap<H2Listener>, public Holder {
   }
 
   std::unique_ptr<lasp::h2::Listener> listener_;
-  Tsfn tsfn_;
-  Ctx* ctx_ = nullptr;
   int port_ = 0;
   bool closed_ = false;
 };

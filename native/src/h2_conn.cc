@@ -155,6 +155,11 @@ struct HpackReader {
   }
 };
 
+// A host as getaddrinfo wants it: "[::1]" → "::1".
+std::string unbracket(const std::string& host) {
+  return host.size() > 2 && host.front() == '[' && host.back() == ']' ? host.substr(1, host.size() - 2) : host;
+}
+
 }  // namespace
 
 std::string encode_headers(const Fields& fields) {
@@ -208,29 +213,48 @@ Conn::Conn(uint64_t id, Config cfg, Sink sink) : id_(id), cfg_(cfg), sink_(std::
 
 Conn::~Conn() { close(); }
 
+// `first_frames` (the client preface and/or our SETTINGS) go out first, then our connection window.
+void Conn::launch(std::string first_frames, std::string host, int port) {
+  if (cfg_.recv_window > kDefaultWindow) first_frames += window_update(0, cfg_.recv_window - kDefaultWindow);
+  ctrl_.push_back(std::move(first_frames));
+  conn_recv_window_ = cfg_.recv_window;
+  reader_ = std::thread(&Conn::reader_main, this, std::move(host), port);
+  writer_ = std::thread(&Conn::writer_main, this);
+}
+
 void Conn::start_client(const std::string& host, int port) {
   st_ = St::kHead;
-  // The client preface, our SETTINGS and connection window go out first, once connected.
-  ctrl_.push_back(std::string(kPreface, kPrefaceLen) +
-                  settings_frame({{ENABLE_PUSH, 0}, {INITIAL_WINDOW_SIZE, cfg_.recv_window}, {MAX_FRAME_SIZE, cfg_.max_frame}}) +
-                  (cfg_.recv_window > kDefaultWindow ? window_update(0, cfg_.recv_window - kDefaultWindow) : std::string()));
-  conn_recv_window_ = cfg_.recv_window;
-  reader_ = std::thread(&Conn::reader_main, this, host, port);
-  writer_ = std::thread(&Conn::writer_main, this);
+  launch(std::string(kPreface, kPrefaceLen) +
+             settings_frame({{ENABLE_PUSH, 0}, {INITIAL_WINDOW_SIZE, cfg_.recv_window}, {MAX_FRAME_SIZE, cfg_.max_frame}}),
+         host, port);
 }
 
 void Conn::start_server(int fd) {
   fd_ = fd;
   connected_ = true;
   st_ = St::kPreface;
-  ctrl_.push_back(settings_frame({{MAX_CONCURRENT_STREAMS, cfg_.max_streams},
-                                  {INITIAL_WINDOW_SIZE, cfg_.recv_window},
-                                  {MAX_FRAME_SIZE, cfg_.max_frame},
-                                  {MAX_HEADER_LIST_SIZE, uint32_t(kMaxHeaderList)}}) +
-                  (cfg_.recv_window > kDefaultWindow ? window_update(0, cfg_.recv_window - kDefaultWindow) : std::string()));
-  conn_recv_window_ = cfg_.recv_window;
-  reader_ = std::thread(&Conn::reader_main, this, std::string(), 0);
-  writer_ = std::thread(&Conn::writer_main, this);
+  launch(settings_frame({{MAX_CONCURRENT_STREAMS, cfg_.max_streams},
+                         {INITIAL_WINDOW_SIZE, cfg_.recv_window},
+                         {MAX_FRAME_SIZE, cfg_.max_frame},
+                         {MAX_HEADER_LIST_SIZE, uint32_t(kMaxHeaderList)}}),
+         std::string(), 0);
+}
+
+std::shared_ptr<Conn::Stream> Conn::open_stream_locked(uint32_t id) {
+  auto st = std::make_shared<Stream>();
+  st->id = id;
+  st->send_window = peer_initial_window_;
+  st->recv_window = cfg_.recv_window;
+  streams_[id] = st;
+  return st;
+}
+
+Event Conn::event(Event::Kind kind, uint32_t stream) const {
+  Event e;
+  e.kind = kind;
+  e.conn = id_;
+  e.stream = stream;
+  return e;
 }
 
 bool Conn::queue_item(std::unique_ptr<Item> item) {
@@ -240,14 +264,9 @@ bool Conn::queue_item(std::unique_ptr<Item> item) {
       if (item->token != 0) written_.push_back(item->token);
       return false;
     }
-    if (!cfg_.server && !item->is_data && streams_.find(item->stream) == streams_.end() && item->stream != 0) {
-      // Client: HEADERS on a new stream opens it.
-      auto st = std::make_shared<Stream>();
-      st->id = item->stream;
-      st->send_window = peer_initial_window_;
-      st->recv_window = cfg_.recv_window;
-      streams_[item->stream] = st;
-    }
+    // Client: HEADERS on a new stream opens it.
+    if (!cfg_.server && !item->is_data && streams_.find(item->stream) == streams_.end() && item->stream != 0)
+      open_stream_locked(item->stream);
     out_.push_back(std::move(item));
   }
   write_inline();
@@ -295,10 +314,14 @@ std::vector<uint64_t> Conn::take_written() {
   return out;
 }
 
-void Conn::drop_queue_locked() {
+void Conn::drop_stream_frames_locked() {
   for (auto& it : out_)
     if (it->token != 0) written_.push_back(it->token);
   out_.clear();
+}
+
+void Conn::drop_queue_locked() {
+  drop_stream_frames_locked();
   ctrl_.clear();
 }
 
@@ -439,7 +462,7 @@ bool Conn::next_frame(Frame& f) {
 // the writer thread.
 void Conn::write_inline() {
   std::unique_lock<std::mutex> lk(mu_);
-  if (writing_ || !connected_ || closing_ || partial_.active) return;
+  if (writing_ || !connected_ || closing_ || partial_.unwritten()) return;
   writing_ = true;
   Frame f;
   bool woke = false;
@@ -447,14 +470,14 @@ void Conn::write_inline() {
     lk.unlock();
     const bool ok = write_frame(f, false);
     lk.lock();
-    if (!ok) break;  // the writer thread finds the error again
-    if (f.first < f.segs.size()) {
+    if (ok && f.unwritten()) {
       partial_ = std::move(f);
-      partial_.active = true;
       woke = true;
       break;
     }
+    // Written, or the socket failed (the reader reports it): the lent bytes are free either way.
     if (f.done && f.done->token != 0) written_.push_back(f.done->token);
+    if (!ok) break;
   }
   writing_ = false;
   lk.unlock();
@@ -470,7 +493,7 @@ void Conn::writer_main() {
       continue;
     }
     Frame f;
-    if (partial_.active) {
+    if (partial_.unwritten()) {
       f = std::move(partial_);
       partial_ = Frame();
     } else if (!next_frame(f)) {
@@ -500,9 +523,7 @@ bool Conn::connect_to(const std::string& host, int port) {
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
   const std::string svc = std::to_string(port);
-  std::string h = host;
-  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  const int gai = ::getaddrinfo(h.c_str(), svc.c_str(), &hints, &res);
+  const int gai = ::getaddrinfo(unbracket(host).c_str(), svc.c_str(), &hints, &res);
   if (gai != 0) {
     finish_reader(-1, "cannot resolve " + host + ": " + gai_strerror(gai));
     return false;
@@ -576,9 +597,7 @@ void Conn::finish_reader(int64_t code, const std::string& why) {
     if (!close_after_flush_) over_ = true;
   }
   cv_.notify_all();
-  Event e;
-  e.kind = Event::kClosed;
-  e.conn = id_;
+  Event e = event(Event::kClosed);
   e.code = code;
   e.text = why;
   sink_(std::move(e));
@@ -590,10 +609,7 @@ void Conn::protocol_error(uint32_t code, const std::string& why) {
     if (!over_) {
       ctrl_.push_back(goaway_frame(last_stream_, code, why));
       close_after_flush_ = true;
-      // Nothing else is written after the GOAWAY.
-      for (auto& it : out_)
-        if (it->token != 0) written_.push_back(it->token);
-      out_.clear();
+      drop_stream_frames_locked();  // nothing else is written after the GOAWAY
     }
   }
   cv_.notify_all();
@@ -682,9 +698,7 @@ void Conn::process(const uint8_t* p, size_t n) {
         const size_t k = std::min(n, kPrefaceLen - preface_have_);
         if (std::memcmp(p, kPreface + preface_have_, k) != 0) {
           finish_reader(-1, "not an HTTP/2 client preface");
-          std::lock_guard<std::mutex> lk(mu_);
-          over_ = true;
-          if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+          ::shutdown(fd_, SHUT_RDWR);
           return;
         }
         preface_have_ += k;
@@ -782,19 +796,13 @@ void Conn::stream_error(Stream& st, const std::string& why) {
   st.failed = true;
   if (st.body != nullptr) pool_give(st.body, st.body_len);
   st.body = nullptr;
-  Event e;
-  e.kind = Event::kStreamError;
-  e.conn = id_;
-  e.stream = st.id;
+  Event e = event(Event::kStreamError, st.id);
   e.text = why;
   sink_(std::move(e));
 }
 
 void Conn::emit_message(Stream& st) {
-  Event e;
-  e.kind = Event::kMessage;
-  e.conn = id_;
-  e.stream = st.id;
+  Event e = event(Event::kMessage, st.id);
   e.body = st.body;
   e.len = st.body_len;
   st.body = nullptr;
@@ -848,10 +856,7 @@ void Conn::data_end() {
   if (sp) {
     Stream& st = *sp;
     if (fflags_ & END_STREAM) {
-      Event e;
-      e.kind = Event::kStreamEnd;
-      e.conn = id_;
-      e.stream = st.id;
+      Event e = event(Event::kStreamEnd, st.id);
       e.flag = st.prefix_have != 0 || st.body != nullptr;
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -902,10 +907,15 @@ void Conn::on_settings() {
   }
   cv_.notify_all();
   if (!cfg_.server && !established_.exchange(true)) {
-    Event e;
-    e.kind = Event::kEstablished;
-    e.conn = id_;
-    sink_(std::move(e));
+    sink_(event(Event::kEstablished));
+  }
+}
+
+// Drops the oldest HPACK dynamic-table entries until the table holds at most `limit` bytes.
+void Conn::evict_dyn(size_t limit) {
+  while (!dyn_.empty() && dyn_size_ > limit) {
+    dyn_size_ -= dyn_.back().first.size() + dyn_.back().second.size() + 32;
+    dyn_.pop_back();
   }
 }
 
@@ -940,10 +950,7 @@ void Conn::on_headers() {
       const size_t size = r.integer(5);
       if (size > 4096) throw ProtocolError{COMPRESSION_ERROR, "HPACK: table size above 4096"};
       dyn_max_ = size;
-      while (dyn_size_ > dyn_max_) {
-        dyn_size_ -= dyn_.back().first.size() + dyn_.back().second.size() + 32;
-        dyn_.pop_back();
-      }
+      evict_dyn(dyn_max_);
       continue;
     } else {
       const bool index = (b & 0xc0) == 0x40;
@@ -952,10 +959,7 @@ void Conn::on_headers() {
       f.second = r.string();
       if (index) {
         const size_t sz = f.first.size() + f.second.size() + 32;
-        while (!dyn_.empty() && dyn_size_ + sz > dyn_max_) {
-          dyn_size_ -= dyn_.back().first.size() + dyn_.back().second.size() + 32;
-          dyn_.pop_back();
-        }
+        evict_dyn(sz <= dyn_max_ ? dyn_max_ - sz : 0);
         if (sz <= dyn_max_) {
           dyn_.push_front(f);
           dyn_size_ += sz;
@@ -979,22 +983,14 @@ void Conn::on_headers() {
         cv_.notify_all();
         return;
       }
-      auto st = std::make_shared<Stream>();
-      st->id = fsid_;
-      st->send_window = peer_initial_window_;
-      st->recv_window = cfg_.recv_window;
-      st->remote_ended = end_stream;
-      streams_[fsid_] = st;
+      open_stream_locked(fsid_)->remote_ended = end_stream;
     } else if (it == streams_.end()) {
       return;  // client: a stream we reset
     } else if (end_stream) {
       it->second->remote_ended = true;
     }
   }
-  Event e;
-  e.kind = Event::kHeaders;
-  e.conn = id_;
-  e.stream = fsid_;
+  Event e = event(Event::kHeaders, fsid_);
   e.fields = std::move(fields);
   e.flag = end_stream;
   sink_(std::move(e));
@@ -1041,10 +1037,7 @@ void Conn::on_frame() {
       }
       cv_.notify_all();
       if (!known) return;
-      Event e;
-      e.kind = Event::kReset;
-      e.conn = id_;
-      e.stream = fsid_;
+      Event e = event(Event::kReset, fsid_);
       e.code = get_u32(p);
       sink_(std::move(e));
       return;
@@ -1078,9 +1071,7 @@ int Listener::listen(const std::string& host) {
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE;
   addrinfo* res = nullptr;
-  std::string h = host;
-  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  const int gai = ::getaddrinfo(h.c_str(), "0", &hints, &res);
+  const int gai = ::getaddrinfo(unbracket(host).c_str(), "0", &hints, &res);
   if (gai != 0) throw std::runtime_error("cannot resolve " + host + ": " + gai_strerror(gai));
   std::string why = "no address";
   for (addrinfo* a = res; a != nullptr; a = a->ai_next) {

@@ -3,8 +3,9 @@
 // (worker/collectives/raw-h2.ts): HTTP/2 frames carrying gRPC length-prefixed messages, so a native
 // endpoint and a raw one talk to each other. What moves here is the socket work: a reader thread
 // per connection reads the socket, cuts frames and gRPC messages and reads each message body
-// straight into a pooled block (buffer_pool.h), and a writer thread writes queued frames, with the
-// peer's flow-control windows and frame size honoured. JavaScript sees one event per gRPC message,
+// straight into a pooled block (buffer_pool.h); frames are written by the thread that queues them
+// when no one else is writing (without blocking), the rest by a writer thread, with the peer's
+// flow-control windows and frame size honoured. JavaScript sees one event per gRPC message,
 // HEADERS, stream end, reset or connection close, and queues frames; it keeps the protobuf decoding,
 // the checks and the replies (native-peer-server.ts, native-peer-stream.ts).
 //
@@ -104,7 +105,6 @@ class Conn {
   std::vector<uint64_t> take_written();
   // Whether `token`'s bytes are all written (and not yet taken by take_written()).
   bool is_written(uint64_t token);
-  uint64_t id() const { return id_; }
 
  private:
   struct Stream;
@@ -127,16 +127,25 @@ class Conn {
   void finish_reader(int64_t code, const std::string& why);
   struct Frame {
     std::unique_ptr<std::string> bytes;  // frame header or whole control frame (stable address)
-    std::vector<Seg> segs;            // what is left to write
+    std::vector<Seg> segs;               // what is left to write, from segs[first]
     size_t first = 0;
-    std::unique_ptr<Item> done;       // the item this frame completes
-    bool active = false;              // partial_: holds a frame
+    std::unique_ptr<Item> done;  // the item this frame completes
+    bool unwritten() const { return first < segs.size(); }
   };
   bool write_frame(Frame& f, bool blocking);
   bool next_frame(Frame& f);
   void write_inline();
+  void drop_stream_frames_locked();
   void drop_queue_locked();
   bool queue_item(std::unique_ptr<Item> item);
+  void launch(std::string first_frames, std::string host, int port);
+  std::shared_ptr<Stream> open_stream_locked(uint32_t id);
+  Event event(Event::Kind kind, uint32_t stream = 0) const;
+  void evict_dyn(size_t limit);
+  // Reader thread: room for a direct read into the body of the message being received (0: none),
+  // and the bookkeeping after such a read.
+  size_t direct_room(uint8_t** dst);
+  void direct_done(size_t n);
 
   const uint64_t id_;
   const Config cfg_;
@@ -154,7 +163,7 @@ class Conn {
   std::deque<std::unique_ptr<Item>> out_;
   std::vector<uint64_t> written_;
   bool writing_ = false;  // a thread is writing to the socket
-  Frame partial_;         // a frame written in part inline, for the writer thread to finish
+  Frame partial_;         // a frame written in part inline, for the writer thread to finish (unwritten())
   std::map<uint32_t, std::shared_ptr<Stream>> streams_;
   int64_t conn_send_window_ = 65535;
   int64_t peer_initial_window_ = 65535;
@@ -178,11 +187,6 @@ class Conn {
   // HPACK dynamic table (entries the peer added with incremental indexing), newest first.
   std::deque<std::pair<std::string, std::string>> dyn_;
   size_t dyn_size_ = 0, dyn_max_ = 4096;
-
- public:
-  // Reader thread: room for a direct read into the body of the message being received (0: none).
-  size_t direct_room(uint8_t** dst);
-  void direct_done(size_t n);
 };
 
 // A listening socket; every accepted connection is a server Conn with the listener's config/sink.
