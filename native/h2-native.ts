@@ -39,7 +39,7 @@ function toEvent(kind: number, connId: number, streamId: number, a: unknown, b: 
   }
 }
 
-function flatten(fields: [string, string][]): string[] {
+function flatten(fields: readonly [string, string][]): string[] {
   return fields.flat();
 }
 
@@ -91,7 +91,7 @@ export class H2NativeListener {
     return this.h.port;
   }
 
-  respond(connId: number, streamId: number, fields: [string, string][], endStream: boolean): boolean {
+  respond(connId: number, streamId: number, fields: readonly [string, string][], endStream: boolean): boolean {
     return this.h.respond(connId, streamId, flatten(fields), endStream);
   }
 

@@ -13,7 +13,7 @@ import type { DeliverReply } from '../proto/generated/lasp/v1/DeliverReply.js';
 import type { Communicator, GroupAssignment } from './collectives/communicator.js';
 import { DEFAULT_COLLECTIVE_OPTIONS, GrpcCommunicator, type CollectiveOptions } from './collectives/grpc-communicator.js';
 import { DeliverError, Mailbox } from './collectives/mailbox.js';
-import { DEFAULT_STREAM_TRANSPORT, PeerClients, type StreamTransport } from './collectives/peer-clients.js';
+import { DEFAULT_STREAM_TRANSPORT, movesToAnnouncedListener, PeerClients, type StreamTransport } from './collectives/peer-clients.js';
 import { tuneIncomingSession, tuneServerSettings, tuneSession } from './collectives/session-tuning.js';
 import { installStreamFastPath, PEER_STREAM_PATH, servePeerStream } from './collectives/h2-peer-server.js';
 import { RawPeerServer } from './collectives/raw-peer-server.js';
@@ -111,7 +111,7 @@ export class PeerEndpoint {
   private readonly expectedAuth: Buffer | undefined;
   private readonly tuneSessions: boolean;
   private readonly streamTransport: StreamTransport;
-  /** streamTransport 'raw': the raw listener per local address (started on the first call that comes in on it). */
+  /** streamTransport 'raw' or 'native': the listener per local address (started on the first call that comes in on it). */
   private readonly rawServers = new Map<string, Promise<RawPeerServer | NativePeerServer | undefined>>();
   private readonly rawPorts = new Map<string, number>();
   private rawClosed = false;
@@ -140,7 +140,7 @@ export class PeerEndpoint {
       (address, piece, s) => this.onLateFailure(address, piece, s),
     );
     this.tuneSessions = opts.tuneSessions ?? true;
-    this.rawEnabled = (this.streamTransport === 'raw' || this.streamTransport === 'native') && opts.tls === undefined;
+    this.rawEnabled = movesToAnnouncedListener(this.streamTransport, opts.tls !== undefined);
   }
 
   /** The resolved collective options (defaults filled in). */

@@ -11,8 +11,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { debuglog } from 'node:util';
 import { H2NativeListener, type H2Event } from '../../native/h2-native.js';
-import { answerPiece, PEER_STREAM_PATH } from './h2-peer-server.js';
-import { grpcStatusFields, RAW_RECEIVE_WINDOW, type RawPeerServerDeps } from './raw-peer-server.js';
+import { answerPiece } from './h2-peer-server.js';
+import { grpcStatusFields, RAW_RECEIVE_WINDOW, refusalOf, RESPONSE_HEADERS, type RawPeerServerDeps } from './raw-peer-server.js';
 
 const log = debuglog('lasp-raw');
 
@@ -119,34 +119,15 @@ export class NativePeerServer {
       this.finish(connId, id, existing, grpc.status.OK, '');
       return;
     }
-    const refuse = (fields: [string, string][]) => {
-      this.listener.respond(connId, id, fields, true);
+    const refusal = refusalOf(headers, this.deps, 'native');
+    if (refusal !== undefined) {
+      this.listener.respond(connId, id, refusal, true);
       if (!endStream) this.listener.reset(connId, id, NO_ERROR);
-    };
-    const ct = headers.get('content-type');
-    if (headers.get(':method') !== 'POST' || ct === undefined || !ct.startsWith('application/grpc')) return refuse([[':status', '415']]);
-    if (headers.get(':path') !== PEER_STREAM_PATH)
-      return refuse(grpcStatusFields(grpc.status.UNIMPLEMENTED, `the native peer transport serves only ${PEER_STREAM_PATH}`, true));
-    const enc = headers.get('grpc-encoding');
-    if (enc !== undefined && enc !== 'identity')
-      return refuse(grpcStatusFields(grpc.status.UNIMPLEMENTED, `grpc-encoding ${enc} is not supported`, true));
-    try {
-      this.deps.checkAuth(headers.get('authorization'));
-    } catch (err) {
-      const s = this.deps.statusOf(err);
-      return refuse(grpcStatusFields(s.code, s.details, true));
+      return;
     }
     const c: CallState = { finished: false, remoteEnded: endStream };
     this.calls.set(key, c);
-    this.listener.respond(
-      connId,
-      id,
-      [
-        [':status', '200'],
-        ['content-type', 'application/grpc+proto'],
-      ],
-      false,
-    );
+    this.listener.respond(connId, id, RESPONSE_HEADERS, false);
     if (endStream) this.finish(connId, id, c, grpc.status.OK, '');
   }
 

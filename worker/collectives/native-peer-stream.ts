@@ -52,7 +52,6 @@ export class NativePeerStream {
     private readonly host: string,
     private readonly port: number,
     opts: RawPeerStreamOptions = {},
-    private readonly onEnd?: () => void,
     private readonly onLateFailure?: LateFailure,
   ) {
     nativeClientCounters.connections++;
@@ -164,6 +163,5 @@ export class NativePeerStream {
     // After the queued frames (the reset of close()) had their chance: the writer stops at once.
     setImmediate(() => this.client.close());
     this.waiters.end(s);
-    this.onEnd?.();
   }
 }

@@ -35,6 +35,14 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
  */
 export type StreamTransport = 'http2' | 'grpc-js' | 'raw' | 'native';
 
+/**
+ * Whether `t` moves a call to the listener a peer announces ('raw', 'native'); plaintext only, so
+ * with TLS such a transport stays on http2.
+ */
+export function movesToAnnouncedListener(t: StreamTransport, tls: boolean): boolean {
+  return (t === 'raw' || t === 'native') && !tls;
+}
+
 /** The default stream transport (docs/collectives.md: 1.6–2× the AllGather rate of 'http2' at 1–16 MiB). */
 export const DEFAULT_STREAM_TRANSPORT: StreamTransport = 'native';
 
@@ -145,7 +153,7 @@ export class PeerClients {
       ...(this.tls === undefined ? {} : { tls: { cert: this.tls.cert, key: this.tls.key, ...(this.tls.ca ? { ca: this.tls.ca } : {}) } }),
       onUnimplemented,
     };
-    if ((this.streamTransport === 'raw' || this.streamTransport === 'native') && this.tls === undefined) {
+    if (movesToAnnouncedListener(this.streamTransport, this.tls !== undefined)) {
       const s = new SwitchingPeerStream(
         splitAddress(address).host,
         (onResponse) => new H2PeerStream(address, { ...h2Options, onResponse }),
@@ -153,7 +161,7 @@ export class PeerClients {
         this.streamTransport === 'native'
           ? (h, p, o) => {
               const late = this.onLateFailure;
-              return new NativePeerStream(h, p, o, undefined, late && ((piece, s) => late(address, piece, s)));
+              return new NativePeerStream(h, p, o, late && ((piece, s) => late(address, piece, s)));
             }
           : undefined,
       );

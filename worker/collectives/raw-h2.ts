@@ -452,7 +452,7 @@ function hpackInt(out: number[], first: number, prefixBits: number, v: number): 
 }
 
 /** A header block of literal fields without indexing, literal names, no Huffman coding. */
-export function encodeHeaders(fields: [string, string][]): Buffer {
+export function encodeHeaders(fields: readonly [string, string][]): Buffer {
   const out: number[] = [];
   for (const [name, value] of fields) {
     const n = Buffer.from(name, 'latin1');

@@ -248,25 +248,11 @@ class RawConnection {
       this.socket.write(rstStreamFrame(id, ErrorCode.REFUSED_STREAM));
       return;
     }
-    const refuse = (code: grpc.status, details: string) => {
-      this.writeHeaders(id, grpcStatusFields(code, details, true), true);
-      if (!endStream) this.socket.write(rstStreamFrame(id, ErrorCode.NO_ERROR));
-    };
-    const ct = headers.get('content-type');
-    if (headers.get(':method') !== 'POST' || ct === undefined || !ct.startsWith('application/grpc')) {
-      this.writeHeaders(id, [[':status', '415']], true);
+    const refusal = refusalOf(headers, this.deps, 'raw');
+    if (refusal !== undefined) {
+      this.writeHeaders(id, refusal, true);
       if (!endStream) this.socket.write(rstStreamFrame(id, ErrorCode.NO_ERROR));
       return;
-    }
-    if (headers.get(':path') !== PEER_STREAM_PATH)
-      return refuse(grpc.status.UNIMPLEMENTED, `the raw peer transport serves only ${PEER_STREAM_PATH}`);
-    const enc = headers.get('grpc-encoding');
-    if (enc !== undefined && enc !== 'identity') return refuse(grpc.status.UNIMPLEMENTED, `grpc-encoding ${enc} is not supported`);
-    try {
-      this.deps.checkAuth(headers.get('authorization'));
-    } catch (err) {
-      const s = this.deps.statusOf(err);
-      return refuse(s.code, s.details);
     }
     const st: ServerStream = {
       id,
@@ -286,10 +272,7 @@ class RawConnection {
       (err) => this.finish(st, grpc.status.RESOURCE_EXHAUSTED, err.message),
     );
     this.streams.set(id, st);
-    this.writeHeaders(id, [
-      [':status', '200'],
-      ['content-type', 'application/grpc+proto'],
-    ]);
+    this.writeHeaders(id, RESPONSE_HEADERS);
     if (endStream) this.remoteEnd(st);
   }
 
@@ -388,7 +371,7 @@ class RawConnection {
     }
   }
 
-  private writeHeaders(id: number, fields: [string, string][], endStream = false): void {
+  private writeHeaders(id: number, fields: readonly [string, string][], endStream = false): void {
     this.socket.write(headersFrame(id, fields, endStream));
   }
 
@@ -420,21 +403,48 @@ class RawConnection {
   }
 }
 
+/**
+ * Whether a Peer.Stream request on a listener of our own (`transport` 'raw' or 'native') may go on:
+ * undefined, or the response that refuses it — 415 when it is not a gRPC POST, trailers-only
+ * UNIMPLEMENTED for another path or message encoding, the token's status when it is missing or wrong.
+ */
+export function refusalOf(
+  headers: Map<string, string>,
+  deps: Pick<RawPeerServerDeps, 'checkAuth' | 'statusOf'>,
+  transport: 'raw' | 'native',
+): [string, string][] | undefined {
+  const ct = headers.get('content-type');
+  if (headers.get(':method') !== 'POST' || ct === undefined || !ct.startsWith('application/grpc')) return [[':status', '415']];
+  if (headers.get(':path') !== PEER_STREAM_PATH)
+    return grpcStatusFields(grpc.status.UNIMPLEMENTED, `the ${transport} peer transport serves only ${PEER_STREAM_PATH}`, true);
+  const enc = headers.get('grpc-encoding');
+  if (enc !== undefined && enc !== 'identity')
+    return grpcStatusFields(grpc.status.UNIMPLEMENTED, `grpc-encoding ${enc} is not supported`, true);
+  try {
+    deps.checkAuth(headers.get('authorization'));
+  } catch (err) {
+    const s = deps.statusOf(err);
+    return grpcStatusFields(s.code, s.details, true);
+  }
+  return undefined;
+}
+
+/** The headers of an accepted Peer.Stream call, before its replies. */
+export const RESPONSE_HEADERS: readonly [string, string][] = [
+  [':status', '200'],
+  ['content-type', 'application/grpc+proto'],
+];
+
 /** The fields of a response's trailers (or of a trailers-only response, `withResponseHeaders`). */
 export function grpcStatusFields(code: grpc.status, details: string, withResponseHeaders: boolean): [string, string][] {
-  const f: [string, string][] = withResponseHeaders
-    ? [
-        [':status', '200'],
-        ['content-type', 'application/grpc+proto'],
-      ]
-    : [];
+  const f: [string, string][] = withResponseHeaders ? [...RESPONSE_HEADERS] : [];
   f.push(['grpc-status', String(code)]);
   // Bounded so that the HEADERS frame stays under the client's 16 KiB SETTINGS_MAX_FRAME_SIZE.
   if (details !== '') f.push(['grpc-message', encodeURIComponent(details).slice(0, 8192)]);
   return f;
 }
 
-function headersFrame(id: number, fields: [string, string][], endStream: boolean): Buffer {
+function headersFrame(id: number, fields: readonly [string, string][], endStream: boolean): Buffer {
   return frame(FrameType.HEADERS, Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0), id, encodeHeaders(fields));
 }
 

@@ -106,7 +106,6 @@ export class RawPeerStream {
     private readonly host: string,
     private readonly port: number,
     opts: RawPeerStreamOptions = {},
-    private readonly onEnd?: () => void,
   ) {
     rawClientCounters.connections++;
     this.reader = new GrpcFrameReader(
@@ -312,7 +311,6 @@ export class RawPeerStream {
     if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
     setTimeout(() => this.socket.destroy(), 1000).unref();
     this.waiters.end(s);
-    this.onEnd?.();
   }
 }
 
