@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import type { PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { endpointOn, shut } from './helpers/peer-endpoint.js';
-import { announcedRawPort, exchange, onePiece, randomBytes, sendMalformed } from './helpers/peer-exchange.js';
+import { announcedRawPort, exchange, onePiece, randomBytes } from './helpers/peer-exchange.js';
+import { checkClosedPeerFailsOp, checkListenerCollectives } from './helpers/listener-transport.js';
 import { nativeServerCounters } from '../worker/collectives/native-peer-server.js';
 import { nativeClientCounters, NativePeerStream } from '../worker/collectives/native-peer-stream.js';
 import { rawServerCounters } from '../worker/collectives/raw-peer-server.js';
@@ -17,41 +18,20 @@ import { caseSeed, Rng } from './helpers/rng.js';
 import { assertTrainingMatchesHttp2 } from './helpers/transport-training.js';
 
 test('native transport: collectives of 1 B … 3 MiB go over the addon, results equal the input; garbage closes only its connection', async () => {
-  const rng = new Rng(caseSeed('native-peer collectives'));
-  const token = 'native-token';
-  const opts: PeerEndpointOptions = { streamTransport: 'native', token, pieceBytes: 512 << 10, timeoutMs: 10_000 };
-  const a = await endpointOn(opts);
-  const b = await endpointOn(opts);
-  const pieces0 = nativeServerCounters.pieces;
-  const conns0 = nativeClientCounters.connections;
-  try {
-    const peers = [a.address, b.address];
-    const comms = [a.ep, b.ep].map((ep, rank) => ep.joinGroup({ jobId: 'native', generation: 1, rank, world: 2, peers }));
-    for (let step = 0; step < 8; step++) await exchange(comms, rng, step);
-    assert.ok(nativeClientCounters.connections - conns0 >= 2, 'both ranks opened native connections');
-    assert.ok(nativeServerCounters.pieces - pieces0 > 20, `pieces over native: ${nativeServerCounters.pieces - pieces0}`);
-
-    // Token checked on the native listener itself.
-    const port = await announcedRawPort(a.address, token);
-    assert.ok(port !== null && port > 0, 'the native listener is announced');
-    const wrong = new NativePeerStream('127.0.0.1', port, { authorization: 'Bearer nope' });
-    const st = await new Promise((resolve) => wrong.send({ ...onePiece('native'), fromRank: 1 }, resolve));
-    assert.equal((st as { code: number }).code, grpc.status.UNAUTHENTICATED);
-    wrong.close();
-
-    // Malformed input closes only that connection (with GOAWAY where it is HTTP/2); the endpoint keeps serving.
-    const errs0 = nativeServerCounters.closedWithError;
-    await sendMalformed(port, rng, token);
-    assert.ok(
-      nativeServerCounters.closedWithError - errs0 >= 8,
-      `connections closed with GOAWAY: ${nativeServerCounters.closedWithError - errs0}`,
-    );
-    const before = nativeServerCounters.pieces;
-    await exchange(comms, rng, 100);
-    assert.ok(nativeServerCounters.pieces > before, 'still served over native after the garbage');
-  } finally {
-    shut(a, b);
-  }
+  await checkListenerCollectives(
+    {
+      transport: 'native',
+      served: () => nativeServerCounters.pieces,
+      moved: () => nativeClientCounters.connections,
+      movedWhat: 'both ranks opened native connections',
+      open: (port, authorization) => new NativePeerStream('127.0.0.1', port, { authorization }),
+      // Malformed connections end with GOAWAY where they are HTTP/2.
+      refused: () => nativeServerCounters.closedWithError,
+      minRefused: 8,
+      refusedWhat: 'connections closed with GOAWAY',
+    },
+    new Rng(caseSeed('native-peer collectives')),
+  );
 });
 
 test('native transport: a piece that completed when written and is refused later aborts its group', async () => {
@@ -102,24 +82,7 @@ test('native transport: a message over the limit ends the call with RESOURCE_EXH
   }
 });
 
-test('native transport: a peer closed mid-op fails the op within its deadline', async () => {
-  const opts: PeerEndpointOptions = { streamTransport: 'native', timeoutMs: 4000 };
-  const a = await endpointOn(opts);
-  const b = await endpointOn(opts);
-  const peers = [a.address, b.address];
-  const comms = [a.ep, b.ep].map((ep, rank) => ep.joinGroup({ jobId: 'dead', generation: 1, rank, world: 2, peers }));
-  try {
-    const blk = new Uint8Array(2 << 20);
-    await Promise.all(comms.map((c) => c.allGather({ step: 0, layer: 0, op: 'warm' }, blk)));
-    const t0 = Date.now();
-    const op = comms[0]!.allGather({ step: 1, layer: 0, op: 'dead' }, blk);
-    setTimeout(() => shut(b), 20);
-    await assert.rejects(op, /UNAVAILABLE|deadline|timed out|closed/);
-    assert.ok(Date.now() - t0 < 6000, `failed after ${Date.now() - t0} ms`);
-  } finally {
-    shut(a, b);
-  }
-});
+test('native transport: a peer closed mid-op fails the op within its deadline', () => checkClosedPeerFailsOp('native'));
 
 test('native transport interoperates with raw and http2 endpoints both ways', async () => {
   const rng = new Rng(caseSeed('native-peer interop'));

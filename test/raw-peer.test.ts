@@ -6,68 +6,32 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import type { PeerEndpointOptions } from '../worker/peer-endpoint.js';
 import { endpointOn, shut } from './helpers/peer-endpoint.js';
 import { rawServerCounters } from '../worker/collectives/raw-peer-server.js';
 import { rawClientCounters, RawPeerStream, RAW_PORT_HEADER, SwitchingPeerStream } from '../worker/collectives/raw-peer-stream.js';
 import type { PieceStatus } from '../worker/collectives/peer-stream.js';
 import { caseSeed, Rng } from './helpers/rng.js';
 import { assertTrainingMatchesHttp2 } from './helpers/transport-training.js';
-import { announcedRawPort, exchange, onePiece, sendMalformed } from './helpers/peer-exchange.js';
+import { exchange, onePiece } from './helpers/peer-exchange.js';
+import { checkClosedPeerFailsOp, checkListenerCollectives } from './helpers/listener-transport.js';
 
 test('raw transport: collectives of 1 B … 3 MiB go over the raw listener, results equal the input', async () => {
-  const rng = new Rng(caseSeed('raw-peer collectives'));
-  const token = 'raw-token';
-  const opts: PeerEndpointOptions = { streamTransport: 'raw', token, pieceBytes: 512 << 10, timeoutMs: 10_000 };
-  const a = await endpointOn(opts);
-  const b = await endpointOn(opts);
-  const pieces0 = rawServerCounters.pieces;
-  const switches0 = rawClientCounters.switches;
-  try {
-    const peers = [a.address, b.address];
-    const comms = [a.ep, b.ep].map((ep, rank) => ep.joinGroup({ jobId: 'raw', generation: 1, rank, world: 2, peers }));
-    for (let step = 0; step < 8; step++) await exchange(comms, rng, step);
-    assert.ok(rawClientCounters.switches - switches0 >= 2, 'both ranks switched to raw');
-    assert.ok(rawServerCounters.pieces - pieces0 > 20, `pieces over raw: ${rawServerCounters.pieces - pieces0}`);
-
-    // Token checked on the raw listener itself.
-    const port = await announcedRawPort(a.address, token);
-    assert.ok(port !== null && port > 0, 'the raw port is announced');
-    const wrong = new RawPeerStream('127.0.0.1', port, { authorization: 'Bearer nope' });
-    const st = await new Promise((resolve) => wrong.send({ ...onePiece('raw'), fromRank: 1 }, resolve));
-    assert.equal((st as { code: number }).code, grpc.status.UNAUTHENTICATED);
-    wrong.close();
-
-    // Malformed input closes only that connection; the endpoint keeps serving.
-    const errs0 = rawServerCounters.protocolErrors;
-    await sendMalformed(port, rng, token);
-    assert.ok(rawServerCounters.protocolErrors - errs0 >= 9, `protocol errors counted: ${rawServerCounters.protocolErrors - errs0}`);
-    const before = rawServerCounters.pieces;
-    await exchange(comms, rng, 100);
-    assert.ok(rawServerCounters.pieces > before, 'still served over raw after the garbage');
-  } finally {
-    shut(a, b);
-  }
+  await checkListenerCollectives(
+    {
+      transport: 'raw',
+      served: () => rawServerCounters.pieces,
+      moved: () => rawClientCounters.switches,
+      movedWhat: 'both ranks switched to raw',
+      open: (port, authorization) => new RawPeerStream('127.0.0.1', port, { authorization }),
+      refused: () => rawServerCounters.protocolErrors,
+      minRefused: 9,
+      refusedWhat: 'protocol errors counted',
+    },
+    new Rng(caseSeed('raw-peer collectives')),
+  );
 });
 
-test('raw transport: a peer closed mid-op fails the op within its deadline', async () => {
-  const opts: PeerEndpointOptions = { streamTransport: 'raw', timeoutMs: 4000 };
-  const a = await endpointOn(opts);
-  const b = await endpointOn(opts);
-  const peers = [a.address, b.address];
-  const comms = [a.ep, b.ep].map((ep, rank) => ep.joinGroup({ jobId: 'dead', generation: 1, rank, world: 2, peers }));
-  try {
-    const blk = new Uint8Array(2 << 20);
-    await Promise.all(comms.map((c) => c.allGather({ step: 0, layer: 0, op: 'warm' }, blk)));
-    const t0 = Date.now();
-    const op = comms[0]!.allGather({ step: 1, layer: 0, op: 'dead' }, blk);
-    setTimeout(() => shut(b), 20);
-    await assert.rejects(op, /UNAVAILABLE|deadline|timed out|closed/);
-    assert.ok(Date.now() - t0 < 6000, `failed after ${Date.now() - t0} ms`);
-  } finally {
-    shut(a, b);
-  }
-});
+test('raw transport: a peer closed mid-op fails the op within its deadline', () => checkClosedPeerFailsOp('raw'));
 
 test('raw transport interoperates with http2 endpoints both ways', async () => {
   const rng = new Rng(caseSeed('raw-peer interop'));

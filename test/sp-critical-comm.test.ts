@@ -9,34 +9,9 @@ test('criticalCommMs: last ready to last done per collective, summed, median ove
   // last (12.4) in collective 0 → 0.4; in collective 1 rank 0 is ready last (20), rank 1 done last
   // (20.5) → 0.5; sum 0.9. Iteration 1: 100 → 100.2 and 110 → 110.1: 0.3. Iteration 2: 200 → 202
   // and 210 → 211: 3. Median 0.9 (not the mean, 1.4; not a rank's own wait: rank 1 waited 51 ms).
-  const rank0 = [
-    [
-      { ready: 10, done: 12.3 },
-      { ready: 20, done: 20.1 },
-    ],
-    [
-      { ready: 100, done: 100.2 },
-      { ready: 110, done: 110.1 },
-    ],
-    [
-      { ready: 200, done: 202 },
-      { ready: 210, done: 211 },
-    ],
-  ];
-  const rank1 = [
-    [
-      { ready: 12, done: 12.4 },
-      { ready: 19, done: 20.5 },
-    ],
-    [
-      { ready: 99, done: 100.1 },
-      { ready: 105, done: 110.05 },
-    ],
-    [
-      { ready: 150, done: 201 },
-      { ready: 205, done: 210.5 },
-    ],
-  ];
+  const waits = (...pairs: [ready: number, done: number][]) => pairs.map(([ready, done]) => ({ ready, done }));
+  const rank0 = [waits([10, 12.3], [20, 20.1]), waits([100, 100.2], [110, 110.1]), waits([200, 202], [210, 211])];
+  const rank1 = [waits([12, 12.4], [19, 20.5]), waits([99, 100.1], [105, 110.05]), waits([150, 201], [205, 210.5])];
   const got = criticalCommMs([rank0, rank1]);
   assert.ok(got !== null && Math.abs(got - 0.9) < 1e-9, `median of 0.9, 0.3, 3: got ${got}`);
   assert.equal(criticalCommMs([rank0, rank1.slice(0, 2)]), null, 'different iteration counts');
