@@ -10,6 +10,7 @@ import { createServer } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
 import { trainStats } from '../train/train-task.js';
 import { collectiveRegistry } from './collectives/op-metrics.js';
+import { joinAddress } from './collectives/h2-peer-stream.js';
 import type { WorkerProcess } from './main.js';
 
 export interface WorkerHttpOptions {
@@ -91,7 +92,7 @@ export async function startWorkerHttp(worker: WorkerProcess, opts: WorkerHttpOpt
   const addr = server.address();
   const port = addr && typeof addr === 'object' ? addr.port : opts.port;
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `http://${joinAddress(host, port)}`,
     close: () => new Promise((r) => server.close(() => r())),
   };
 }

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { tokenServerInterceptor } from '../cluster/cluster-token.js';
 import { serverCredentials, withChannelCredentials, type TlsConfig } from '../cluster/tls.js';
 import { PEER_CHANNEL_OPTIONS } from './collectives/peer-clients.js';
+import { joinAddress } from './collectives/h2-peer-stream.js';
 import { availableParallelism, hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { protos } from '../proto/load.js';
@@ -127,7 +128,7 @@ export class WorkerProcess {
       peer.close();
       throw new Error(`worker ${id}: ${(err as Error).message}`);
     }
-    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const address = joinAddress(host, port);
     const created: { worker?: WorkerProcess } = {};
     const link = new CoordinatorLink({
       onDrainRequest: () => void created.worker?.drain('the coordinator asked this worker to drain'),

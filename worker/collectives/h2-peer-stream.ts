@@ -54,6 +54,11 @@ export function splitAddress(address: string): { host: string; port: number } {
   return { host: m[1]!, port: Number(m[2]) };
 }
 
+/** host:port, with an IPv6 host in brackets (what splitAddress takes apart). */
+export function joinAddress(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 export class H2PeerStream {
   private session: ClientHttp2Session | undefined;
   private call: ClientHttp2Stream | undefined;

@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { debuglog } from 'node:util';
 import { H2NativeClient, type H2Event } from '../../native/h2-native.js';
 import { encodePeerMessage, type WirePeerMessage } from './peer-wire.js';
+import { joinAddress } from './h2-peer-stream.js';
 import { ReplyWaiters, trailerStatus } from './reply-waiters.js';
 import type { PieceCallback, PieceStatus } from './peer-stream.js';
 import { streamRequestFields, type RawPeerStreamOptions } from './raw-peer-stream.js';
@@ -71,7 +72,7 @@ export class NativePeerStream {
   }
 
   private get where(): string {
-    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return joinAddress(this.host, this.port);
   }
 
   /**

@@ -16,6 +16,7 @@ import { debuglog } from 'node:util';
 import { encodePeerMessage, GrpcFrameReader, type WirePeerMessage } from './peer-wire.js';
 import { ReplyWaiters, trailerStatus } from './reply-waiters.js';
 import { PEER_STREAM_PATH } from './h2-peer-server.js';
+import { joinAddress } from './h2-peer-stream.js';
 import type { PieceCallback, PieceStatus } from './peer-stream.js';
 import {
   DEFAULT_MAX_FRAME_SIZE,
@@ -160,7 +161,7 @@ export class RawPeerStream {
   }
 
   private get where(): string {
-    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return joinAddress(this.host, this.port);
   }
 
   /** Send one piece; `cb` gets its outcome exactly once unless the returned cancel is called first. */
